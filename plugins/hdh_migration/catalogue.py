@@ -1,0 +1,278 @@
+"""The migration catalogue: which domains and tables move, in which wave, from which partition.
+
+The catalogue is one YAML file (``dags/domains.yaml``). Loading it is cheap: it imports only the
+standard library and PyYAML, so DAG files can build their DAGs from it at parse time.
+
+Every error names the file, the domain, the table and the field, and says what to write instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+GRAINS = ("monthly", "yearly", "snapshot")
+FORMATS = ("parquet", "csv")
+SNAPSHOT_PARTITION_COLUMN = "snapshot"
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is not a valid migration plan."""
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    delimiter: str = ";"
+    decimal_point: str = ","
+    encoding: str = "latin-1"
+    header: bool = True
+
+
+@dataclass(frozen=True)
+class Table:
+    domain: str
+    name: str
+    format: str
+    partition_column: str
+    primary_key: tuple[str, ...]
+    schema_path: Path
+    suite_path: Path
+    optional: bool = False
+    csv: CsvDialect | None = None
+
+    @property
+    def source_extension(self) -> str:
+        return self.format
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    owner: str
+    wave: int
+    grain: str
+    first_partition: str
+    cutover_partition: str
+    tables: tuple[Table, ...]
+    description: str = ""
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(f"domain {self.name!r} has no table {name!r}")
+
+    def partitions(self) -> list[str]:
+        """Every partition value from the first to the planned cutover partition, in order."""
+        if self.grain == "snapshot":
+            return [self.cutover_partition]
+        first = partition_start(self.grain, self.first_partition)
+        last = partition_start(self.grain, self.cutover_partition)
+        values = []
+        current = first
+        while current <= last:
+            values.append(partition_value(self.grain, current))
+            current = next_partition_start(self.grain, current)
+        return values
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    path: Path
+    source_container: str
+    target_bucket: str
+    domains: tuple[Domain, ...] = field(default_factory=tuple)
+
+    def domain(self, name: str) -> Domain:
+        for domain in self.domains:
+            if domain.name == name:
+                return domain
+        known = ", ".join(d.name for d in self.domains)
+        raise CatalogueError(f"{self.path}: no domain {name!r} (known: {known})")
+
+
+def partition_start(grain: str, value: str) -> dt.date:
+    """The first day covered by a partition value of this grain."""
+    if grain == "monthly":
+        day = dt.date.fromisoformat(value)
+        if day.day != 1:
+            raise ValueError(f"monthly partition {value!r} must be the first day of a month")
+        return day
+    if grain == "yearly":
+        if not re.fullmatch(r"\d{4}", value):
+            raise ValueError(f"yearly partition {value!r} must be a 4-digit year")
+        return dt.date(int(value), 1, 1)
+    return dt.date.fromisoformat(value)
+
+
+def partition_value(grain: str, day: dt.date) -> str:
+    """The partition value that holds ``day`` at this grain (as written in object keys)."""
+    if grain == "monthly":
+        return day.replace(day=1).isoformat()
+    if grain == "yearly":
+        return f"{day.year:04d}"
+    return day.isoformat()
+
+
+def next_partition_start(grain: str, day: dt.date) -> dt.date:
+    if grain == "monthly":
+        return dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    if grain == "yearly":
+        return dt.date(day.year + 1, 1, 1)
+    raise ValueError("a snapshot has no next partition")
+
+
+def _require(mapping: dict, key: str, where: str, kind: type | tuple[type, ...]):
+    if key not in mapping:
+        raise CatalogueError(f"{where}: missing field {key!r}")
+    value = mapping[key]
+    if not isinstance(value, kind):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise CatalogueError(f"{where}: field {key!r} must be a {expected}, got {value!r}")
+    return value
+
+
+def _check_keys(mapping: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise CatalogueError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _partition_field(raw: dict, key: str, grain: str, where: str) -> str:
+    value = raw.get(key)
+    if isinstance(value, dt.date):
+        value = value.isoformat()
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str):
+        raise CatalogueError(f"{where}: field {key!r} must be a partition value, got {value!r}")
+    try:
+        partition_start(grain, value)
+    except ValueError as err:
+        raise CatalogueError(f"{where}: field {key!r}: {err}") from None
+    return value
+
+
+def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where: str) -> Table:
+    where = f"{where}, table {name!r}"
+    if not _NAME.match(name):
+        raise CatalogueError(f"{where}: table names are SNDS identifiers such as ER_PRS_F")
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping of fields")
+    _check_keys(raw, {"format", "partition_column", "primary_key", "schema", "suite", "optional", "csv"}, where)
+    fmt = _require(raw, "format", where, str)
+    if fmt not in FORMATS:
+        raise CatalogueError(f"{where}: field 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    partition_column = _require(raw, "partition_column", where, str)
+    if grain == "snapshot" and partition_column != SNAPSHOT_PARTITION_COLUMN:
+        raise CatalogueError(
+            f"{where}: field 'partition_column' must be {SNAPSHOT_PARTITION_COLUMN!r} for a snapshot domain"
+        )
+    primary_key = raw.get("primary_key")
+    if primary_key is not None and (
+        not isinstance(primary_key, list) or not primary_key or not all(isinstance(c, str) for c in primary_key)
+    ):
+        raise CatalogueError(f"{where}: field 'primary_key' must be a list of column names, or null for none")
+    schema_path = (base / _require(raw, "schema", where, str)).resolve()
+    if not schema_path.is_file():
+        raise CatalogueError(f"{where}: field 'schema' names {schema_path}, which does not exist")
+    suite_path = (base / _require(raw, "suite", where, str)).resolve()
+    csv = None
+    if fmt == "csv":
+        dialect = raw.get("csv") or {}
+        if not isinstance(dialect, dict):
+            raise CatalogueError(f"{where}: field 'csv' must be a mapping")
+        _check_keys(dialect, {"delimiter", "decimal_point", "encoding", "header"}, f"{where}, field 'csv'")
+        csv = CsvDialect(**dialect)
+    elif "csv" in raw:
+        raise CatalogueError(f"{where}: field 'csv' applies only to format csv")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise CatalogueError(f"{where}: field 'optional' must be true or false")
+    return Table(
+        domain=domain,
+        name=name,
+        format=fmt,
+        partition_column=partition_column,
+        primary_key=tuple(primary_key or ()),
+        schema_path=schema_path,
+        suite_path=suite_path,
+        optional=optional,
+        csv=csv,
+    )
+
+
+def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
+    where = f"{where}, domain {name!r}"
+    if not _DOMAIN.match(name):
+        raise CatalogueError(f"{where}: domain names are lower-case identifiers such as pmsi_mco")
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping of fields")
+    _check_keys(
+        raw, {"owner", "wave", "grain", "first_partition", "cutover_partition", "tables", "description"}, where
+    )
+    owner = _require(raw, "owner", where, str)
+    wave = _require(raw, "wave", where, int)
+    grain = _require(raw, "grain", where, str)
+    if grain not in GRAINS:
+        raise CatalogueError(f"{where}: field 'grain' must be one of {', '.join(GRAINS)}, got {grain!r}")
+    first = _partition_field(raw, "first_partition", grain, where)
+    cutover = _partition_field(raw, "cutover_partition", grain, where)
+    if partition_start(grain, cutover) < partition_start(grain, first):
+        raise CatalogueError(f"{where}: field 'cutover_partition' {cutover} comes before 'first_partition' {first}")
+    tables_raw = _require(raw, "tables", where, dict)
+    if not tables_raw:
+        raise CatalogueError(f"{where}: field 'tables' is empty")
+    tables = tuple(
+        _load_table(name, grain, table_name, tables_raw[table_name], base, where) for table_name in sorted(tables_raw)
+    )
+    return Domain(
+        name=name,
+        owner=owner,
+        wave=wave,
+        grain=grain,
+        first_partition=first,
+        cutover_partition=cutover,
+        tables=tables,
+        description=str(raw.get("description", "")),
+    )
+
+
+def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
+    """Load and validate the catalogue; ``HDH_CATALOGUE`` overrides the default file."""
+    import yaml
+
+    path = Path(path or os.environ.get("HDH_CATALOGUE") or DEFAULT_CATALOGUE).resolve()
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CatalogueError(f"{where}: the catalogue file does not exist") from None
+    except yaml.YAMLError as err:
+        raise CatalogueError(f"{where}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping with 'source_container', 'target_bucket' and 'domains'")
+    _check_keys(raw, {"version", "source_container", "target_bucket", "domains"}, where)
+    if raw.get("version") != 1:
+        raise CatalogueError(f"{where}: field 'version' must be 1")
+    domains_raw = _require(raw, "domains", where, dict)
+    domains = tuple(_load_domain(name, domains_raw[name], path.parent, where) for name in sorted(domains_raw))
+    return Catalogue(
+        path=path,
+        source_container=_require(raw, "source_container", where, str),
+        target_bucket=_require(raw, "target_bucket", where, str),
+        domains=domains,
+    )
+
+
+@lru_cache(maxsize=4)
+def cached_catalogue(path: str | None = None) -> Catalogue:
+    return load_catalogue(path)

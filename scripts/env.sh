@@ -1,0 +1,26 @@
+# Environment of the embedded default: SQLite Airflow in an ignored AIRFLOW_HOME, local
+# Azurite and SeaweedFS, connections as AIRFLOW_CONN_* JSON. Sourced by the Makefile and .ci/run.
+# The Azurite account key is the emulator's published development key, not a secret.
+HDH_ROOT="${HDH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export HDH_ROOT
+export HDH_STATE_DIR="${HDH_STATE_DIR:-$HDH_ROOT/.local}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$HDH_STATE_DIR/airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$HDH_ROOT/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$HDH_ROOT/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__UNIT_TEST_MODE=False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+export PYTHONPATH="$HDH_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+
+export HDH_AZURITE_PORT="${HDH_AZURITE_PORT:-10000}"
+export HDH_S3_PORT="${HDH_S3_PORT:-8333}"
+export HDH_WEED_MASTER_PORT="${HDH_WEED_MASTER_PORT:-9333}"
+export HDH_WEED_VOLUME_PORT="${HDH_WEED_VOLUME_PORT:-8081}"
+export HDH_WEED_FILER_PORT="${HDH_WEED_FILER_PORT:-8888}"
+export HDH_S3_ACCESS_KEY="${HDH_S3_ACCESS_KEY:-hdh-local}"
+export HDH_S3_SECRET_KEY="${HDH_S3_SECRET_KEY:-hdh-local-secret}"
+
+AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+export AIRFLOW_CONN_HDH_AZURE_SOURCE="{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$HDH_AZURITE_PORT/devstoreaccount1;\"}}"
+export AIRFLOW_CONN_HDH_SOVEREIGN_TARGET="{\"conn_type\": \"aws\", \"login\": \"$HDH_S3_ACCESS_KEY\", \"password\": \"$HDH_S3_SECRET_KEY\", \"extra\": {\"endpoint_url\": \"http://127.0.0.1:$HDH_S3_PORT\", \"region_name\": \"fr-par\", \"provider_profile\": \"generic\"}}"
+export AIRFLOW_CONN_HDH_LEDGER="${AIRFLOW_CONN_HDH_LEDGER:-{\"conn_type\": \"sqlite\", \"host\": \"$HDH_STATE_DIR/ledger.db\"}}"
