@@ -216,9 +216,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
         raise CatalogueError(f"{where}: domain names are lower-case identifiers such as pmsi_mco")
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: expected a mapping of fields")
-    _check_keys(
-        raw, {"owner", "wave", "grain", "first_partition", "cutover_partition", "tables", "description"}, where
-    )
+    _check_keys(raw, {"owner", "wave", "grain", "first_partition", "cutover_partition", "tables", "description"}, where)
     owner = _require(raw, "owner", where, str)
     wave = _require(raw, "wave", where, int)
     grain = _require(raw, "grain", where, str)

@@ -1,0 +1,5 @@
+import sys
+
+from hdh_migration.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""The failures the pipeline tells apart, because each calls for a different response.
+
+Only this light module is imported by DAG files (for the retry policy); network faults are not
+listed here: they fall through to Airflow's standard retries with exponential backoff.
+"""
+
+from __future__ import annotations
+
+
+class MigrationError(Exception):
+    """A failure that retrying cannot fix; the message says what to do next."""
+
+
+class DataError(MigrationError):
+    """The source data breaks a rule (format, schema, expectation, key, count, checksum)."""
+
+
+class IntegrityError(DataError):
+    """What landed in the sovereign store is not provably equal to what left Azure."""
+
+
+class MissingPartitionError(DataError):
+    """A planned partition has no source objects in Azure."""
+
+
+class SovereigntyError(MigrationError):
+    """The target is not an allowed sovereign host; no byte was moved."""
+
+
+class FrozenDomainError(MigrationError):
+    """The domain is cut over: the French copy is the data, and writes are refused."""
+
+
+def where(domain: str, table: str | None = None, partition: str | None = None, obj: str | None = None) -> str:
+    """The location prefix every error message starts with."""
+    parts = [f"domain={domain}"]
+    if table:
+        parts.append(f"table={table}")
+    if partition:
+        parts.append(f"partition={partition}")
+    if obj:
+        parts.append(f"object={obj}")
+    return " ".join(parts)

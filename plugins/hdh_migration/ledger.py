@@ -1,0 +1,237 @@
+"""The ledger: the state of every partition and domain, in SQLAlchemy (SQLite or PostgreSQL).
+
+The ledger is a convenience index, not the truth: the manifests in the sovereign store are. It can
+be rebuilt from them at any time (``python -m hdh_migration reindex``), so losing it loses nothing.
+It never holds data values: only names, counts, sizes, hashes, states and redacted error text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+PARTITION_STATES = ("planned", "transferring", "validated", "committed", "failed", "quarantined")
+DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over")
+
+metadata = sa.MetaData()
+
+partitions_table = sa.Table(
+    "hdh_partition",
+    metadata,
+    sa.Column("domain", sa.String(64), primary_key=True),
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.String(32), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("duration_s", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("manifest_sha256", sa.String(64)),
+    sa.Column("source_etags", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+domains_table = sa.Table(
+    "hdh_domain",
+    metadata,
+    sa.Column("domain", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+events_table = sa.Table(
+    "hdh_event",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("table_name", sa.String(64)),
+    sa.Column("partition", sa.String(32)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("run_id", sa.String(250)),
+)
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    domain: str
+    table_name: str
+    partition: str
+    state: str
+    rows: int | None
+    bytes: int | None
+    duration_s: float | None
+    attempts: int
+    last_error: str | None
+    run_id: str | None
+    manifest_sha256: str | None
+    source_etags: dict[str, str]
+    updated_at: dt.datetime
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def engine_url_from_connection(conn_id: str = "hdh_ledger") -> str:
+    """The SQLAlchemy URL of the ledger, from its Airflow connection (sqlite or postgres)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type == "sqlite":
+        return f"sqlite:///{conn.host}"
+    if conn.conn_type in ("postgres", "postgresql"):
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg2",
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or "127.0.0.1",
+            port=conn.port or 5432,
+            database=conn.schema or "hdh_ledger",
+        ).render_as_string(hide_password=False)
+    raise ValueError(f"ledger connection {conn_id!r} has type {conn.conn_type!r}; use sqlite or postgres")
+
+
+class Ledger:
+    def __init__(self, url: str):
+        self.engine = sa.create_engine(url, pool_pre_ping=True, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    @classmethod
+    def from_connection(cls, conn_id: str = "hdh_ledger") -> Ledger:
+        return cls(engine_url_from_connection(conn_id))
+
+    @contextmanager
+    def _begin(self):
+        with self.engine.begin() as conn:
+            yield conn
+
+    def get(self, domain: str, table_name: str, partition: str) -> PartitionRecord | None:
+        with self._begin() as conn:
+            row = conn.execute(
+                sa.select(partitions_table).where(
+                    partitions_table.c.domain == domain,
+                    partitions_table.c.table_name == table_name,
+                    partitions_table.c.partition == partition,
+                )
+            ).first()
+        return _record(row) if row else None
+
+    def partitions(self, domain: str | None = None) -> list[PartitionRecord]:
+        query = sa.select(partitions_table).order_by(
+            partitions_table.c.domain, partitions_table.c.table_name, partitions_table.c.partition
+        )
+        if domain:
+            query = query.where(partitions_table.c.domain == domain)
+        with self._begin() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def set_state(
+        self,
+        domain: str,
+        table_name: str,
+        partition: str,
+        state: str,
+        *,
+        run_id: str | None = None,
+        new_attempt: bool = False,
+        **fields,
+    ) -> None:
+        """Upsert a partition's state; ``fields`` are rows, bytes, duration_s, last_error, ..."""
+        if state not in PARTITION_STATES:
+            raise ValueError(f"unknown partition state {state!r}")
+        if "source_etags" in fields and fields["source_etags"] is not None:
+            fields["source_etags"] = json.dumps(fields["source_etags"], sort_keys=True)
+        values = {"state": state, "updated_at": _now(), **fields}
+        if run_id is not None:
+            values["run_id"] = run_id
+        key = {"domain": domain, "table_name": table_name, "partition": partition}
+        with self._begin() as conn:
+            existing = conn.execute(
+                sa.select(partitions_table.c.attempts).where(*(partitions_table.c[k] == v for k, v in key.items()))
+            ).first()
+            if existing is None:
+                values["attempts"] = 1 if new_attempt else 0
+                conn.execute(sa.insert(partitions_table).values(**key, **values))
+            else:
+                if new_attempt:
+                    values["attempts"] = existing.attempts + 1
+                conn.execute(
+                    sa.update(partitions_table)
+                    .where(*(partitions_table.c[k] == v for k, v in key.items()))
+                    .values(**values)
+                )
+            conn.execute(
+                sa.insert(events_table).values(
+                    at=_now(),
+                    domain=domain,
+                    table_name=table_name,
+                    partition=partition,
+                    kind=f"partition_{state}",
+                    detail=fields.get("last_error"),
+                    run_id=run_id,
+                )
+            )
+
+    def record_event(self, domain: str, kind: str, detail: dict | str | None = None, **where) -> None:
+        text = json.dumps(detail, sort_keys=True) if isinstance(detail, dict) else detail
+        with self._begin() as conn:
+            conn.execute(sa.insert(events_table).values(at=_now(), domain=domain, kind=kind, detail=text, **where))
+
+    def events(self, domain: str | None = None) -> list[dict]:
+        query = sa.select(events_table).order_by(events_table.c.id)
+        if domain:
+            query = query.where(events_table.c.domain == domain)
+        with self._begin() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def domain_state(self, domain: str) -> str:
+        with self._begin() as conn:
+            row = conn.execute(sa.select(domains_table.c.state).where(domains_table.c.domain == domain)).first()
+        return row.state if row else "planned"
+
+    def set_domain_state(self, domain: str, state: str, detail: dict | None = None) -> None:
+        if state not in DOMAIN_STATES:
+            raise ValueError(f"unknown domain state {state!r}")
+        with self._begin() as conn:
+            updated = conn.execute(
+                sa.update(domains_table).where(domains_table.c.domain == domain).values(state=state, updated_at=_now())
+            ).rowcount
+            if not updated:
+                conn.execute(sa.insert(domains_table).values(domain=domain, state=state, updated_at=_now()))
+            conn.execute(
+                sa.insert(events_table).values(
+                    at=_now(), domain=domain, kind=f"domain_{state}", detail=json.dumps(detail or {}, sort_keys=True)
+                )
+            )
+
+    def reset(self) -> None:
+        """Drop every ledger row (used by ``reindex`` before rebuilding from the manifests)."""
+        with self._begin() as conn:
+            for table in (partitions_table, domains_table, events_table):
+                conn.execute(sa.delete(table))
+
+
+def _record(row) -> PartitionRecord:
+    data = dict(row._mapping)
+    data["source_etags"] = json.loads(data["source_etags"]) if data["source_etags"] else {}
+    return PartitionRecord(**data)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets mapped tasks in several processes write the ledger without "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,356 @@
+"""The sovereign S3 target: provider profiles, the sovereignty guard, streamed multipart upload.
+
+The amazon provider's S3Hook (boto3) is used only as an S3 protocol client: every endpoint must be
+a French sovereign host (or loopback for local runs), and the guard refuses anything else before
+a single byte moves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from hdh_migration.errors import IntegrityError, SovereigntyError
+
+log = logging.getLogger(__name__)
+
+SHA256_METADATA = "hdh-sha256"
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProviderProfile:
+    """Known quirks of one sovereign S3 provider (see shared/reference/sovereign-s3.md)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    max_parts: int = 10_000
+    addressing_style: str = "path"
+    signature_version: str = "s3v4"
+    checksum_when_required: bool = True
+    refreshable_credentials: bool = False
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        ProviderProfile("scaleway", ("s3.fr-par.scw.cloud", "*.s3.fr-par.scw.cloud", "s3.*.scw.cloud"), max_parts=1000),
+        ProviderProfile("ovhcloud", ("s3.*.io.cloud.ovh.net", "*.s3.*.io.cloud.ovh.net")),
+        ProviderProfile("cloud_temple", ("*.s3.fr1.cloud-temple.com",), signature_version="s3"),
+        ProviderProfile("outscale_secnumcloud", ("oos.cloudgouv-eu-west-1.outscale.com",)),
+        ProviderProfile("numspot", ("objectstorage.*.numspot.com",), refreshable_credentials=True),
+        ProviderProfile("generic", ()),
+    )
+}
+
+NON_SOVEREIGN_HOSTS = (
+    "*.amazonaws.com",
+    "amazonaws.com",
+    "*.blob.core.windows.net",
+    "*.dfs.core.windows.net",
+    "*.windows.net",
+    "*.googleapis.com",
+    "*.r2.cloudflarestorage.com",
+)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_sovereign_endpoint(endpoint_url: str | None, profile_name: str) -> ProviderProfile:
+    """Refuse a target that is not provably a sovereign host; return its profile otherwise."""
+    if profile_name not in PROFILES:
+        raise SovereigntyError(
+            f"target profile {profile_name!r} is unknown; set 'provider_profile' in the target connection's "
+            f"extra to one of {', '.join(sorted(PROFILES))}"
+        )
+    profile = PROFILES[profile_name]
+    if not endpoint_url:
+        raise SovereigntyError(
+            "the target connection has no 'endpoint_url': boto3 would default to AWS (a US provider). "
+            "Set endpoint_url to the sovereign provider's S3 endpoint"
+        )
+    parsed = urlparse(endpoint_url)
+    host = (parsed.hostname or "").lower()
+    for pattern in NON_SOVEREIGN_HOSTS:
+        if fnmatch.fnmatch(host, pattern):
+            raise SovereigntyError(
+                f"target host {host} matches the non-sovereign pattern {pattern}: data may not leave the "
+                "French sovereign store (US CLOUD Act). Point the target connection at a SecNumCloud/HDS host"
+            )
+    loopback = _is_loopback(host)
+    if parsed.scheme != "https" and not loopback:
+        raise SovereigntyError(
+            f"target endpoint {endpoint_url} uses {parsed.scheme or 'no scheme'}: only https is allowed "
+            "outside loopback. Use the provider's https endpoint"
+        )
+    if loopback:
+        return profile
+    allowed = [pattern for p in PROFILES.values() for pattern in p.hosts]
+    if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):
+        raise SovereigntyError(
+            f"target host {host} is not on the sovereign allow-list ({', '.join(allowed)}). "
+            "Add a provider profile for it after checking its SecNumCloud qualification and HDS certification"
+        )
+    if profile.hosts and not any(fnmatch.fnmatch(host, pattern) for pattern in profile.hosts):
+        raise SovereigntyError(
+            f"target host {host} does not belong to profile {profile.name!r} ({', '.join(profile.hosts)}); "
+            "fix 'provider_profile' in the target connection's extra"
+        )
+    return profile
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    part_size: int = 16 * MiB
+    concurrency: int = 4
+    read_chunk: int = 8 * MiB
+
+    @classmethod
+    def from_extra(cls, extra: dict) -> TransferSettings:
+        return cls(
+            part_size=int(extra.get("part_size_mb", 16)) * MiB,
+            concurrency=int(extra.get("upload_concurrency", 4)),
+            read_chunk=int(extra.get("read_chunk_mb", 8)) * MiB,
+        )
+
+
+class SovereignTarget:
+    """One bucket of the sovereign store, reached through the amazon provider's S3Hook."""
+
+    def __init__(self, conn_id: str, bucket: str):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk import BaseHook
+        from botocore.config import Config
+
+        connection = BaseHook.get_connection(conn_id)
+        extra = connection.extra_dejson
+        self.profile = check_sovereign_endpoint(extra.get("endpoint_url"), extra.get("provider_profile", "generic"))
+        self.settings = TransferSettings.from_extra(extra)
+        config_kwargs = {
+            "s3": {"addressing_style": self.profile.addressing_style},
+            "signature_version": self.profile.signature_version,
+            "retries": {"max_attempts": 5, "mode": "adaptive"},
+            "max_pool_connections": max(10, self.settings.concurrency * 2),
+            "connect_timeout": 10,
+            "read_timeout": 120,
+        }
+        if self.profile.checksum_when_required:
+            config_kwargs["request_checksum_calculation"] = "when_required"
+            config_kwargs["response_checksum_validation"] = "when_required"
+        self.hook = S3Hook(aws_conn_id=conn_id, config=Config(**config_kwargs))
+        self.client = self.hook.get_conn()
+        self.bucket = bucket
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def part_size_for(self, size: int) -> int:
+        """The configured part size, enlarged so the object fits in the provider's maximum part count."""
+        minimum = math.ceil(size / self.profile.max_parts) if size else 0
+        return max(self.settings.part_size, math.ceil(minimum / MiB) * MiB, 5 * MiB)
+
+    def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None):
+        """Upload a local spool file; multipart above one part, resumable through ``state``.
+
+        ``state`` is Airflow's task_state_store (or None): the upload id and finished parts are kept
+        there, so a retried task resumes the upload instead of starting over.
+        """
+        size = path.stat().st_size
+        full_metadata = {**metadata, SHA256_METADATA: sha256}
+        part_size = self.part_size_for(size)
+        if size <= part_size:
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=full_metadata)
+            if progress:
+                progress(size)
+            return
+        upload_id, done = self._resume_or_create(key, sha256, part_size, full_metadata, state)
+        part_count = math.ceil(size / part_size)
+        todo = [n for n in range(1, part_count + 1) if n not in done]
+        if done:
+            log.info("Resuming multipart upload of %s: %d of %d parts already uploaded", key, len(done), part_count)
+            if progress:
+                progress(sum(min(part_size, size - (n - 1) * part_size) for n in done))
+
+        def upload_part(number: int) -> tuple[int, str]:
+            offset = (number - 1) * part_size
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                body = handle.read(min(part_size, size - offset))
+            response = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            return number, response["ETag"], len(body)
+
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            for number, etag, nbytes in pool.map(upload_part, todo):
+                done[number] = etag
+                if progress:
+                    progress(nbytes)
+                if state is not None:
+                    state.set(f"parts:{key}", {str(n): e for n, e in done.items()})
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": done[n]} for n in sorted(done)]},
+        )
+        if state is not None:
+            state.delete(f"upload:{key}")
+            state.delete(f"parts:{key}")
+
+    def _resume_or_create(self, key, sha256, part_size, metadata, state) -> tuple[str, dict[int, str]]:
+        from botocore.exceptions import ClientError
+
+        if state is not None:
+            saved = state.get(f"upload:{key}")
+            if saved and saved.get("sha256") == sha256 and saved.get("part_size") == part_size:
+                try:
+                    parts = self.client.list_parts(Bucket=self.bucket, Key=key, UploadId=saved["upload_id"])
+                    done = {p["PartNumber"]: p["ETag"] for p in parts.get("Parts", [])}
+                    return saved["upload_id"], done
+                except ClientError:
+                    log.info("Saved multipart upload of %s is gone; starting a new one", key)
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=metadata)["UploadId"]
+        if state is not None:
+            state.set(f"upload:{key}", {"upload_id": upload_id, "sha256": sha256, "part_size": part_size})
+        return upload_id, {}
+
+    def verify_object(self, key: str, sha256: str, size: int) -> None:
+        """Read the landed object back and prove its size and sha256 equal the source's."""
+        from hdh_migration.integrity import sha256_stream
+
+        head = self.client.head_object(Bucket=self.bucket, Key=key)
+        if head["ContentLength"] != size or head.get("Metadata", {}).get(SHA256_METADATA) != sha256:
+            raise IntegrityError(
+                f"object {key}: size or {SHA256_METADATA} metadata differs from the source after upload"
+            )
+        digest = sha256_stream()
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(self.settings.read_chunk):
+            digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            raise IntegrityError(f"object {key}: sha256 read back from the store differs from the source")
+
+    def head(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Server-side copy, metadata included (multipart copy for large objects)."""
+        from boto3.s3.transfer import TransferConfig
+
+        self.client.copy(
+            {"Bucket": self.bucket, "Key": source_key},
+            self.bucket,
+            key,
+            Config=TransferConfig(
+                multipart_threshold=self.settings.part_size, multipart_chunksize=self.settings.part_size
+            ),
+        )
+
+    def list_keys(self, prefix: str) -> list[str]:
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = keys[start : start + 1000]
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+
+    def abort_uploads(self, prefix: str) -> int:
+        """Abort unfinished multipart uploads under a prefix (left by crashed runs)."""
+        response = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
+        uploads = response.get("Uploads", [])
+        for upload in uploads:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        return len(uploads)
+
+    def put_json(self, key: str, document: dict) -> str:
+        """Write a small JSON document (manifest, report); returns its sha256."""
+        import json
+
+        from hdh_migration.integrity import sha256_stream
+
+        body = json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
+        digest = sha256_stream()
+        digest.update(body)
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            Metadata={SHA256_METADATA: digest.hexdigest()},
+        )
+        return digest.hexdigest()
+
+    def get_json(self, key: str) -> dict | None:
+        import json
+
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return json.loads(body)
+
+
+class Progress:
+    """Logs bytes done and total, MB/s and ETA every few seconds; never data values."""
+
+    def __init__(self, label: str, total: int, every_s: float = 5.0):
+        self.label, self.total, self.every_s = label, total, every_s
+        self.done = 0
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            elapsed = max(now - self.started, 1e-6)
+            rate = self.done / elapsed
+            eta = (self.total - self.done) / rate if rate else float("inf")
+            log.info(
+                "%s: %.1f/%.1f MB, %.1f MB/s, ETA %.0f s",
+                self.label,
+                self.done / 1e6,
+                self.total / 1e6,
+                rate / 1e6,
+                eta,
+            )

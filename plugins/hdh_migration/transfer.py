@@ -1,0 +1,596 @@
+"""The work behind ``hdh_transfer__<domain>``: plan, transfer, validate, commit, reconcile.
+
+Each function is one Airflow task body. They exchange only metadata through XCom (names, sizes,
+hashes, counts), never data values. Heavy libraries are imported inside the functions.
+
+Commit protocol: objects are uploaded under ``_staging/``, checked, promoted to final keys by
+server-side copy, and only then is the partition manifest written: the manifest is the commit
+point. Staging and unfinished uploads are cleaned once the manifest exists. A run that dies at any
+step leaves either the previous manifest (and the next run redoes the work) or the new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from hdh_migration.catalogue import Catalogue, Domain, Table, cached_catalogue
+from hdh_migration.errors import (
+    DataError,
+    FrozenDomainError,
+    IntegrityError,
+    MissingPartitionError,
+    where,
+)
+from hdh_migration.layout import manifest_key, partition_dir, staging_key, staging_prefix, target_key
+
+log = logging.getLogger(__name__)
+
+SOURCE_CONN_ID = "hdh_azure_source"
+TARGET_CONN_ID = "hdh_sovereign_target"
+LEDGER_CONN_ID = "hdh_ledger"
+BATCH_ROWS = 65_536
+KEY_BUCKET_BYTES = 64 << 20
+MANIFEST_VERSION = 1
+
+
+def _catalogue() -> Catalogue:
+    return cached_catalogue(os.environ.get("HDH_CATALOGUE"))
+
+
+def _ledger():
+    from hdh_migration.ledger import Ledger
+
+    return Ledger.from_connection(LEDGER_CONN_ID)
+
+
+def _target():
+    from hdh_migration.target import SovereignTarget
+
+    return SovereignTarget(TARGET_CONN_ID, _catalogue().target_bucket)
+
+
+def _source():
+    from hdh_migration.source import AzureSource
+
+    return AzureSource(SOURCE_CONN_ID, _catalogue().source_container)
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def run_token(run_id: str) -> str:
+    """A short, key-safe token for a DAG run: one staging folder per run, stable across retries."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
+
+
+def _spool_dir() -> Path:
+    root = Path(os.environ.get("HDH_SPOOL_DIR") or tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="hdh-spool-", dir=root))
+
+
+def _record_failure(domain: str, table: str, partition: str, error: Exception, run_id: str) -> None:
+    _ledger().set_state(domain, table, partition, "failed", run_id=run_id, last_error=str(error)[:2000])
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = False) -> dict:
+    """List each table's source objects for the partition; skip tables already committed unchanged."""
+    catalogue = _catalogue()
+    domain = catalogue.domain(domain_name)
+    ledger = _ledger()
+    if ledger.domain_state(domain.name) == "cut_over":
+        raise FrozenDomainError(
+            f"{where(domain.name, partition=partition)}: the domain is cut over, so the French copy is the data "
+            "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
+            "really needed"
+        )
+    target = _target()  # the sovereignty guard runs here, before any byte moves
+    target.ensure_bucket()
+    source = _source()
+    token = run_token(run_id)
+    tables, objects = [], []
+    for table in domain.tables:
+        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        listed = source.list_objects(prefix, table.source_extension)
+        if not listed:
+            if table.optional:
+                log.info("%s: no source objects; the table is optional here", where(domain.name, table.name, partition))
+                continue
+            error = MissingPartitionError(
+                f"{where(domain.name, table.name, partition)}: no source objects under "
+                f"{catalogue.source_container}/{prefix} (rule: planned partitions must exist in Azure). "
+                "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue"
+            )
+            _record_failure(domain.name, table.name, partition, error, run_id)
+            raise error
+        manifest = target.get_json(manifest_key(domain.name, table.name, table.partition_column, partition))
+        listed_etags = {obj.name: obj.etag for obj in listed}
+        previous = {o["name"]: o["etag"] for o in manifest["source_objects"]} if manifest else None
+        if previous == listed_etags and not force:
+            log.info(
+                "%s: committed and unchanged (same ETags): nothing to do", where(domain.name, table.name, partition)
+            )
+            ledger.record_event(domain.name, "unchanged", table_name=table.name, partition=partition, run_id=run_id)
+            continue
+        if previous is not None and previous != listed_etags:
+            changes = {
+                "added": sorted(set(listed_etags) - set(previous)),
+                "removed": sorted(set(previous) - set(listed_etags)),
+                "changed": sorted(n for n in listed_etags if n in previous and previous[n] != listed_etags[n]),
+            }
+            log.info("%s: source changed since the last commit: %s", where(domain.name, table.name, partition), changes)
+            ledger.record_event(
+                domain.name, "source_changed", changes, table_name=table.name, partition=partition, run_id=run_id
+            )
+        total_bytes = sum(obj.size for obj in listed)
+        buckets = max(1, math.ceil(total_bytes / KEY_BUCKET_BYTES))
+        tables.append(
+            {
+                "domain": domain.name,
+                "table": table.name,
+                "partition": partition,
+                "run_token": token,
+                "key_buckets": buckets,
+                "objects": [obj.as_dict() for obj in listed],
+                "bytes": total_bytes,
+                "started_at": _utcnow(),
+            }
+        )
+        for obj in listed:
+            objects.append(
+                {
+                    "domain": domain.name,
+                    "table": table.name,
+                    "partition": partition,
+                    "run_token": token,
+                    "key_buckets": buckets,
+                    "source": obj.as_dict(),
+                }
+            )
+        ledger.set_state(
+            domain.name, table.name, partition, "transferring", run_id=run_id, new_attempt=True, last_error=None
+        )
+    log.info(
+        "%s: %d table(s) to transfer, %d object(s), %.1f MB",
+        where(domain.name, partition=partition),
+        len(tables),
+        len(objects),
+        sum(t["bytes"] for t in tables) / 1e6,
+    )
+    return {"tables": tables, "objects": objects}
+
+
+# ---------------------------------------------------------------------------------------------
+# transfer
+
+
+def _check_parquet_schema(parquet_file, table: Table, expected, obj_name: str, partition: str) -> None:
+    actual = parquet_file.schema_arrow
+    if actual.names != expected.names:
+        missing = [n for n in expected.names if n not in actual.names]
+        extra = [n for n in actual.names if n not in expected.names]
+        raise DataError(
+            f"{where(table.domain, table.name, partition, obj_name)}: columns differ from the schema "
+            f"{table.schema_path.name} (rule: schema columns; missing {missing}, unexpected {extra}, or another order). "
+            "Fix the export, or update the schema file if the SNDS dictionary changed"
+        )
+    wrong = [f.name for f in expected if not actual.field(f.name).type.equals(f.type)]
+    if wrong:
+        raise DataError(
+            f"{where(table.domain, table.name, partition, obj_name)}: column types differ from the schema "
+            f"{table.schema_path.name} for {wrong} (rule: schema types). Fix the export's types"
+        )
+
+
+def _csv_batches(path: Path, table: Table, expected, obj_name: str, partition: str):
+    """Stream a French CSV export (Latin-1, ';', decimal comma) as typed record batches."""
+    import pyarrow as pa
+    from pyarrow import csv
+
+    dialect = table.csv
+    try:
+        reader = csv.open_csv(
+            path,
+            read_options=csv.ReadOptions(encoding=dialect.encoding, block_size=4 << 20),
+            parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
+            convert_options=csv.ConvertOptions(
+                column_types=expected,
+                include_columns=expected.names,
+                decimal_point=dialect.decimal_point,
+                strings_can_be_null=True,
+                true_values=["1", "true", "True"],
+                false_values=["0", "false", "False"],
+            ),
+        )
+        if reader.schema.names != expected.names:
+            raise DataError(
+                f"{where(table.domain, table.name, partition, obj_name)}: CSV header differs from the schema "
+                f"{table.schema_path.name} (rule: schema columns). Fix the export"
+            )
+        yield from reader
+    except pa.ArrowInvalid as err:
+        # Arrow's message quotes the offending cell: keep only the row and column position.
+        detail = str(err).split(":")[0]
+        raise DataError(
+            f"{where(table.domain, table.name, partition, obj_name)}: the CSV does not parse with the schema's types "
+            f"(rule: CSV types; {detail}). Fix the export, then re-run the partition"
+        ) from None
+
+
+def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
+    """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hdh_migration.integrity import Fingerprint, KeyHashSpill, sha256_file, sha256_stream
+    from hdh_migration.schema import load_table_schema
+    from hdh_migration.target import Progress
+    from hdh_migration.validation import SuiteRunner
+
+    started = time.monotonic()
+    catalogue = _catalogue()
+    table = catalogue.domain(item["domain"]).table(item["table"])
+    partition = item["partition"]
+    from hdh_migration.source import SourceObject
+
+    obj = SourceObject(**item["source"])
+    label = where(table.domain, table.name, partition, obj.name)
+    final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition)
+    staged_key = staging_key(final_key, item["run_token"])
+    expected = load_table_schema(table.schema_path).arrow_schema()
+    spool = _spool_dir()
+    try:
+        target = _target()
+        source = _source()
+        source_digest = sha256_stream()
+        source_path = spool / "source"
+        source.download_to(
+            obj, source_path, target.settings.read_chunk, source_digest, Progress(f"{label} download", obj.size)
+        )
+        source_sha256 = source_digest.hexdigest()
+        if source_path.stat().st_size != obj.size:
+            raise IntegrityError(f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}")
+
+        suite = SuiteRunner(table.suite_path)
+        source_fp = Fingerprint()
+        keys = KeyHashSpill(spool, list(table.primary_key), item["key_buckets"]) if table.primary_key else None
+
+        def check(batch) -> None:
+            suite.validate(batch)
+            source_fp.update(batch)
+            if keys is not None:
+                keys.update(batch)
+
+        if table.format == "parquet":
+            try:
+                parquet = pq.ParquetFile(source_path)
+            except pa.ArrowInvalid:
+                raise DataError(
+                    f"{label}: not a readable parquet file (rule: format parquet). Re-export the object"
+                ) from None
+            _check_parquet_schema(parquet, table, expected, obj.name, partition)
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+                check(batch)
+            upload_path, upload_sha256 = source_path, source_sha256
+            target_fp = source_fp  # byte-identical copy: proven by the sha256 read back below
+        else:
+            upload_path = spool / "converted.parquet"
+            with pq.ParquetWriter(upload_path, expected, compression="zstd") as writer:
+                for batch in _csv_batches(source_path, table, expected, obj.name, partition):
+                    check(batch)
+                    writer.write_batch(batch, row_group_size=BATCH_ROWS)
+            target_fp = Fingerprint()
+            for batch in pq.ParquetFile(upload_path).iter_batches(batch_size=BATCH_ROWS):
+                target_fp.update(batch)
+            upload_sha256 = sha256_file(upload_path)
+            if target_fp.hexdigest() != source_fp.hexdigest():
+                raise IntegrityError(
+                    f"{label}: the converted parquet does not reconcile with the CSV source "
+                    "(rule: content fingerprint). This is a bug in the conversion: report it"
+                )
+        source_path_size = upload_path.stat().st_size
+        target.upload_file(
+            upload_path,
+            staged_key,
+            upload_sha256,
+            {"hdh-source-sha256": source_sha256},
+            state=task_state_store,
+            progress=Progress(f"{label} upload", source_path_size),
+        )
+        target.verify_object(staged_key, upload_sha256, source_path_size)
+        key_files = {}
+        if keys is not None:
+            for bucket, path in keys.close().items():
+                key = f"{staged_key}.keys/{bucket:05d}"
+                target.client.upload_file(str(path), target.bucket, key)
+                key_files[str(bucket)] = key
+        result = {
+            "domain": table.domain,
+            "table": table.name,
+            "partition": partition,
+            "source": {**obj.as_dict(), "sha256": source_sha256},
+            "target": {"key": final_key, "staging_key": staged_key, "size": source_path_size, "sha256": upload_sha256},
+            "rows": source_fp.rows,
+            "source_fingerprint": source_fp.hexdigest(),
+            "target_fingerprint": target_fp.hexdigest(),
+            "key_files": key_files,
+            "key_null_rows": keys.null_rows if keys is not None else 0,
+            "validation": suite.results(),
+            "duration_s": round(time.monotonic() - started, 3),
+        }
+        log.info(
+            "%s: %d rows, %.1f MB in %.1f s (%.1f MB/s)",
+            label,
+            result["rows"],
+            obj.size / 1e6,
+            result["duration_s"],
+            obj.size / 1e6 / max(result["duration_s"], 1e-6),
+        )
+        return result
+    except DataError as error:
+        _record_failure(table.domain, table.name, partition, error, run_id)
+        raise
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def _results_by_table(results: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for result in results or []:
+        grouped.setdefault(result["table"], []).append(result)
+    return grouped
+
+
+def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> dict:
+    """Whole-partition checks GX cannot make batch by batch, then the verdict per table."""
+    from hdh_migration.integrity import Fingerprint, count_duplicate_keys
+    from hdh_migration.validation import merge_results, summary_shape
+
+    catalogue = _catalogue()
+    grouped = _results_by_table(results)
+    ledger = _ledger()
+    verdicts = {}
+    target = _target() if tables else None
+    for planned in tables:
+        table = catalogue.domain(planned["domain"]).table(planned["table"])
+        partition = planned["partition"]
+        label = where(table.domain, table.name, partition)
+        table_results = grouped.get(table.name, [])
+        transferred = {r["source"]["name"] for r in table_results}
+        missing = [o["name"] for o in planned["objects"] if o["name"] not in transferred]
+        if missing:
+            error = IntegrityError(f"{label}: objects planned but not transferred: {missing}. Re-run the partition")
+            _record_failure(table.domain, table.name, partition, error, run_id)
+            raise error
+        totals: dict[str, dict] = {}
+        for result in table_results:
+            merge_results(totals, result["validation"])
+        source_fp, target_fp = Fingerprint(), Fingerprint()
+        for result in table_results:
+            source_fp.merge(Fingerprint.parse(result["source_fingerprint"]))
+            target_fp.merge(Fingerprint.parse(result["target_fingerprint"]))
+        rows = sum(r["rows"] for r in table_results)
+        partition_checks = [
+            {
+                "type": "expect_table_row_count_to_equal_source",
+                "kwargs": {},
+                "success": rows == source_fp.rows == target_fp.rows,
+                "result": {"element_count": rows, "source_rows": source_fp.rows, "target_rows": target_fp.rows},
+            },
+            {
+                "type": "expect_partition_content_fingerprint_to_match_source",
+                "kwargs": {},
+                "success": source_fp.hexdigest() == target_fp.hexdigest(),
+                "result": {"element_count": rows},
+            },
+        ]
+        if table.primary_key:
+            duplicates = 0
+            for bucket in range(planned["key_buckets"]):
+                chunks = []
+                for result in table_results:
+                    key = result["key_files"].get(str(bucket))
+                    if key:
+                        chunks.append(target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read())
+                duplicates += count_duplicate_keys(chunks)
+            null_rows = sum(r["key_null_rows"] for r in table_results)
+            partition_checks.append(
+                {
+                    "type": "expect_compound_columns_to_be_unique_across_partition",
+                    "kwargs": {"column_list": list(table.primary_key)},
+                    "success": duplicates == 0 and null_rows == 0,
+                    "result": {"element_count": rows, "unexpected_count": duplicates, "missing_count": null_rows},
+                }
+            )
+        summary = summary_shape(list(totals.values()) + partition_checks, f"{table.domain}.{table.name}")
+        verdicts[table.name] = summary
+        if not summary["success"]:
+            failing = [
+                f"{r['type']}({r['kwargs'].get('column') or ','.join(r['kwargs'].get('column_list', []))})"
+                for r in summary["results"]
+                if not r["success"]
+            ]
+            error = DataError(
+                f"{label}: {len(failing)} expectation(s) failed: {'; '.join(failing)} (rules from "
+                f"{Path(table.suite_path).name} and the partition checks). Nothing was promoted. Fix the source "
+                "partition in Azure and re-run it"
+            )
+            _record_failure(table.domain, table.name, partition, error, run_id)
+            raise error
+        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
+    return verdicts
+
+
+# ---------------------------------------------------------------------------------------------
+# commit
+
+
+def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
+    """Promote staging to final keys, write the manifest last, then clean staging and stale keys."""
+    from hdh_migration.target import SHA256_METADATA
+
+    catalogue = _catalogue()
+    grouped = _results_by_table(results)
+    ledger = _ledger()
+    committed = []
+    target = _target() if tables else None
+    for planned in tables:
+        table = catalogue.domain(planned["domain"]).table(planned["table"])
+        partition = planned["partition"]
+        label = where(table.domain, table.name, partition)
+        table_results = sorted(grouped.get(table.name, []), key=lambda r: r["target"]["key"])
+        for result in table_results:
+            final = result["target"]
+            target.copy(final["staging_key"], final["key"])
+            head = target.head(final["key"])
+            if (
+                head is None
+                or head["ContentLength"] != final["size"]
+                or head["Metadata"].get(SHA256_METADATA) != final["sha256"]
+            ):
+                error = IntegrityError(
+                    f"{where(table.domain, table.name, partition, final['key'])}: the promoted object differs from "
+                    "the verified staging object (rule: promotion keeps size and sha256). Re-run the partition"
+                )
+                _record_failure(table.domain, table.name, partition, error, run_id)
+                raise error
+        rows = sum(r["rows"] for r in table_results)
+        total_bytes = sum(r["target"]["size"] for r in table_results)
+        source_fp = _merge_fingerprints(r["source_fingerprint"] for r in table_results)
+        manifest = {
+            "manifest_version": MANIFEST_VERSION,
+            "domain": table.domain,
+            "table": table.name,
+            "partition_column": table.partition_column,
+            "partition": partition,
+            "files": [
+                {
+                    "key": r["target"]["key"],
+                    "size": r["target"]["size"],
+                    "sha256": r["target"]["sha256"],
+                    "rows": r["rows"],
+                }
+                for r in table_results
+            ],
+            "rows": rows,
+            "bytes": total_bytes,
+            "content_fingerprint": source_fp,
+            "source_objects": [r["source"] for r in sorted(table_results, key=lambda r: r["source"]["name"])],
+            "validation": verdicts.get(table.name),
+            "run_id": run_id,
+            "started_at": planned["started_at"],
+            "committed_at": _utcnow(),
+        }
+        key = manifest_key(table.domain, table.name, table.partition_column, partition)
+        manifest_sha256 = target.put_json(key, manifest)
+        # After the commit point: remove what the manifest no longer lists, and every staging leftover.
+        final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
+        listed = {f["key"] for f in manifest["files"]}
+        stale = [k for k in target.list_keys(final_dir) if k not in listed]
+        target.delete_keys(stale)
+        staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
+        target.delete_keys(target.list_keys(staging))
+        target.abort_uploads(staging)
+        duration = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(planned["started_at"])).total_seconds()
+        ledger.set_state(
+            table.domain,
+            table.name,
+            partition,
+            "committed",
+            run_id=run_id,
+            rows=rows,
+            bytes=total_bytes,
+            duration_s=duration,
+            manifest_sha256=manifest_sha256,
+            source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
+            last_error=None,
+        )
+        log.info(
+            "%s: committed %d file(s), %d rows, %.1f MB; %d stale key(s) removed",
+            label,
+            len(listed),
+            rows,
+            total_bytes / 1e6,
+            len(stale),
+        )
+        committed.append({"domain": table.domain, "table": table.name, "partition": partition, "manifest": key})
+    return committed
+
+
+def _merge_fingerprints(texts) -> str:
+    from hdh_migration.integrity import Fingerprint
+
+    total = Fingerprint()
+    for text in texts:
+        total.merge(Fingerprint.parse(text))
+    return total.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# reconcile
+
+
+def reconcile_partition(domain_name: str, partition: str, run_id: str) -> dict:
+    """Check every table's manifest against the live source listing and the landed objects."""
+    from hdh_migration.target import SHA256_METADATA
+
+    catalogue = _catalogue()
+    domain: Domain = catalogue.domain(domain_name)
+    target, source, ledger = _target(), _source(), _ledger()
+    report = {}
+    for table in domain.tables:
+        label = where(domain.name, table.name, partition)
+        manifest = target.get_json(manifest_key(domain.name, table.name, table.partition_column, partition))
+        if manifest is None:
+            if table.optional:
+                continue
+            raise IntegrityError(
+                f"{label}: no manifest after commit (rule: manifest written last). Re-run the partition"
+            )
+        listed = source.list_objects(
+            partition_dir(domain.name, table.name, table.partition_column, partition), table.source_extension
+        )
+        live = {o.name: o.etag for o in listed}
+        recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
+        problems = []
+        if live != recorded:
+            problems.append("the Azure source changed since the commit; the next run re-transfers it")
+        for entry in manifest["files"]:
+            head = target.head(entry["key"])
+            if head is None:
+                problems.append(f"{entry['key']} is missing")
+            elif head["ContentLength"] != entry["size"] or head["Metadata"].get(SHA256_METADATA) != entry["sha256"]:
+                problems.append(f"{entry['key']} differs from its manifest entry")
+        if sum(f["rows"] for f in manifest["files"]) != manifest["rows"]:
+            problems.append("file row counts do not add up to the partition's")
+        if problems:
+            error = IntegrityError(f"{label}: reconciliation failed: {'; '.join(problems)}")
+            _record_failure(domain.name, table.name, partition, error, run_id)
+            raise error
+        ledger.record_event(
+            domain.name,
+            "reconciled",
+            {"rows": manifest["rows"], "files": len(manifest["files"])},
+            table_name=table.name,
+            partition=partition,
+            run_id=run_id,
+        )
+        report[table.name] = {"rows": manifest["rows"], "bytes": manifest["bytes"], "files": len(manifest["files"])}
+    return report
