@@ -1,5 +1,5 @@
 """
-Transfer DAGs, one per catalogue domain: ``hdh_transfer__<domain>``.
+Airflow transfer DAGs, one per catalogue domain: ``hdh_transfer__<domain>``.
 
 Each run moves one partition of every table of the domain from Azure to the sovereign S3 store,
 validates it, commits it (manifest last) and reconciles it. The per-DAG docs carry the triage notes.

@@ -36,6 +36,7 @@ class ProviderProfile:
     signature_version: str = "s3v4"
     checksum_when_required: bool = True
     refreshable_credentials: bool = False
+    allow_http: bool = False
 
 
 PROFILES = {
@@ -47,6 +48,8 @@ PROFILES = {
         ProviderProfile("outscale_secnumcloud", ("oos.cloudgouv-eu-west-1.outscale.com",)),
         ProviderProfile("numspot", ("objectstorage.*.numspot.com",), refreshable_credentials=True),
         ProviderProfile("generic", ()),
+        # The SeaweedFS stand-in of docker-compose's "standins" profile, reached by its service name.
+        ProviderProfile("standin", ("seaweedfs",), allow_http=True),
     )
 }
 
@@ -92,12 +95,13 @@ def check_sovereign_endpoint(endpoint_url: str | None, profile_name: str) -> Pro
                 "French sovereign store (US CLOUD Act). Point the target connection at a SecNumCloud/HDS host"
             )
     loopback = _is_loopback(host)
-    if parsed.scheme != "https" and not loopback:
+    standin = profile.allow_http and host in profile.hosts
+    if parsed.scheme != "https" and not (loopback or standin):
         raise SovereigntyError(
             f"target endpoint {endpoint_url} uses {parsed.scheme or 'no scheme'}: only https is allowed "
             "outside loopback. Use the provider's https endpoint"
         )
-    if loopback:
+    if loopback or standin:
         return profile
     allowed = [pattern for p in PROFILES.values() for pattern in p.hosts]
     if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):

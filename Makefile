@@ -1,0 +1,50 @@
+# hdh-migration: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+UV := $(VENV)/bin/uv
+ENV := source scripts/env.sh &&
+SEED_ROWS ?= 2000
+
+.PHONY: demo test install lint stack-start stack-stop stack-reset lock check-locks clean
+
+demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
+	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
+	$(ENV) $(VENV)/bin/python -m hdh_migration seed --seed 42 --rows-per-partition $(SEED_ROWS)
+	$(ENV) $(VENV)/bin/python -m hdh_migration plan
+	$(ENV) $(VENV)/bin/python -m hdh_migration migrate
+	$(ENV) $(VENV)/bin/python -m hdh_migration status
+
+test: install stack-start  ## lint, then every test against the real servers
+	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
+	$(VENV)/bin/ruff check plugins dags tests bench
+	$(VENV)/bin/ruff format --check plugins dags tests bench
+	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements/dev.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(UV) pip sync --python $(VENV)/bin/python --quiet requirements.txt requirements/dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lock:  ## recompile both locks from their inputs
+	$(UV) pip compile --quiet --python-version 3.11 requirements/main.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 requirements/dev.in -o requirements/dev.txt
+
+stack-start:
+	scripts/stack.sh start
+
+stack-stop:
+	scripts/stack.sh stop
+
+stack-reset:
+	scripts/stack.sh reset
+
+clean: stack-stop
+	rm -rf .local

