@@ -119,7 +119,9 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         manifest = target.get_json(manifest_key(domain.name, table.name, table.partition_column, partition))
         listed_etags = {obj.name: obj.etag for obj in listed}
         previous = {o["name"]: o["etag"] for o in manifest["source_objects"]} if manifest else None
-        if previous == listed_etags and not force:
+        record = ledger.get(domain.name, table.name, partition)
+        proven = record is not None and record.state == "committed"
+        if previous == listed_etags and proven and not force:
             log.info(
                 "%s: committed and unchanged (same ETags): nothing to do", where(domain.name, table.name, partition)
             )
