@@ -1,0 +1,101 @@
+"""The catalogue loads cheaply, and every error names the file, domain, table and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hdh_migration.catalogue import CatalogueError, load_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+CATALOGUE = ROOT / "dags" / "domains.yaml"
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(CATALOGUE.read_text())
+    for domain in raw["domains"].values():
+        for table in domain["tables"].values():
+            table["schema"] = str((CATALOGUE.parent / table["schema"]).resolve())
+            table["suite"] = str((CATALOGUE.parent / table["suite"]).resolve())
+    mutate(raw)
+    path = tmp_path / "domains.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_demo_catalogue_loads_with_expected_domains():
+    catalogue = load_catalogue(CATALOGUE)
+    assert [d.name for d in catalogue.domains] == ["beneficiaires", "causes_deces", "dcir", "pmsi_mco"]
+    dcir = catalogue.domain("dcir")
+    assert dcir.partitions() == ["2024-01-01", "2024-02-01", "2024-03-01"]
+    assert dcir.table("ER_PRS_F").primary_key[0] == "DCT_ORD_NUM"
+    assert catalogue.domain("causes_deces").table("KI_CCI_R").csv.encoding == "latin-1"
+    assert catalogue.domain("pmsi_mco").partitions() == ["2022", "2023"]
+
+
+def test_loading_imports_nothing_heavy():
+    code = (
+        "import sys; from hdh_migration.catalogue import load_catalogue; load_catalogue();"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow','pyarrow','pandas','great_expectations','boto3','azure','sqlalchemy'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda raw: raw["domains"]["dcir"].pop("owner"), "domain 'dcir': missing field 'owner'"),
+        (lambda raw: raw["domains"]["dcir"].update(grain="weekly"), "domain 'dcir': field 'grain' must be one of"),
+        (
+            lambda raw: raw["domains"]["dcir"].update(first_partition="2024-01-15"),
+            "field 'first_partition': monthly partition '2024-01-15' must be the first day",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"]["tables"]["ER_PRS_F"].update(format="xlsx"),
+            "table 'ER_PRS_F': field 'format' must be one of parquet, csv",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"]["tables"]["ER_PRS_F"].update(schema="/nowhere/X.json"),
+            "table 'ER_PRS_F': field 'schema' names /nowhere/X.json, which does not exist",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"]["tables"]["ER_PRS_F"].update(primary_key="DCT_ORD_NUM"),
+            "table 'ER_PRS_F': field 'primary_key' must be a list",
+        ),
+        (lambda raw: raw["domains"]["dcir"].update(colour="blue"), "domain 'dcir': unknown field(s) colour"),
+        (
+            lambda raw: raw["domains"]["dcir"].update(cutover_partition="2023-01-01"),
+            "field 'cutover_partition' 2023-01-01 comes before 'first_partition'",
+        ),
+    ],
+)
+def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(CatalogueError) as excinfo:
+        load_catalogue(path)
+    assert str(path) in str(excinfo.value)
+    assert message in str(excinfo.value)
+
+
+def test_a_new_table_is_a_catalogue_entry_and_a_schema_file(tmp_path):
+    schema = tmp_path / "ER_UCD_F.json"
+    schema.write_text(
+        '{"name": "ER_UCD_F", "fields": [{"name": "FLX_DIS_DTD", "type": "date"}, {"name": "UCD_COD", "type": "string", "length": "13"}]}'
+    )
+
+    def add(raw):
+        raw["domains"]["dcir"]["tables"]["ER_UCD_F"] = {
+            "format": "parquet",
+            "partition_column": "FLX_DIS_DTD",
+            "primary_key": None,
+            "schema": str(schema),
+            "suite": str(tmp_path / "ER_UCD_F.suite.json"),
+        }
+
+    catalogue = load_catalogue(_write(tmp_path, add))
+    assert [t.name for t in catalogue.domain("dcir").tables] == ["ER_PHA_F", "ER_PRS_F", "ER_UCD_F"]

@@ -1,0 +1,84 @@
+"""Fingerprints are order- and split-independent; key checks find duplicates; redaction drops values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from hdh_migration.integrity import Fingerprint, KeyHashSpill, count_duplicate_keys
+from hdh_migration.validation import merge_results, redact
+
+
+def _batch(n: int, start: int = 0) -> pa.RecordBatch:
+    return pa.record_batch(
+        {
+            "id": pa.array(range(start, start + n), pa.int64()),
+            "label": pa.array([f"Hôpital n°{i}" if i % 7 else None for i in range(start, start + n)]),
+            "day": pa.array([dt.date(2024, 1, 1 + i % 28) for i in range(start, start + n)]),
+            "amount": pa.array([i * 0.25 for i in range(start, start + n)]),
+        }
+    )
+
+
+def test_fingerprint_ignores_order_and_file_split():
+    whole = Fingerprint()
+    whole.update(_batch(1000))
+    parts = Fingerprint()
+    for start in (600, 0, 300):
+        piece = Fingerprint()
+        piece.update(_batch(300 if start < 600 else 400, start))
+        parts.merge(piece)
+    assert parts.hexdigest() == whole.hexdigest()
+    assert Fingerprint.parse(whole.hexdigest()) == whole
+
+
+def test_fingerprint_sees_one_changed_value_and_a_duplicated_row():
+    base = Fingerprint()
+    base.update(_batch(100))
+    changed = _batch(100).to_pydict()
+    changed["amount"][42] += 0.01
+    altered = Fingerprint()
+    altered.update(pa.record_batch(changed))
+    assert altered.hexdigest() != base.hexdigest()
+    duplicated = Fingerprint()
+    duplicated.update(_batch(100))
+    duplicated.update(_batch(1, 5))
+    assert duplicated.rows == 101 and duplicated.hexdigest() != base.hexdigest()
+
+
+def test_key_spill_counts_duplicates_across_objects(tmp_path):
+    spills = []
+    for index, (start, n) in enumerate([(0, 5000), (4990, 5000)]):  # 10 keys overlap
+        directory = tmp_path / str(index)
+        directory.mkdir()
+        spill = KeyHashSpill(directory, ["id"], buckets=3)
+        spill.update(_batch(n, start))
+        spills.append(spill.close())
+    duplicates = sum(
+        count_duplicate_keys([files[b].read_bytes() for files in spills if b in files]) for b in range(3)
+    )
+    assert duplicates == 10
+
+
+def test_redact_keeps_counts_and_drops_values():
+    gx_result = {
+        "success": False,
+        "expectation_config": {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": "BEN_SEX_COD", "value_set": [1, 2], "batch_id": "x"},
+        },
+        "result": {
+            "element_count": 10,
+            "unexpected_count": 2,
+            "partial_unexpected_list": ["295109912611193", "CANARY"],
+            "observed_value": "CANARY",
+        },
+        "exception_info": {"raised_exception": False},
+    }
+    redacted = redact(gx_result)
+    assert "CANARY" not in repr(redacted) and "295109912611193" not in repr(redacted)
+    assert redacted["result"] == {"element_count": 10, "unexpected_count": 2}
+    totals = merge_results({}, [redacted, redacted])
+    (merged,) = totals.values()
+    assert merged["result"]["unexpected_count"] == 4 and merged["success"] is False
