@@ -55,9 +55,7 @@ def test_key_spill_counts_duplicates_across_objects(tmp_path):
         spill = KeyHashSpill(directory, ["id"], buckets=3)
         spill.update(_batch(n, start))
         spills.append(spill.close())
-    duplicates = sum(
-        count_duplicate_keys([files[b].read_bytes() for files in spills if b in files]) for b in range(3)
-    )
+    duplicates = sum(count_duplicate_keys([files[b].read_bytes() for files in spills if b in files]) for b in range(3))
     assert duplicates == 10
 
 
