@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import sqlalchemy as sa
 
@@ -110,7 +111,7 @@ class Ledger:
 
     @classmethod
     def from_connection(cls, conn_id: str = "hdh_ledger") -> Ledger:
-        return cls(engine_url_from_connection(conn_id))
+        return _ledger_for_url(engine_url_from_connection(conn_id))
 
     @contextmanager
     def _begin(self):
@@ -216,11 +217,11 @@ class Ledger:
                 )
             )
 
-    def reset(self) -> None:
-        """Drop every ledger row (used by ``reindex`` before rebuilding from the manifests)."""
-        with self._begin() as conn:
-            for table in (partitions_table, domains_table, events_table):
-                conn.execute(sa.delete(table))
+
+@lru_cache(maxsize=8)
+def _ledger_for_url(url: str) -> Ledger:
+    # One engine (and connection pool) per database per process, created with its tables once.
+    return Ledger(url)
 
 
 def _record(row) -> PartitionRecord:

@@ -63,7 +63,7 @@ def arrow_type(table_schema_type: str):
         "integer": pa.int64(),
         "number": pa.float64(),
         "date": pa.date32(),
-        "datetime": pa.timestamp("s"),
+        "datetime": pa.timestamp("ms"),  # parquet has no second unit: it would store ms
         "boolean": pa.bool_(),
         "year": pa.int32(),
         "yearmonth": pa.string(),

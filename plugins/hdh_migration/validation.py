@@ -78,11 +78,19 @@ class SuiteRunner:
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
 
+        from hdh_migration import gx_expectations  # noqa: F401 - registers the project's expectations
+
         document = json.loads(Path(suite_path).read_text(encoding="utf-8"))
         self.suite_name = document["name"]
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = {"globally": False}
         self.suite = context.suites.add(gx.ExpectationSuite(**document))
+        if len(self.suite.expectations) != len(document["expectations"]):
+            # GX drops an expectation type it does not know with only a log line: refuse instead.
+            raise ValueError(
+                f"suite {self.suite_name} ({suite_path}): {len(document['expectations'])} expectations in the file, "
+                f"{len(self.suite.expectations)} known to GX. Check the expectation types"
+            )
         asset = context.data_sources.add_pandas("hdh").add_dataframe_asset("batch")
         self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
         self.totals: dict[str, dict] = {}

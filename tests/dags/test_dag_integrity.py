@@ -68,9 +68,9 @@ def test_dag_folder_imports_well_under_a_second(probe):
 def test_every_dag_declares_owner_tags_retries_and_docs(probe):
     for dag_id, dag in probe["dags"].items():
         assert dag["owner"] and dag["owner"] != "airflow", dag_id
-        assert dag["tags"] and set(dag["tags"]) - TAG_VOCABULARY <= {
-            t for t in dag["tags"] if t.startswith("wave-")
-        }, f"{dag_id}: tags {dag['tags']} outside the vocabulary {sorted(TAG_VOCABULARY)} + wave-N"
+        assert dag["tags"] and set(dag["tags"]) - TAG_VOCABULARY <= {t for t in dag["tags"] if t.startswith("wave-")}, (
+            f"{dag_id}: tags {dag['tags']} outside the vocabulary {sorted(TAG_VOCABULARY)} + wave-N"
+        )
         assert dag["retries"] and dag["retries"] > 0, dag_id
         assert dag["retry_policy"], dag_id
         assert "Triage notes" in dag["doc_md"], f"{dag_id}: docs lack triage notes"

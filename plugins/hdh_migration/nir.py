@@ -1,0 +1,84 @@
+"""Detect a raw NIR (French social security number) in text, one value or millions at a time.
+
+A value is flagged when it holds, as a whole token, either
+
+- the 15-character NIR (sex, year, month, département, commune, order, key) whose key is right:
+  key = 97 - (the 13 first characters as a number, ``2A``/``2B`` read as 19/18) mod 97;
+- the 13-character NIR without its key, when nothing that could be a key follows it.
+
+The groups may be separated by any number of spaces (``2 95 10 99 126 111 93``). Sex is 1 or 2,
+the month 01-12, 20-42 or 50-99, the département two digits, ``2A`` or ``2B``.
+
+"Whole token" means no ASCII letter or digit right before or after: a NIR inside a longer run of
+digits or letters is not flagged. That is what keeps the 17-character SNDS pseudonyms
+(``BEN_NIR_PSA``, ``NIR_ANO_17``), longer identifiers and hex digests from ever matching, at the
+price of missing a NIR glued to a word (``NIR295109912611193``). The 13-character form has no key
+to check, so only its structure guards it: CIP13 drug codes start with 34 and never match, but any
+other 13-digit number with that structure (a millisecond timestamp, a US GTIN) does.
+
+``raw_nir_mask`` runs the structural pattern through Arrow's vectorised regex engine, then checks
+keys in Python on the few candidates only.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SPACE = "[ \u00a0\u202f]*"  # French typography also groups digits with (narrow) no-break spaces
+_TOKEN_EDGE = "[0-9A-Za-z]"
+_BODY = _SPACE.join(
+    (
+        "(?P<sex>[12])",
+        "(?P<year>[0-9]{2})",
+        "(?P<month>0[1-9]|1[0-2]|[23][0-9]|4[0-2]|[5-9][0-9])",
+        "(?P<department>[0-9]{2}|2[ABab])",
+        "(?P<commune>[0-9]{3})",
+        "(?P<order>[0-9]{3})",
+    )
+)
+_KEY = f"{_SPACE}(?P<key>[0-9]{{2}})"
+
+# Exact rule, in Python's engine: a keyed NIR, or a keyless one not followed by something key-like.
+_NIR = re.compile(f"(?<!{_TOKEN_EDGE}){_BODY}(?:{_KEY}(?!{_TOKEN_EDGE})|(?![A-Za-z]|{_SPACE}[0-9]))")
+# The same without lookarounds, which RE2 lacks: it matches every value the exact rule matches.
+_CANDIDATE = f"(?:^|[^0-9A-Za-z]){_BODY}(?:{_KEY})?(?:$|[^0-9A-Za-z])"
+
+_CORSICA = {"2A": "19", "2B": "18"}
+
+
+def _is_raw_nir(match: re.Match) -> bool:
+    key = match["key"]
+    if key is None:
+        return True
+    department = _CORSICA.get(match["department"].upper(), match["department"])
+    number = int(match["sex"] + match["year"] + match["month"] + department + match["commune"] + match["order"])
+    return int(key) == 97 - number % 97
+
+
+def find_raw_nir(text: str) -> bool:
+    """True when ``text`` holds a raw NIR, with or without its key, possibly spaced or embedded."""
+    return any(_is_raw_nir(match) for match in _NIR.finditer(text))
+
+
+def raw_nir_mask(values):
+    """A numpy bool array, True where the value holds a raw NIR; nulls are False.
+
+    ``values``: a pandas Series, a pyarrow Array or ChunkedArray, or a sequence; non-string values
+    are cast to strings first, so a numeric column holding NIRs is caught too.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, from_pandas=True)
+    if pa.types.is_floating(array.type):
+        # pandas turns an integer column with nulls into floats: read whole numbers back as integers.
+        whole = pc.and_(pc.equal(array, pc.floor(array)), pc.less(pc.abs(array), 1e15))
+        array = pc.if_else(whole, array, pa.scalar(None, array.type)).cast(pa.int64())
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        array = pc.cast(array, pa.string())
+    candidates = pc.match_substring_regex(array, _CANDIDATE).fill_null(False)
+    mask = np.asarray(candidates.to_numpy(zero_copy_only=False), dtype=bool)
+    positions = np.flatnonzero(mask)
+    mask[positions] = [find_raw_nir(text) for text in array.take(positions).to_pylist()]
+    return mask

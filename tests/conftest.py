@@ -1,0 +1,167 @@
+"""Shared fixtures: an isolated migration (own container, bucket, ledger) against the real servers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE = ROOT / "dags" / "domains.yaml"
+POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+def pytest_configure(config):
+    missing = [v for v in ("AIRFLOW_CONN_HDH_AZURE_SOURCE", "AIRFLOW_CONN_HDH_SOVEREIGN_TARGET") if v not in os.environ]
+    if missing:
+        raise pytest.UsageError(f"{missing} are not set: run the tests with `make test` (it sources scripts/env.sh)")
+
+
+def write_catalogue(path: Path, name: str, mutate=None) -> Path:
+    """A copy of the demo catalogue with its own container and bucket, and absolute file paths."""
+    raw = yaml.safe_load(CATALOGUE.read_text())
+    raw["source_container"] = name
+    raw["target_bucket"] = name
+    for domain in raw["domains"].values():
+        for table in domain["tables"].values():
+            table["schema"] = str((CATALOGUE.parent / table["schema"]).resolve())
+            table["suite"] = str((CATALOGUE.parent / table["suite"]).resolve())
+    if mutate:
+        mutate(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@dataclass
+class Migration:
+    name: str
+    catalogue_path: Path
+    tmp_path: Path
+
+    @property
+    def catalogue(self):
+        from hdh_migration.catalogue import load_catalogue
+
+        return load_catalogue(self.catalogue_path)
+
+    @property
+    def target(self):
+        from hdh_migration.transfer import _target
+
+        return _target()
+
+    @property
+    def source(self):
+        from hdh_migration.transfer import _source
+
+        return _source()
+
+    @property
+    def ledger(self):
+        from hdh_migration.transfer import _ledger
+
+        return _ledger()
+
+    def seed(self, rows_per_partition: int = 300, domains=None, seed: int = 7, files_per_partition: int = 2):
+        from hdh_migration.synthetic import seed_azure
+
+        return seed_azure(
+            self.catalogue,
+            seed=seed,
+            rows_per_partition=rows_per_partition,
+            files_per_partition=files_per_partition,
+            domains=domains,
+        )
+
+    def dag(self, domain: str):
+        from hdh_migration.dag_factory import build_transfer_dag
+
+        return build_transfer_dag(self.catalogue.domain(domain))
+
+    def run(self, domain: str, partition: str, force: bool = False, **kwargs):
+        """One transfer DAG run through Airflow's dag.test(); returns the DagRun."""
+        import datetime as dt
+
+        from hdh_migration.catalogue import partition_start
+
+        dom = self.catalogue.domain(domain)
+        day = partition_start(dom.grain, partition)
+        return self.dag(domain).test(
+            logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
+            run_conf={"partition": partition, "force": force},
+            **kwargs,
+        )
+
+    def target_keys(self, prefix: str = "") -> list[str]:
+        return sorted(self.target.list_keys(prefix))
+
+    def target_bytes(self, key: str) -> bytes:
+        target = self.target
+        return target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+
+    def source_bytes(self, name: str) -> bytes:
+        return self.source.container_client.download_blob(name).readall()
+
+
+def _drop_servers_state() -> None:
+    """Best-effort removal of a test's container and bucket."""
+    from hdh_migration.transfer import _source, _target
+
+    with contextlib.suppress(Exception):
+        _source().container_client.delete_container()
+    with contextlib.suppress(Exception):
+        target = _target()
+        target.delete_keys(target.list_keys(""))
+        target.abort_uploads("")
+        target.client.delete_bucket(Bucket=target.bucket)
+
+
+@pytest.fixture(params=["sqlite"])
+def ledger_backend(request):
+    return request.param
+
+
+@pytest.fixture
+def migration(tmp_path, monkeypatch, ledger_backend) -> Migration:
+    from hdh_migration.catalogue import cached_catalogue
+
+    name = f"t{uuid.uuid4().hex[:12]}"
+    path = write_catalogue(tmp_path / "domains.yaml", name)
+    monkeypatch.setenv("HDH_CATALOGUE", str(path))
+    monkeypatch.setenv("HDH_SPOOL_DIR", str(tmp_path / "spool"))
+    database = None
+    if ledger_backend == "postgres":
+        import sqlalchemy as sa
+
+        database = f"hdh_ledger_{name}"
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        ledger_conn = {
+            "conn_type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "login": "postgres",
+            "schema": database,
+        }
+    else:
+        ledger_conn = {"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")}
+    monkeypatch.setenv("AIRFLOW_CONN_HDH_LEDGER", json.dumps(ledger_conn))
+    cached_catalogue.cache_clear()
+    original_target = os.environ["AIRFLOW_CONN_HDH_SOVEREIGN_TARGET"]
+    yield Migration(name=name, catalogue_path=path, tmp_path=tmp_path)
+    monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", original_target)  # a test may have pointed it away
+    _drop_servers_state()
+    cached_catalogue.cache_clear()
+    if database:
+        import sqlalchemy as sa
+
+        admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
