@@ -12,7 +12,9 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(ENV) $(VENV)/bin/python -m hdh_migration seed --seed 42 --rows-per-partition $(SEED_ROWS)
 	$(ENV) $(VENV)/bin/python -m hdh_migration plan
-	$(ENV) $(VENV)/bin/python -m hdh_migration migrate
+	@echo "migrating; task logs go to .local/migrate.log"
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration migrate 2>&1 | tee .local/migrate.log \
+	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
 
 test: install stack-start  ## lint, then every test against the real servers

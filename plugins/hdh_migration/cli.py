@@ -195,13 +195,12 @@ def cmd_suites(args) -> int:
     return 0
 
 
-def cmd_seed(args) -> int:
-    from hdh_migration.synthetic import main_seed
-
-    return main_seed(args.rest)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["seed"]:
+        from hdh_migration.synthetic import main_seed  # its own options: see `seed --help`
+
+        return main_seed(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m hdh_migration", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalogue", help="catalogue YAML (default: dags/domains.yaml or $HDH_CATALOGUE)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -217,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     status.set_defaults(func=cmd_status)
     commands.add_parser("reindex", help="rebuild the ledger from the manifests").set_defaults(func=cmd_reindex)
     commands.add_parser("suites", help="regenerate expectation suites").set_defaults(func=cmd_suites)
-    seed = commands.add_parser("seed", help="seed synthetic SNDS data into Azure", add_help=False)
-    seed.add_argument("rest", nargs=argparse.REMAINDER)
-    seed.set_defaults(func=cmd_seed)
+    commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     args = parser.parse_args(argv)
     if args.catalogue:
         # Task bodies load the catalogue from the environment, as they do on a worker.

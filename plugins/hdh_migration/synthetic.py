@@ -24,8 +24,8 @@ A column takes its values from the first rule that applies:
    from its schema file alone.
 
 The beneficiary pool is IR_BEN_R's snapshot: ``rows_per_partition`` beneficiaries, so seed every
-domain with the same volume. Digit strings stay shorter than 15 characters and integers below 10^14,
-so nothing generated can be mistaken for a raw NIR by the privacy guard.
+domain with the same volume. No run of digits reaches 13 characters, in strings or integers, so
+nothing generated can look like a raw NIR (13 digits, 15 with its key) to the privacy guard.
 """
 
 from __future__ import annotations
@@ -57,10 +57,11 @@ DEFAULT_WASB_CONN_ID = "hdh_azure_source"
 BATCH_ROWS = 65_536
 PARQUET_COMPRESSION = "zstd"
 
-# A raw NIR is 15 digits: integers stay below 10^14 and long strings get a letter every 8 characters.
-_MAX_INTEGER = 10**14 - 1
+# A raw NIR is 13 digits, 15 with its key: integers keep at most 12 digits, and strings of 13
+# characters or more get a letter every 8 characters.
+_MAX_INTEGER = 10**12 - 1
 _LETTER_EVERY = 8
-_DIGIT_STRING_MAX = 15
+_DIGIT_STRING_MAX = 13
 _HEX_FROM_WIDTH = 16
 _DIGITS = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
 _LETTERS = np.frombuffer(b"GHJKLMNPQRSTUVWXYZ", dtype=np.uint8)  # never hex digits
@@ -273,14 +274,11 @@ def _column_spec(column: Column) -> _Spec:
         return _Spec("string", width=column.max_length or max(min_width, 8), min_width=min_width, enum=enum)
     if column.type in ("integer", "number"):
         digits, _, decimals = (column.length or "").partition(",")
-        integer_digits = min(int(digits), 14) if digits.isdigit() else (9 if column.type == "integer" else 6)
-        high = 10**integer_digits - 1 if column.type == "integer" else min(10**integer_digits - 1, _TYPICAL_NUMBER_MAX)
-        if "maximum" in constraints:
-            high = min(high, constraints["maximum"])
+        integer_digits = int(digits) if digits.isdigit() else 9
+        high = min(10**integer_digits - 1, _MAX_INTEGER if column.type == "integer" else _TYPICAL_NUMBER_MAX)
+        high = min(high, constraints.get("maximum", high))
         scale = 0 if column.type == "integer" else (int(decimals) if decimals.isdigit() else 2)
-        return _Spec(
-            column.type, low=constraints.get("minimum", 0), high=min(high, _MAX_INTEGER), scale=scale, enum=enum
-        )
+        return _Spec(column.type, low=constraints.get("minimum", 0), high=high, scale=scale, enum=enum)
     return _Spec(column.type, low=constraints.get("minimum"), high=constraints.get("maximum"), enum=enum)
 
 
@@ -470,7 +468,7 @@ def _string_layout(width: int) -> tuple[int, list[int]]:
     """The digit base and the positions holding digits; the other positions hold letters.
 
     Short codes are decimal (SNDS codes mostly are); from 16 characters they are hexadecimal, like
-    the pseudonyms. From 15 characters a letter every 8 positions breaks any run of digits.
+    the pseudonyms. From 13 characters a letter every 8 positions breaks any run of digits.
     """
     base = 16 if width >= _HEX_FROM_WIDTH else 10
     if width < _DIGIT_STRING_MAX:
@@ -598,7 +596,7 @@ class _Frame:
         start = partition_start(context.grain, context.partition)
         constant = {
             "date": pa.scalar(start, pa.date32()),
-            "datetime": pa.scalar(dt.datetime.combine(start, dt.time()), pa.timestamp("s")),
+            "datetime": pa.scalar(dt.datetime.combine(start, dt.time()), arrow_type("datetime")),
             "year": pa.scalar(start.year, pa.int32()),
             "integer": pa.scalar(start.year, pa.int64()),
             "yearmonth": pa.scalar(f"{start.year}{start.month:02d}"),
@@ -677,9 +675,10 @@ class _Frame:
         # events in the morning, ends and processing in the afternoon: an end never precedes its start
         half_day = 43_200
         kind = self._date_kind(name)
-        seconds = _uniform_ints(self.bits(name), 0, half_day - 1) + (0 if kind == "event" else half_day)
-        stamps = self._day(kind) * 86_400 + seconds
-        return pa.Array.from_buffers(pa.timestamp("s"), len(stamps), [None, pa.py_buffer(stamps)])
+        time_of_day = _uniform_ints(self.bits(name), 0, half_day - 1) + (0 if kind == "event" else half_day)
+        stamps = self._day(kind) * 86_400 + time_of_day
+        in_seconds = pa.Array.from_buffers(pa.timestamp("s"), len(stamps), [None, pa.py_buffer(stamps)])
+        return in_seconds.cast(arrow_type("datetime"))
 
     def _yearmonth(self, name: str, spec: _Spec) -> pa.Array:
         return _yearmonths(self._day(self._date_kind(name)), self.context.window)

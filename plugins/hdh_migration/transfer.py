@@ -91,7 +91,8 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger = _ledger()
-    if ledger.domain_state(domain.name) == "cut_over":
+    domain_state = ledger.domain_state(domain.name)
+    if domain_state == "cut_over":
         raise FrozenDomainError(
             f"{where(domain.name, partition=partition)}: the domain is cut over, so the French copy is the data "
             "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
@@ -99,6 +100,8 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         )
     target = _target()  # the sovereignty guard runs here, before any byte moves
     target.ensure_bucket()
+    if domain_state == "planned":
+        ledger.set_domain_state(domain.name, "transferring", {"run_id": run_id})
     source = _source()
     token = run_token(run_id)
     tables, objects = [], []
