@@ -19,8 +19,8 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 
 test: install stack-start  ## lint, then every test against the real servers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
-	$(VENV)/bin/ruff check plugins dags tests bench
-	$(VENV)/bin/ruff format --check plugins dags tests bench
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 install: $(VENV)/.installed node_modules/.installed

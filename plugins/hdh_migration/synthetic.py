@@ -100,12 +100,22 @@ _PLAUSIBLE_VALUES = {
     "COD_SEX": ("1", "2"),
     "BEN_RNG_GEM": (1, 1, 1, 1, 1, 1, 1, 1, 2, 3),  # twins are rare
 }
+
+
+def _departments(width: int) -> tuple[str, ...]:
+    """Département codes as SNDS writes them: '075', '02A', '971' on 3 characters, '75', '2A' on 2."""
+    if width >= 3:
+        return tuple(f"0{d}" for d in _METRO_DEPARTMENTS) + _OVERSEAS_DEPARTMENTS
+    return _METRO_DEPARTMENTS
+
+
+# string columns by name: the values for a column of a given width (too long ones are dropped later)
 _VOCABULARIES = (
-    (re.compile(r"DPT|_DEP$"), "departments"),
-    (re.compile(r"CIM|DGN"), _ICD10),
-    (re.compile(r"GHM"), _GHM),
-    (re.compile(r"(PFG|PRO).*_LIB$"), _PROFESSIONS),
-    (re.compile(r"_LIB$"), _PLACES),
+    (re.compile(r"DPT|_DEP$"), _departments),
+    (re.compile(r"CIM|DGN"), lambda width: _ICD10),
+    (re.compile(r"GHM"), lambda width: _GHM),
+    (re.compile(r"(PFG|PRO).*_LIB$"), lambda width: _PROFESSIONS),
+    (re.compile(r"_LIB$"), lambda width: _PLACES),
 )
 _PROCESSING_DATE = re.compile(r"^FLX_")
 _END_DATE = re.compile(r"(_DTF|_AMF)$|^SOR_")
@@ -336,9 +346,9 @@ def _key_specs(catalogue: Catalogue) -> dict[tuple[str, str], _Spec]:
 
 @dataclass(frozen=True)
 class _Link:
-    """Columns of this table copied from rows of a referenced table."""
+    """Columns of this table copied from rows of a referenced table, through one foreign key."""
 
-    name: str
+    name: str  # the foreign key, e.g. "IR_BEN_R(BEN_NIR_PSA, BEN_RNG_GEM)"
     parent: _TableContext
     columns: dict[str, str]  # column here -> column there
     mirrors_rows: bool
@@ -374,8 +384,8 @@ class _TableContext:
 
     @cached_property
     def links(self) -> list[_Link]:
-        links, sourced = [], set()
         primary_key = set(self.schema.primary_key)
+        references, sourced = [], set()
         for resource, here, there in _foreign_keys(self.schema):
             referenced = _catalogue_table(self.catalogue, resource)
             if referenced is None or sourced & set(here):
@@ -383,24 +393,30 @@ class _TableContext:
             same_domain = referenced.domain == self.table.domain
             partition = self.partition if same_domain else self.catalogue.domain(referenced.domain).cutover_partition
             parent = _context(self.catalogue, referenced, partition, self.volume)
-            mirrors_rows = bool(primary_key) and primary_key <= set(here) | {self.table.partition_column}
-            links.append(_Link(resource, parent, dict(zip(here, there, strict=True)), mirrors_rows, same_domain))
+            references.append(
+                (f"{resource}({', '.join(here)})", parent, dict(zip(here, there, strict=True)), same_domain)
+            )
             sourced |= set(here)
-        for link in links:
-            for other in link.parent.schema.columns:
-                name = other.name
-                if (
-                    name in self.specs
-                    and name not in sourced
-                    and name not in primary_key
-                    and name not in (self.table.partition_column, link.parent.table.partition_column)
-                    and other.type not in ("date", "datetime", "yearmonth")  # each table keeps its own timeline
-                    and not self.schema.column(name).constraints.get("unique")
-                    and self.specs[name].contains(link.parent.specs[name])
-                ):
-                    link.columns[name] = name
-                    sourced.add(name)
+        links = []
+        for name, parent, columns, same_domain in references:
+            attributes = {c: c for c in self._shared_attributes(parent) if c not in sourced}
+            sourced |= set(attributes)
+            mirrors_rows = bool(primary_key) and primary_key <= set(columns) | {self.table.partition_column}
+            links.append(_Link(name, parent, columns | attributes, mirrors_rows, same_domain))
         return links
+
+    def _shared_attributes(self, parent: _TableContext) -> list[str]:
+        """Columns the referenced table has under the same name, that can be copied as they are."""
+        return [
+            column.name
+            for column in parent.schema.columns
+            if column.name in self.specs
+            and column.name not in self.schema.primary_key
+            and column.name not in (self.table.partition_column, parent.table.partition_column)
+            and column.type not in ("date", "datetime", "yearmonth")  # each table keeps its own timeline
+            and not self.schema.column(column.name).constraints.get("unique")
+            and self.specs[column.name].contains(parent.specs[column.name])
+        ]
 
     @cached_property
     def sources(self) -> dict[str, tuple[_Link, str]]:
@@ -426,10 +442,11 @@ class _TableContext:
                 f"{self.table.domain}/{self.table.name}: no integer or string column of the primary key "
                 f"{sorted(key)} can carry unique values; declare one in {self.table.schema_path.name}"
             )
-        chosen = max(candidates, key=lambda c: (c.type == "integer", self._capacity(c.name)))
+        chosen = max(candidates, key=lambda c: (c.type == "integer", self.capacity(c.name)))
         return frozenset(unique | {chosen.name})
 
-    def _capacity(self, name: str) -> int:
+    def capacity(self, name: str) -> int:
+        """How many distinct values the column can hold as an identity."""
         spec = self.specs[name]
         if spec.type == "integer":
             return int(spec.high) - int(spec.low) + 1
@@ -507,13 +524,6 @@ def _years(days: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _vocabulary(values: tuple, table_schema_type: str) -> pa.Array:
     return pa.array(values, type=arrow_type(table_schema_type))
-
-
-def _departments(width: int) -> tuple[str, ...]:
-    """Département codes as SNDS writes them: '075', '02A', '971' on 3 characters, '75', '2A' on 2."""
-    if width >= 3:
-        return tuple(f"0{d}" for d in _METRO_DEPARTMENTS) + _OVERSEAS_DEPARTMENTS
-    return _METRO_DEPARTMENTS
 
 
 class _Frame:
@@ -605,7 +615,7 @@ class _Frame:
         return pa.repeat(constant, len(self.rows))
 
     def _identity(self, name: str, spec: _Spec) -> pa.Array:
-        capacity = self.context._capacity(name)
+        capacity = self.context.capacity(name)
         if len(self.rows) and int(self.rows.max()) >= capacity:
             table = self.context.table
             raise ValueError(
@@ -641,8 +651,7 @@ class _Frame:
     def _string(self, name: str, spec: _Spec) -> pa.Array:
         for pattern, vocabulary in _VOCABULARIES:
             if pattern.search(name):
-                values = _departments(spec.width) if vocabulary == "departments" else vocabulary
-                fitting = tuple(v for v in values if spec.allows(v))
+                fitting = tuple(v for v in vocabulary(spec.width) if spec.allows(v))
                 if fitting:
                     return self._choice(name, spec, fitting)
         return self._codes(name, spec.width)

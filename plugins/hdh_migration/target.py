@@ -177,8 +177,8 @@ class SovereignTarget:
     def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None):
         """Upload a local spool file; multipart above one part, resumable through ``state``.
 
-        ``state`` is Airflow's task_state_store (or None): the upload id and finished parts are kept
-        there, so a retried task resumes the upload instead of starting over.
+        ``state`` is Airflow's task_state_store (or None): the upload id is kept there, and a retried
+        task asks the store which parts it already holds, then sends only the others.
         """
         size = path.stat().st_size
         full_metadata = {**metadata, SHA256_METADATA: sha256}
@@ -207,13 +207,16 @@ class SovereignTarget:
             )
             return number, response["ETag"], len(body)
 
-        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            for number, etag, nbytes in pool.map(upload_part, todo):
+        pool = ThreadPoolExecutor(max_workers=self.settings.concurrency)
+        try:
+            for future in [pool.submit(upload_part, number) for number in todo]:
+                number, etag, nbytes = future.result()
                 done[number] = etag
                 if progress:
                     progress(nbytes)
-                if state is not None:
-                    state.set(f"parts:{key}", {str(n): e for n, e in done.items()})
+        finally:
+            # On failure, stop sending parts: the retry resumes from what the store holds.
+            pool.shutdown(wait=True, cancel_futures=True)
         self.client.complete_multipart_upload(
             Bucket=self.bucket,
             Key=key,
@@ -222,7 +225,6 @@ class SovereignTarget:
         )
         if state is not None:
             state.delete(f"upload:{key}")
-            state.delete(f"parts:{key}")
 
     def _resume_or_create(self, key, sha256, part_size, metadata, state) -> tuple[str, dict[int, str]]:
         from botocore.exceptions import ClientError
