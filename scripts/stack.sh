@@ -24,10 +24,10 @@ wait_for() { # name url seconds
   done
 }
 
-refuse_taken_port() { # name port
+refuse_taken_port() { # name port variable
   if port_open "$2"; then
     echo "stack: port $2 for $1 is already taken by another process. Stop it, or choose another port" \
-      "with HDH_${1^^}_PORT (see scripts/env.sh)." >&2
+      "with $3 (see scripts/env.sh)." >&2
     exit 1
   fi
 }
@@ -35,7 +35,7 @@ refuse_taken_port() { # name port
 start_azurite() {
   if pid_alive "$STACK_DIR/azurite.pid"; then echo "azurite: already running on 127.0.0.1:$HDH_AZURITE_PORT"; return; fi
   [[ -x "$AZURITE" ]] || { echo "stack: $AZURITE is missing; run 'make install'" >&2; exit 1; }
-  refuse_taken_port azurite "$HDH_AZURITE_PORT"
+  refuse_taken_port azurite "$HDH_AZURITE_PORT" HDH_AZURITE_PORT
   mkdir -p "$STACK_DIR/azurite"
   nohup "$AZURITE" --blobHost 127.0.0.1 --blobPort "$HDH_AZURITE_PORT" --location "$STACK_DIR/azurite" \
     --skipApiVersionCheck --loose >"$STACK_DIR/azurite.log" 2>&1 &
@@ -47,8 +47,8 @@ start_azurite() {
 start_seaweedfs() {
   if pid_alive "$STACK_DIR/seaweedfs.pid"; then echo "seaweedfs: already running on 127.0.0.1:$HDH_S3_PORT"; return; fi
   [[ -x "$WEED" ]] || { echo "stack: $WEED is missing; run 'make install'" >&2; exit 1; }
-  for port in "$HDH_S3_PORT" "$HDH_WEED_MASTER_PORT" "$HDH_WEED_VOLUME_PORT" "$HDH_WEED_FILER_PORT"; do
-    refuse_taken_port seaweedfs "$port"
+  for variable in HDH_S3_PORT HDH_WEED_MASTER_PORT HDH_WEED_VOLUME_PORT HDH_WEED_FILER_PORT; do
+    refuse_taken_port seaweedfs "${!variable}" "$variable"
   done
   mkdir -p "$STACK_DIR/seaweedfs"
   cat >"$STACK_DIR/s3.json" <<JSON
