@@ -46,8 +46,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if importlib.util.find_spec("hdh_migration") is None:  # PYTHONPATH may point at a prototype copy: keep it first
+if importlib.util.find_spec("hdh_migration") is None:
     sys.path.append(str(ROOT / "plugins"))
+# The project tree under test is the one whose hdh_migration is imported: PYTHONPATH=<copy>/plugins
+# benchmarks a prototype copy (its plugins, dags, schemas and expectations) with this same script.
+TREE = Path(importlib.util.find_spec("hdh_migration").origin).resolve().parents[2]
+CATALOGUE = TREE / "dags" / "domains.yaml"
 
 SOURCE_CONN_ID = "hdh_azure_source"
 TARGET_CONN_ID = "hdh_sovereign_target"
@@ -453,7 +457,7 @@ def write_catalogue(path: Path, name: str, domain: str, tables: list[str]) -> Pa
     absolute schema and suite paths, and only the benchmarked tables in the benchmarked domain."""
     import yaml
 
-    source = ROOT / "dags" / "domains.yaml"
+    source = CATALOGUE
     raw = yaml.safe_load(source.read_text())
     raw["source_container"] = name
     raw["target_bucket"] = name
@@ -470,7 +474,7 @@ def _probe_bytes_per_row(table_name: str, domain: str, partition: str) -> float:
     from hdh_migration.catalogue import load_catalogue
     from hdh_migration.synthetic import file_batches, write_file
 
-    catalogue = load_catalogue(ROOT / "dags" / "domains.yaml")
+    catalogue = load_catalogue(CATALOGUE)
     table = catalogue.domain(domain).table(table_name)
     sink = io.BytesIO()
     rows = write_file(
@@ -486,7 +490,7 @@ def _seed_file(job: dict) -> tuple[str, int]:
     from hdh_migration.catalogue import load_catalogue
     from hdh_migration.synthetic import blob_name, file_batches, write_file
 
-    catalogue = load_catalogue(ROOT / "dags" / "domains.yaml")  # generation follows the full catalogue's links
+    catalogue = load_catalogue(CATALOGUE)  # generation follows the full catalogue's links
     table = catalogue.domain(job["domain"]).table(job["table"])
     name = blob_name(table, job["partition"], job["file_index"])
     batches = file_batches(
@@ -518,7 +522,7 @@ def seed(pool, container: str, domain: str, tables: list[str], partition: str, r
     client = blob_service().get_container_client(container)
     with contextlib.suppress(ResourceExistsError):
         client.create_container()
-    catalogue = load_catalogue(ROOT / "dags" / "domains.yaml")
+    catalogue = load_catalogue(CATALOGUE)
     expected = {blob_name(catalogue.domain(domain).table(t), partition, i) for t in tables for i in range(files)}
     present = {blob.name: blob.size for blob in client.list_blobs()}
     marker = client.get_container_properties().metadata.get("bench_rows")
@@ -585,6 +589,20 @@ def _check_copy(s3, bucket: str, prefix: str, source: dict[str, int], variant: s
     expected = {prefix + name: size for name, size in source.items()}
     if landed != expected:
         raise SystemExit(f"variant {variant} did not land the source objects: {len(landed)} of {len(expected)}")
+
+
+def tree_state() -> str:
+    """The git commit of the tree under test, and a digest of its uncommitted changes if any."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(TREE), *args], capture_output=True, text=True, check=False)
+        return result.stdout.strip() if result.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    diff = git("diff", "HEAD", "--", "plugins", "dags", "schemas", "expectations")
+    return commit + (f"+dirty:{hashlib.sha256(diff.encode()).hexdigest()[:10]}" if diff else "")
 
 
 def _verdict(ok: bool) -> str:
@@ -727,7 +745,7 @@ def main(argv: list[str]) -> int:
     from hdh_migration.catalogue import load_catalogue
     from hdh_migration.layout import partition_dir
 
-    catalogue = load_catalogue(ROOT / "dags" / "domains.yaml")
+    catalogue = load_catalogue(CATALOGUE)
     domain = catalogue.domain(args.domain)
     tables = args.tables or [t.name for t in domain.tables]
     partition = domain.partitions()[0]
@@ -853,7 +871,8 @@ def main(argv: list[str]) -> int:
         "settings": settings,
         "seed_s": round(seed_s, 1),
         "label": args.label,
-        "hdh_migration": str(Path(importlib.util.find_spec("hdh_migration").origin).parent),
+        "tree": str(TREE),
+        "tree_state": tree_state(),
     }
     summary = summarise(runs, x1, source_bytes, x1_bytes, config)
     summary["runs"] = runs

@@ -187,6 +187,27 @@ def cmd_reindex(args) -> int:
     return 0
 
 
+def cmd_waive(args) -> int:
+    """Accept failing expectations of one quarantined partition, with who and why, for the next run."""
+    from hdh_migration.transfer import _ledger
+    from hdh_migration.validation import INTEGRITY_CHECKS, PRIVACY_EXPECTATIONS
+
+    catalogue = load_catalogue(args.catalogue)
+    catalogue.domain(args.domain).table(args.table)
+    refused = [e for e in args.expectation if e.split("(")[0] in PRIVACY_EXPECTATIONS | INTEGRITY_CHECKS]
+    if refused:
+        print(f"waive: {refused} cannot be waived: a raw NIR or a copy that differs from its source is never accepted")
+        return 2
+    ledger = _ledger()
+    record = ledger.get(args.domain, args.table, args.partition)
+    if record is None or record.state != "quarantined":
+        print(f"waive: {args.domain} {args.table} {args.partition} is not quarantined; nothing to waive")
+        return 2
+    ledger.add_waiver(args.domain, args.table, args.partition, args.expectation, args.by, args.reason)
+    print(f"waive: recorded; re-run hdh_transfer__{args.domain} for partition {args.partition} to commit it")
+    return 0
+
+
 def cmd_suites(args) -> int:
     from hdh_migration.suites import write_all
 
@@ -216,6 +237,14 @@ def main(argv: list[str] | None = None) -> int:
     status.set_defaults(func=cmd_status)
     commands.add_parser("reindex", help="rebuild the ledger from the manifests").set_defaults(func=cmd_reindex)
     commands.add_parser("suites", help="regenerate expectation suites").set_defaults(func=cmd_suites)
+    waive = commands.add_parser("waive", help="accept failing expectations of a quarantined partition")
+    waive.add_argument("--domain", required=True)
+    waive.add_argument("--table", required=True)
+    waive.add_argument("--partition", required=True)
+    waive.add_argument("--expectation", action="append", required=True, help="as named in the error, e.g. type(column)")
+    waive.add_argument("--by", required=True, help="who accepts")
+    waive.add_argument("--reason", required=True, help="why it is acceptable")
+    waive.set_defaults(func=cmd_waive)
     commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     args = parser.parse_args(argv)
     if args.catalogue:

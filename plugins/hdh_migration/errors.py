@@ -15,6 +15,16 @@ class DataError(MigrationError):
     """The source data breaks a rule (format, schema, expectation, key, count, checksum)."""
 
 
+class QuarantinedError(DataError):
+    """The partition failed expectations: it is quarantined, with a redacted report, and not promoted."""
+
+
+class PrivacyIncident(QuarantinedError):
+    """A raw NIR was found: a privacy incident. Never retried, never waivable, alerted apart."""
+
+    severity = "privacy"
+
+
 class IntegrityError(DataError):
     """What landed in the sovereign store is not provably equal to what left Azure."""
 

@@ -41,3 +41,8 @@ def staging_key(final_key: str, run_token: str) -> str:
 
 def manifest_key(domain: str, table: str, partition_column: str, partition: str) -> str:
     return f"{MANIFEST_PREFIX}/{domain}/{table}/{partition_column}={partition}.json"
+
+
+def quarantine_key(domain: str, table: str, partition_column: str, partition: str, run_token: str) -> str:
+    """The redacted validation report of a quarantined partition, one per run."""
+    return f"{QUARANTINE_PREFIX}/{domain}/{table}/{partition_column}={partition}/{run_token}.json"

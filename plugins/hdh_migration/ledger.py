@@ -60,6 +60,20 @@ events_table = sa.Table(
 )
 
 
+waivers_table = sa.Table(
+    "hdh_waiver",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("partition", sa.String(32), nullable=False),
+    sa.Column("expectations", sa.Text, nullable=False),
+    sa.Column("accepted_by", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     domain: str
@@ -196,6 +210,54 @@ class Ledger:
             query = query.where(events_table.c.domain == domain)
         with self._begin() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def add_waiver(
+        self, domain: str, table_name: str, partition: str, expectations: list[str], accepted_by: str, reason: str
+    ) -> None:
+        """Accept named failing expectations of one partition: who, why, when and which are kept."""
+        detail = {"expectations": sorted(expectations), "accepted_by": accepted_by, "reason": reason}
+        with self._begin() as conn:
+            conn.execute(
+                sa.insert(waivers_table).values(
+                    domain=domain,
+                    table_name=table_name,
+                    partition=partition,
+                    expectations=json.dumps(sorted(expectations)),
+                    accepted_by=accepted_by,
+                    reason=reason,
+                    at=_now(),
+                )
+            )
+            conn.execute(
+                sa.insert(events_table).values(
+                    at=_now(),
+                    domain=domain,
+                    table_name=table_name,
+                    partition=partition,
+                    kind="waiver",
+                    detail=json.dumps(detail, sort_keys=True),
+                )
+            )
+
+    def waivers(self, domain: str, table_name: str, partition: str) -> list[dict]:
+        query = (
+            sa.select(waivers_table)
+            .where(
+                waivers_table.c.domain == domain,
+                waivers_table.c.table_name == table_name,
+                waivers_table.c.partition == partition,
+            )
+            .order_by(waivers_table.c.id)
+        )
+        with self._begin() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        for row in rows:
+            row["expectations"] = json.loads(row["expectations"])
+            row["at"] = row["at"].isoformat()
+        return rows
+
+    def waived(self, domain: str, table_name: str, partition: str) -> set[str]:
+        return {e for w in self.waivers(domain, table_name, partition) for e in w["expectations"]}
 
     def domain_state(self, domain: str) -> str:
         with self._begin() as conn:

@@ -14,6 +14,7 @@ from hdh_migration.catalogue import Catalogue, Table
 from hdh_migration.schema import load_table_schema
 
 GENERATED = "generated"
+PRIVACY_EXPECTATION = "expect_column_values_to_not_contain_raw_nir"
 
 
 def _expectation(kind: str, **kwargs) -> dict:
@@ -29,6 +30,9 @@ def generated_expectations(table: Table) -> list[dict]:
     if not snapshot_column and table.partition_column not in table.primary_key:
         expectations.append(_expectation("expect_column_values_to_not_be_null", column=table.partition_column))
     for column in schema.columns:
+        if column.type == "string":
+            # Every string column, free text included: a raw NIR anywhere is a privacy incident.
+            expectations.append(_expectation(PRIVACY_EXPECTATION, column=column.name))
         if column.max_length:
             expectations.append(
                 _expectation(

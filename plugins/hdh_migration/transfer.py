@@ -27,9 +27,18 @@ from hdh_migration.errors import (
     FrozenDomainError,
     IntegrityError,
     MissingPartitionError,
+    PrivacyIncident,
+    QuarantinedError,
     where,
 )
-from hdh_migration.layout import manifest_key, partition_dir, staging_key, staging_prefix, target_key
+from hdh_migration.layout import (
+    manifest_key,
+    partition_dir,
+    quarantine_key,
+    staging_key,
+    staging_prefix,
+    target_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +244,16 @@ def _csv_batches(path: Path, table: Table, expected, obj_name: str, partition: s
         ) from None
 
 
+def _upload_and_verify(target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state) -> None:
+    from hdh_migration.target import Progress
+
+    size = path.stat().st_size
+    target.upload_file(
+        path, key, sha256, {"hdh-source-sha256": source_sha256}, state=state, progress=Progress(f"{label} upload", size)
+    )
+    target.verify_object(key, sha256, size)
+
+
 def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
     import pyarrow as pa
@@ -242,15 +261,14 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
 
     from hdh_migration.integrity import Fingerprint, KeyHashSpill, sha256_file, sha256_stream
     from hdh_migration.schema import load_table_schema
+    from hdh_migration.source import SourceObject
     from hdh_migration.target import Progress
-    from hdh_migration.validation import SuiteRunner
+    from hdh_migration.validation import SuiteRunner, blocking_failures, expectation_id, partition_parameters
 
     started = time.monotonic()
     catalogue = _catalogue()
     table = catalogue.domain(item["domain"]).table(item["table"])
     partition = item["partition"]
-    from hdh_migration.source import SourceObject
-
     obj = SourceObject(**item["source"])
     label = where(table.domain, table.name, partition, obj.name)
     final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition)
@@ -269,7 +287,8 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         if source_path.stat().st_size != obj.size:
             raise IntegrityError(f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}")
 
-        suite = SuiteRunner(table.suite_path)
+        grain = catalogue.domain(table.domain).grain
+        suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
         source_fp = Fingerprint()
         keys = KeyHashSpill(spool, list(table.primary_key), item["key_buckets"]) if table.primary_key else None
 
@@ -306,19 +325,20 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                     f"{label}: the converted parquet does not reconcile with the CSV source "
                     "(rule: content fingerprint). This is a bug in the conversion: report it"
                 )
-        source_path_size = upload_path.stat().st_size
-        target.upload_file(
-            upload_path,
-            staged_key,
-            upload_sha256,
-            {"hdh-source-sha256": source_sha256},
-            state=task_state_store,
-            progress=Progress(f"{label} upload", source_path_size),
-        )
-        target.verify_object(staged_key, upload_sha256, source_path_size)
+        blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
+        if blocking:
+            log.warning(
+                "%s: %d expectation(s) failed (%s): the object is not uploaded; the partition will be quarantined",
+                label,
+                len(blocking),
+                ", ".join(expectation_id(r) for r in blocking),
+            )
+        else:
+            _upload_and_verify(target, upload_path, staged_key, upload_sha256, source_sha256, label, task_state_store)
         key_files = {}
-        if keys is not None:
-            for bucket, path in keys.close().items():
+        spilled = keys.close() if keys is not None else {}
+        if not blocking:
+            for bucket, path in spilled.items():
                 key = f"{staged_key}.keys/{bucket:05d}"
                 target.client.upload_file(str(path), target.bucket, key)
                 key_files[str(bucket)] = key
@@ -326,8 +346,14 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             "domain": table.domain,
             "table": table.name,
             "partition": partition,
+            "uploaded": not blocking,
             "source": {**obj.as_dict(), "sha256": source_sha256},
-            "target": {"key": final_key, "staging_key": staged_key, "size": source_path_size, "sha256": upload_sha256},
+            "target": {
+                "key": final_key,
+                "staging_key": staged_key,
+                "size": upload_path.stat().st_size,
+                "sha256": upload_sha256,
+            },
             "rows": source_fp.rows,
             "source_fingerprint": source_fp.hexdigest(),
             "target_fingerprint": target_fp.hexdigest(),
@@ -364,14 +390,24 @@ def _results_by_table(results: list[dict]) -> dict[str, list[dict]]:
 
 
 def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> dict:
-    """Whole-partition checks GX cannot make batch by batch, then the verdict per table."""
-    from hdh_migration.integrity import Fingerprint, count_duplicate_keys
-    from hdh_migration.validation import merge_results, summary_shape
+    """Whole-partition checks GX cannot make batch by batch, then the verdict per table.
+
+    A table that fails is quarantined (redacted report under ``_quarantine/``, staging removed,
+    nothing promoted); the others are validated. Any quarantine fails the task, so nothing commits.
+    """
+    from hdh_migration.integrity import Fingerprint
+    from hdh_migration.validation import (
+        INTEGRITY_CHECKS,
+        blocking_failures,
+        expectation_id,
+        merge_results,
+        summary_shape,
+    )
 
     catalogue = _catalogue()
     grouped = _results_by_table(results)
     ledger = _ledger()
-    verdicts = {}
+    verdicts, quarantined = {}, []
     target = _target() if tables else None
     for planned in tables:
         table = catalogue.domain(planned["domain"]).table(planned["table"])
@@ -406,41 +442,106 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
                 "result": {"element_count": rows},
             },
         ]
-        if table.primary_key:
-            duplicates = 0
-            for bucket in range(planned["key_buckets"]):
-                chunks = []
-                for result in table_results:
-                    key = result["key_files"].get(str(bucket))
-                    if key:
-                        chunks.append(target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read())
-                duplicates += count_duplicate_keys(chunks)
-            null_rows = sum(r["key_null_rows"] for r in table_results)
-            partition_checks.append(
-                {
-                    "type": "expect_compound_columns_to_be_unique_across_partition",
-                    "kwargs": {"column_list": list(table.primary_key)},
-                    "success": duplicates == 0 and null_rows == 0,
-                    "result": {"element_count": rows, "unexpected_count": duplicates, "missing_count": null_rows},
-                }
-            )
-        summary = summary_shape(list(totals.values()) + partition_checks, f"{table.domain}.{table.name}")
-        verdicts[table.name] = summary
-        if not summary["success"]:
-            failing = [
-                f"{r['type']}({r['kwargs'].get('column') or ','.join(r['kwargs'].get('column_list', []))})"
-                for r in summary["results"]
-                if not r["success"]
-            ]
-            error = DataError(
-                f"{label}: {len(failing)} expectation(s) failed: {'; '.join(failing)} (rules from "
-                f"{Path(table.suite_path).name} and the partition checks). Nothing was promoted. Fix the source "
-                "partition in Azure and re-run it"
+        all_uploaded = all(r["uploaded"] for r in table_results)
+        if table.primary_key and all_uploaded:
+            partition_checks.append(_unique_key_check(target, table, planned["key_buckets"], table_results, rows))
+        broken = [c for c in partition_checks if c["type"] in INTEGRITY_CHECKS and not c["success"]]
+        if broken:
+            error = IntegrityError(
+                f"{label}: {', '.join(c['type'] for c in broken)} failed: the copy differs from the source. "
+                "Nothing was promoted. Re-run the partition; if it persists, report a bug"
             )
             _record_failure(table.domain, table.name, partition, error, run_id)
             raise error
+        summary = summary_shape(list(totals.values()) + partition_checks, f"{table.domain}.{table.name}")
+        waived = ledger.waived(table.domain, table.name, partition)
+        blocking = blocking_failures(summary["results"], waived)
+        if blocking or not all_uploaded:
+            quarantined.append(_quarantine(target, ledger, table, planned, summary, blocking, run_id))
+            continue
+        summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
+        verdicts[table.name] = summary
         ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
+    if quarantined:
+        privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
+        raise (PrivacyIncident if privacy else QuarantinedError)(" | ".join(str(e) for e in quarantined))
     return verdicts
+
+
+def _unique_key_check(target, table: Table, buckets: int, table_results: list[dict], rows: int) -> dict:
+    """Primary-key uniqueness across every file of the partition, one hash bucket at a time."""
+    from hdh_migration.integrity import count_duplicate_keys
+
+    duplicates = 0
+    for bucket in range(buckets):
+        chunks = [
+            target.client.get_object(Bucket=target.bucket, Key=result["key_files"][str(bucket)])["Body"].read()
+            for result in table_results
+            if str(bucket) in result["key_files"]
+        ]
+        duplicates += count_duplicate_keys(chunks)
+    null_rows = sum(r["key_null_rows"] for r in table_results)
+    return {
+        "type": "expect_compound_columns_to_be_unique_across_partition",
+        "kwargs": {"column_list": list(table.primary_key)},
+        "success": duplicates == 0 and null_rows == 0,
+        "result": {"element_count": rows, "unexpected_count": duplicates, "missing_count": null_rows},
+    }
+
+
+def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], run_id: str):
+    """Keep the failing partition out of the store: a redacted report, no staging, state quarantined."""
+    from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
+
+    partition = planned["partition"]
+    label = where(table.domain, table.name, partition)
+    failing = [expectation_id(r) for r in blocking]
+    privacy = any(r["type"] in PRIVACY_EXPECTATIONS for r in blocking)
+    report_key = quarantine_key(table.domain, table.name, table.partition_column, partition, planned["run_token"])
+    target.put_json(
+        report_key,
+        {
+            "domain": table.domain,
+            "table": table.name,
+            "partition_column": table.partition_column,
+            "partition": partition,
+            "run_id": run_id,
+            "at": _utcnow(),
+            "severity": "privacy" if privacy else "data",
+            "failing_expectations": failing,
+            "validation": summary,
+        },
+    )
+    staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
+    target.delete_keys(target.list_keys(staging))
+    target.abort_uploads(staging)
+    where_report = f"s3://{target.bucket}/{report_key}"
+    if privacy:
+        columns = sorted({r["kwargs"].get("column") for r in blocking if r["type"] in PRIVACY_EXPECTATIONS})
+        error = PrivacyIncident(
+            f"PRIVACY INCIDENT {label}: raw NIR values in column(s) {', '.join(columns)} "
+            f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, staging removed; "
+            f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
+            "re-run the partition. A privacy incident cannot be waived"
+        )
+        ledger.record_event(
+            table.domain,
+            "privacy_incident",
+            {"columns": columns},
+            table_name=table.name,
+            partition=partition,
+            run_id=run_id,
+        )
+        log.error("%s", error)
+    else:
+        error = QuarantinedError(
+            f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(failing)}. Nothing was "
+            f"promoted; report {where_report}. Fix the source partition in Azure and re-run it, or accept these "
+            f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
+            f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'"
+        )
+    ledger.set_state(table.domain, table.name, partition, "quarantined", run_id=run_id, last_error=str(error)[:4000])
+    return error
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,6 +600,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
             "content_fingerprint": source_fp,
             "source_objects": [r["source"] for r in sorted(table_results, key=lambda r: r["source"]["name"])],
             "validation": verdicts.get(table.name),
+            "waivers": ledger.waivers(table.domain, table.name, partition),
             "run_id": run_id,
             "started_at": planned["started_at"],
             "committed_at": _utcnow(),

@@ -55,6 +55,33 @@ def merge_results(totals: dict[str, dict], results: list[dict]) -> dict[str, dic
     return totals
 
 
+PRIVACY_EXPECTATIONS = frozenset({"expect_column_values_to_not_contain_raw_nir"})
+# Checks whose failure means the copy itself is wrong: a bug or a fault, never a waivable data issue.
+INTEGRITY_CHECKS = frozenset(
+    {"expect_table_row_count_to_equal_source", "expect_partition_content_fingerprint_to_match_source"}
+)
+
+
+def expectation_id(result: dict) -> str:
+    """A stable, value-free name of an expectation: ``type(column)``, used in errors and waivers."""
+    kwargs = result.get("kwargs") or {}
+    columns = (
+        kwargs.get("column")
+        or ",".join(kwargs.get("column_list") or ())
+        or ",".join(c for c in (kwargs.get("column_A"), kwargs.get("column_B")) if c)
+    )
+    return f"{result['type']}({columns})"
+
+
+def blocking_failures(results: list[dict], waived: set[str]) -> list[dict]:
+    """The failed expectations that stop a partition: all but the waived ones (privacy is never waived)."""
+    return [
+        r
+        for r in results
+        if not r["success"] and (r["type"] in PRIVACY_EXPECTATIONS or expectation_id(r) not in waived)
+    ]
+
+
 def summary_shape(results: list[dict], suite_name: str) -> dict:
     """A GX-shaped validation summary (success, results, statistics) of redacted results."""
     evaluated = len(results)
@@ -71,10 +98,30 @@ def summary_shape(results: list[dict], suite_name: str) -> dict:
     }
 
 
+def partition_parameters(grain: str, partition: str) -> dict:
+    """Suite parameters of a partition: its first and last day, and its year.
+
+    Hand-written expectations refer to them as ``{"$PARAMETER": "partition_start"}`` and so on.
+    """
+    import datetime as dt
+
+    import pandas as pd
+
+    from hdh_migration.catalogue import next_partition_start, partition_start
+
+    start = partition_start(grain, partition)
+    end = start if grain == "snapshot" else next_partition_start(grain, start) - dt.timedelta(days=1)
+    return {
+        "partition_start": pd.Timestamp(start),
+        "partition_end": pd.Timestamp(end),
+        "partition_year": start.year,
+    }
+
+
 class SuiteRunner:
     """One GX ephemeral context and suite, validating Arrow record batches one at a time."""
 
-    def __init__(self, suite_path: Path):
+    def __init__(self, suite_path: Path, parameters: dict | None = None):
         os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
         import great_expectations as gx
 
@@ -93,12 +140,17 @@ class SuiteRunner:
             )
         asset = context.data_sources.add_pandas("hdh").add_dataframe_asset("batch")
         self.batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        self.parameters = parameters or {}
         self.totals: dict[str, dict] = {}
 
     def validate(self, record_batch) -> None:
-        frame = record_batch.to_pandas()
+        frame = record_batch.to_pandas(date_as_object=False)
         batch = self.batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        outcome = batch.validate(self.suite, result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0})
+        outcome = batch.validate(
+            self.suite,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
+            expectation_parameters=self.parameters,
+        )
         merge_results(self.totals, [redact(r) for r in outcome.to_json_dict()["results"]])
 
     def results(self) -> list[dict]:

@@ -205,7 +205,7 @@ def test_read_back_catches_an_object_altered_after_upload(migration, tmp_path):
         target.verify_object("_staging/x/part-00000.parquet", sha, 1000)
 
 
-def test_duplicate_keys_across_files_fail_validation_and_promote_nothing(migration):
+def test_duplicate_keys_across_files_quarantine_the_partition_and_promote_nothing(migration):
     migration.seed(domains=["pmsi_mco"])
     prefix = partition_dir("pmsi_mco", "T_MCOaaB", "SOR_ANN", "2022")
     first = migration.source.list_objects(prefix, "parquet")[0]
@@ -218,8 +218,13 @@ def test_duplicate_keys_across_files_fail_validation_and_promote_nothing(migrati
     assert migration.target_keys("pmsi_mco/") == []
     assert _manifest(migration, "pmsi_mco", "T_MCOaaB", "2022") is None
     record = migration.ledger.get("pmsi_mco", "T_MCOaaB", "2022")
-    assert record.state == "failed"
+    assert record.state == "quarantined"
     assert "expect_compound_columns_to_be_unique_across_partition(ETA_NUM,RSA_NUM)" in record.last_error
+    assert migration.target_keys("_staging/pmsi_mco/T_MCOaaB/") == [], "a quarantined table's staging is removed"
+    (report_key,) = migration.target_keys("_quarantine/pmsi_mco/T_MCOaaB/SOR_ANN=2022/")
+    report = migration.target.get_json(report_key)
+    assert report["failing_expectations"] == ["expect_compound_columns_to_be_unique_across_partition(ETA_NUM,RSA_NUM)"]
+    assert report["severity"] == "data"
     assert "domain=pmsi_mco table=T_MCOaaB partition=2022" in record.last_error
 
 
