@@ -108,6 +108,32 @@ class Migration:
     def source_bytes(self, name: str) -> bytes:
         return self.source.container_client.download_blob(name).readall()
 
+    def read_source(self, domain: str, table_name: str, name: str):
+        """A source object as an Arrow table, read the way a data user would (not with our code)."""
+        import io
+
+        import pyarrow.parquet as pq
+        from pyarrow import csv
+
+        from hdh_migration.schema import load_table_schema
+
+        table = self.catalogue.domain(domain).table(table_name)
+        data = self.source_bytes(name)
+        if table.format == "parquet":
+            return pq.read_table(io.BytesIO(data))
+        return csv.read_csv(
+            io.BytesIO(data),
+            read_options=csv.ReadOptions(encoding="latin-1"),
+            parse_options=csv.ParseOptions(delimiter=";"),
+            convert_options=csv.ConvertOptions(
+                column_types=load_table_schema(table.schema_path).arrow_schema(),
+                decimal_point=",",
+                strings_can_be_null=True,
+                true_values=["1"],
+                false_values=["0"],
+            ),
+        )
+
 
 def _drop_servers_state() -> None:
     """Best-effort removal of a test's container and bucket."""

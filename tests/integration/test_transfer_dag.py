@@ -7,7 +7,6 @@ import io
 import json
 import os
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -33,30 +32,6 @@ def _manifest(migration, domain: str, table: str, partition: str) -> dict | None
     return migration.target.get_json(manifest_key(domain, table, t.partition_column, partition))
 
 
-def _read_source_table(migration, domain: str, table_name: str, name: str) -> pa.Table:
-    from pyarrow import csv
-
-    from hdh_migration.schema import load_table_schema
-
-    table = migration.catalogue.domain(domain).table(table_name)
-    data = migration.source_bytes(name)
-    if table.format == "parquet":
-        return pq.read_table(io.BytesIO(data))
-    schema = load_table_schema(table.schema_path).arrow_schema()
-    return csv.read_csv(
-        io.BytesIO(data),
-        read_options=csv.ReadOptions(encoding="latin-1"),
-        parse_options=csv.ParseOptions(delimiter=";"),
-        convert_options=csv.ConvertOptions(
-            column_types=schema,
-            decimal_point=",",
-            strings_can_be_null=True,
-            true_values=["1", "true", "True"],
-            false_values=["0", "false", "False"],
-        ),
-    )
-
-
 def _assert_committed_equal_to_source(migration, domain: str, partition: str) -> None:
     """Every table: manifest present, each final object equal to its source, nothing left in staging."""
     dom = migration.catalogue.domain(domain)
@@ -73,7 +48,7 @@ def _assert_committed_equal_to_source(migration, domain: str, partition: str) ->
         for obj, entry in zip(listed, sorted(manifest["files"], key=lambda f: f["key"]), strict=True):
             landed = migration.target_bytes(entry["key"])
             assert hashlib.sha256(landed).hexdigest() == entry["sha256"]
-            source_table = _read_source_table(migration, domain, table.name, obj.name)
+            source_table = migration.read_source(domain, table.name, obj.name)
             if table.format == "parquet":
                 assert entry["sha256"] == hashlib.sha256(migration.source_bytes(obj.name)).hexdigest()
             else:

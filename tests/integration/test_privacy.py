@@ -1,0 +1,136 @@
+"""Privacy: a raw NIR quarantines its partition as an incident, and no data value leaves the worker."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from hdh_migration.cli import main
+from hdh_migration.layout import partition_dir
+
+RAW_NIR = "253072B07300470"  # a valid Corsican NIR from the shared vectors
+CANARY = "ZQXCANARY"
+
+
+def _rewrite(migration, domain: str, table_name: str, partition: str, mutate) -> str:
+    """Replace a column's values in the first source object of a partition, keeping its format."""
+    from hdh_migration.synthetic import write_file
+
+    table = migration.catalogue.domain(domain).table(table_name)
+    prefix = partition_dir(domain, table_name, table.partition_column, partition)
+    name = migration.source.list_objects(prefix, table.source_extension)[0].name
+    arrow = mutate(migration.read_source(domain, table_name, name))
+    sink = io.BytesIO()
+    write_file(table, arrow, sink)
+    migration.source.container_client.upload_blob(name, sink.getvalue(), overwrite=True)
+    return name
+
+
+def _set(arrow: pa.Table, column: str, rows: dict[int, str]) -> pa.Table:
+    values = arrow.column(column).to_pylist()
+    for row, value in rows.items():
+        values[row] = value
+    index = arrow.schema.get_field_index(column)
+    return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
+
+
+def _airflow_xcoms(dag_id: str) -> list[str]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return [
+            json.dumps(row.value, default=str) for row in session.scalars(sa.select(XComModel).filter_by(dag_id=dag_id))
+        ]
+
+
+def _ledger_dump(migration) -> str:
+    from hdh_migration.ledger import metadata
+
+    with migration.ledger.engine.connect() as conn:
+        return json.dumps(
+            {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))] for t in metadata.sorted_tables},
+            default=str,
+        )
+
+
+def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration, capfd):
+    migration.seed(domains=["causes_deces"])
+    name = _rewrite(
+        migration,
+        "causes_deces",
+        "KI_CCI_R",
+        "2022",
+        lambda t: _set(
+            _set(t, "DCD_LIE_LIB", {3: f"vu le {RAW_NIR} à Ajaccio {CANARY}", 5: f"2 53 07 2B 073 004 70 {CANARY}"}),
+            "DCD_CIM_COD",
+            {7: CANARY[:4]},
+        ),
+    )
+    assert CANARY.encode("latin-1") in migration.source_bytes(name), "the canaries are in the source"
+    capfd.readouterr()
+    run = migration.run("causes_deces", "2022")
+    logs = "".join(capfd.readouterr())
+    assert str(run.state) == "failed"
+    validate = [ti for ti in run.get_task_instances() if ti.task_id == "validate_partition"][0]
+    assert str(validate.state) == "failed" and validate.try_number == 1, "a privacy incident is never retried"
+
+    record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
+    assert record.state == "quarantined"
+    assert record.last_error.startswith("PRIVACY INCIDENT domain=causes_deces table=KI_CCI_R partition=2022")
+    assert "DCD_LIE_LIB" in record.last_error
+    assert [e["kind"] for e in migration.ledger.events("causes_deces")].count("privacy_incident") == 1
+    assert migration.target_keys("causes_deces/") == [] and migration.target_keys("_staging/") == []
+    (report_key,) = migration.target_keys("_quarantine/")
+    report = migration.target.get_json(report_key)
+    assert report["severity"] == "privacy"
+    assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in report["failing_expectations"]
+    failing = {r["kwargs"].get("column"): r for r in report["validation"]["results"] if not r["success"]}
+    assert failing["DCD_LIE_LIB"]["result"]["unexpected_count"] == 2
+
+    everything = {
+        "task logs": logs,
+        "xcom": "\n".join(_airflow_xcoms("hdh_transfer__causes_deces")),
+        "ledger": _ledger_dump(migration),
+        "store documents": "\n".join(
+            json.dumps(migration.target.get_json(k)) for k in migration.target_keys("_") if k.endswith(".json")
+        ),
+    }
+    assert "PRIVACY INCIDENT" in everything["task logs"]
+    assert "KI_CCI_R" in everything["xcom"] and "quarantined" in everything["ledger"]
+    assert "failing_expectations" in everything["store documents"], "every haystack holds this run's output"
+    for where, text in everything.items():
+        for secret in (RAW_NIR, "2 53 07 2B", CANARY, CANARY[:4]):
+            assert secret not in text, f"{secret!r} leaked into the {where}"
+
+    assert main(["waive", "--domain", "causes_deces", "--table", "KI_CCI_R", "--partition", "2022",
+                 "--expectation", "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)",
+                 "--by", "someone", "--reason", "in a hurry"]) == 2  # fmt: skip
+
+
+def test_a_quarantined_partition_is_released_by_a_recorded_waiver(migration):
+    migration.seed(domains=["pmsi_mco"])
+    _rewrite(migration, "pmsi_mco", "T_MCOaaB", "2023", lambda t: _set(t, "DGN_REL", {0: "9ZZ", 1: "9ZZ"}))
+    run = migration.run("pmsi_mco", "2023")
+    assert str(run.state) == "failed"
+    record = migration.ledger.get("pmsi_mco", "T_MCOaaB", "2023")
+    assert record.state == "quarantined"
+    assert "expect_column_values_to_match_regex(DGN_REL)" in record.last_error
+    assert "python -m hdh_migration waive" in record.last_error
+
+    args = ["waive", "--domain", "pmsi_mco", "--table", "T_MCOaaB", "--partition", "2023"]
+    who = ["--by", "dr.martin@hdh", "--reason", "legacy codes kept as delivered by ATIH"]
+    assert main([*args, "--expectation", "expect_column_values_to_match_regex(DGN_REL)", *who]) == 0
+
+    run = migration.run("pmsi_mco", "2023")
+    assert str(run.state) == "success"
+    assert migration.ledger.get("pmsi_mco", "T_MCOaaB", "2023").state == "committed"
+    manifest = migration.target.get_json("_manifests/pmsi_mco/T_MCOaaB/SOR_ANN=2023.json")
+    (waiver,) = manifest["waivers"]
+    assert waiver["accepted_by"] == "dr.martin@hdh" and waiver["reason"].startswith("legacy codes")
+    assert waiver["expectations"] == ["expect_column_values_to_match_regex(DGN_REL)"]
+    assert manifest["validation"]["waived"] == ["expect_column_values_to_match_regex(DGN_REL)"]
+    assert manifest["validation"]["success"] is False  # the manifest says what failed and why it was accepted
