@@ -308,16 +308,19 @@ class SovereignTarget:
         """Write a small JSON document (manifest, report); returns its sha256."""
         import json
 
+        return self.put_bytes(key, json.dumps(document, indent=2, sort_keys=True).encode("utf-8"), "application/json")
+
+    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
+        """Write a small document in one request, with its sha256 as metadata; returns the sha256."""
         from hdh_migration.integrity import sha256_stream
 
-        body = json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
         digest = sha256_stream()
         digest.update(body)
         self.client.put_object(
             Bucket=self.bucket,
             Key=key,
             Body=body,
-            ContentType="application/json",
+            ContentType=content_type,
             Metadata={SHA256_METADATA: digest.hexdigest()},
         )
         return digest.hexdigest()

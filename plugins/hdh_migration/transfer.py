@@ -468,6 +468,19 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
     return verdicts
 
 
+def _push_report_link(key: str) -> None:
+    """Publish the Data Docs link of the running task (the plugin shows it as an extra link)."""
+    from airflow.sdk import get_current_context
+
+    from hdh_migration.reports import REPORT_XCOM_KEY, report_link
+
+    try:
+        context = get_current_context()
+    except RuntimeError:  # called outside a task (the command line): there is no task page to link from
+        return
+    context["ti"].xcom_push(key=REPORT_XCOM_KEY, value=report_link(key))
+
+
 def _unique_key_check(target, table: Table, buckets: int, table_results: list[dict], rows: int) -> dict:
     """Primary-key uniqueness across every file of the partition, one hash bucket at a time."""
     from hdh_migration.integrity import count_duplicate_keys
@@ -491,6 +504,7 @@ def _unique_key_check(target, table: Table, buckets: int, table_results: list[di
 
 def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], run_id: str):
     """Keep the failing partition out of the store: a redacted report, no staging, state quarantined."""
+    from hdh_migration.reports import render_data_docs
     from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
 
     partition = planned["partition"]
@@ -512,6 +526,14 @@ def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, bloc
             "validation": summary,
         },
     )
+    docs_key = report_key.removesuffix(".json") + ".html"
+    try:
+        page = render_data_docs(summary, run_id)
+    except Exception as error:  # noqa: BLE001 - the JSON report stands; a rendering bug must not hide the verdict
+        log.warning("%s: Data Docs page not rendered (%s); the JSON report is complete", label, type(error).__name__)
+    else:
+        target.put_bytes(docs_key, page.encode("utf-8"), "text/html; charset=utf-8")
+        _push_report_link(docs_key)
     staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
     target.delete_keys(target.list_keys(staging))
     target.abort_uploads(staging)

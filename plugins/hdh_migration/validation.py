@@ -15,8 +15,23 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Kwargs that name columns or structure; every other kwarg may carry values and is dropped.
-_SAFE_KWARGS = ("column", "column_list", "column_A", "column_B", "min_value", "max_value", "regex", "value_set")
+# Kwargs that come from the suite (names, bounds, formats), never from the data; any other kwarg is dropped.
+_SAFE_KWARGS = (
+    "column",
+    "column_list",
+    "column_A",
+    "column_B",
+    "min_value",
+    "max_value",
+    "strict_min",
+    "strict_max",
+    "value",
+    "regex",
+    "value_set",
+    "or_equal",
+    "ignore_row_if",
+    "mostly",
+)
 _SAFE_RESULT_FIELDS = ("element_count", "unexpected_count", "missing_count")
 
 

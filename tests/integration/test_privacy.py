@@ -84,7 +84,9 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     assert "DCD_LIE_LIB" in record.last_error
     assert [e["kind"] for e in migration.ledger.events("causes_deces")].count("privacy_incident") == 1
     assert migration.target_keys("causes_deces/") == [] and migration.target_keys("_staging/") == []
-    (report_key,) = migration.target_keys("_quarantine/")
+    keys = migration.target_keys("_quarantine/")
+    (report_key,) = [k for k in keys if k.endswith(".json")]
+    assert [k for k in keys if k.endswith(".html")] == [report_key.replace(".json", ".html")], "its Data Docs page"
     report = migration.target.get_json(report_key)
     assert report["severity"] == "privacy"
     assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in report["failing_expectations"]
@@ -96,7 +98,9 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
         "xcom": "\n".join(_airflow_xcoms("hdh_transfer__causes_deces")),
         "ledger": _ledger_dump(migration),
         "store documents": "\n".join(
-            json.dumps(migration.target.get_json(k)) for k in migration.target_keys("_") if k.endswith(".json")
+            migration.target_bytes(k).decode("utf-8")
+            for k in migration.target_keys("_")
+            if k.endswith((".json", ".html"))
         ),
     }
     assert "PRIVACY INCIDENT" in everything["task logs"]
@@ -134,3 +138,28 @@ def test_a_quarantined_partition_is_released_by_a_recorded_waiver(migration):
     assert waiver["expectations"] == ["expect_column_values_to_match_regex(DGN_REL)"]
     assert manifest["validation"]["waived"] == ["expect_column_values_to_match_regex(DGN_REL)"]
     assert manifest["validation"]["success"] is False  # the manifest says what failed and why it was accepted
+
+
+def test_on_call_reaches_the_redacted_data_docs_from_the_failed_task(migration):
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi.testclient import TestClient
+    from hdh_migration_plugin import ValidationReportLink
+
+    migration.seed(domains=["beneficiaires"])
+    _rewrite(migration, "beneficiaires", "IR_BEN_R", "2024-06-30", lambda t: _set(t, "BEN_RES_COM", {2: CANARY}))
+    run = migration.run("beneficiaires", "2024-06-30")
+    assert str(run.state) == "failed"
+    validate = next(ti for ti in run.get_task_instances() if ti.task_id == "validate_partition")
+    link = ValidationReportLink().get_link(None, ti_key=validate.key)
+    assert link.startswith("/hdh/reports/_quarantine/beneficiaires/IR_BEN_R/snapshot=2024-06-30/")
+    assert link.endswith(".html")
+
+    client = TestClient(create_app(apps="core"))
+    assert client.get(link).status_code == 401, "reports are not open without Airflow's login"
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="oncall", role="viewer"))
+    page = client.get(link, headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200
+    assert "expect_column_value_lengths_to_be_between" in page.text or "BEN_RES_COM" in page.text
+    assert CANARY not in page.text
+    assert client.get("/hdh/reports/_manifests/x.json", headers={"Authorization": f"Bearer {token}"}).status_code == 404
