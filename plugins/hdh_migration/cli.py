@@ -2,8 +2,12 @@
 
 - ``plan``: per domain, the partitions, source objects and bytes waiting in Azure;
 - ``migrate``: run every domain's transfer DAG over its planned partitions (``dag.test()``, the demo);
-- ``status``: per domain and table, partitions committed out of expected, rows, bytes, failures;
-- ``reindex``: rebuild the ledger's partition states from the manifests in the sovereign store;
+- ``status``: per domain, wave, state, partitions committed out of expected, rows, bytes, quarantined
+  partitions, the last error, the cutover and the last verification;
+- ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``, ``dag.test()``), or every domain's;
+- ``rollback``: run a domain's rollback DAG, with a mandatory reason;
+- ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
+- ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
 - ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite).
 """
@@ -11,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -50,8 +55,55 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _last_error(domain: str, problems: list, ledger) -> dict | None:
+    """The domain's most recent unresolved error: a failed or quarantined partition, a refused cutover, a failed verify."""
+    from hdh_migration.errors import where
+
+    candidates = [
+        {"at": r.updated_at, "where": where(domain, r.table_name, r.partition), "error": r.last_error} for r in problems
+    ]
+    refused = ledger.last_event(domain, ("cutover_refused", "domain_cut_over"))
+    if refused and refused["kind"] == "cutover_refused":
+        candidates.append({"at": refused["at"], "where": where(domain), "error": refused["detail"]})
+    verify = ledger.last_event(domain, ("verify_failed", "verify_passed"))
+    if verify and verify["kind"] == "verify_failed":
+        detail = json.loads(verify["detail"])
+        error = f"verify failed: {detail['problems']} problem(s), first: {detail['first_problems'][0]}"
+        candidates.append({"at": verify["at"], "where": where(domain), "error": error})
+    if not candidates:
+        return None
+    last = max(candidates, key=lambda c: c["at"])
+    return {**last, "at": last["at"].isoformat(timespec="seconds")}
+
+
+def _cutover_summary(domain: str, ledger) -> dict:
+    history = ledger.cutover_history(domain)
+    last = history[-1] if history else None
+    verify = ledger.last_event(domain, ("verify_passed", "verify_failed"))
+    return {
+        "cutover": {
+            "action": last["action"],
+            "at": last["at"].isoformat(timespec="seconds"),
+            "by": last["by"],
+            "reason": last["reason"],
+            "run_id": last["run_id"],
+            "root_sha256": last["root_sha256"],
+        }
+        if last
+        else None,
+        "verify": {
+            "at": verify["at"].isoformat(timespec="seconds"),
+            "passed": verify["kind"] == "verify_passed",
+            **{k: v for k, v in json.loads(verify["detail"]).items() if k in ("objects", "deep", "problems")},
+        }
+        if verify
+        else None,
+    }
+
+
 def status_rows(catalogue, ledger) -> list[dict]:
-    """Per domain: state, partitions committed of expected, rows, bytes, failures (for status and the board)."""
+    """Per domain: state, partitions committed of expected, rows, bytes, failures, quarantined partitions,
+    last error, cutover and last verification (for status and the board)."""
     records = ledger.partitions()
     result = []
     for domain in catalogue.domains:
@@ -72,9 +124,21 @@ def status_rows(catalogue, ledger) -> list[dict]:
                     {"table": r.table_name, "partition": r.partition, "state": r.state, "last_error": r.last_error}
                     for r in problems
                 ],
+                "quarantined": [
+                    {"table": r.table_name, "partition": r.partition} for r in problems if r.state == "quarantined"
+                ],
+                "last_error": _last_error(domain.name, problems, ledger),
+                **_cutover_summary(domain.name, ledger),
             }
         )
     return result
+
+
+def _verify_cell(row: dict) -> str:
+    verify = row["verify"]
+    if verify is None:
+        return "-"
+    return f"{'ok' if verify['passed'] else 'FAILED'} {verify['at'][:10]}{' deep' if verify.get('deep') else ''}"
 
 
 def cmd_status(args) -> int:
@@ -94,18 +158,23 @@ def cmd_status(args) -> int:
                     f"{r['partitions_committed']}/{r['partitions_expected']}",
                     r["rows"],
                     f"{r['bytes'] / 1e6:.2f}",
-                    len(r["failed"]),
+                    len(r["quarantined"]),
+                    len(r["failed"]) - len(r["quarantined"]),
+                    r["cutover"]["at"][:10] if r["cutover"] and r["cutover"]["action"] == "cutover" else "-",
+                    _verify_cell(r),
                 ]
                 for r in rows
             ],
-            ["domain", "wave", "state", "committed", "rows", "MB", "failed"],
+            ["domain", "wave", "state", "committed", "rows", "MB", "quarantined", "failed", "cut over", "verified"],
         )
     )
     for r in rows:
-        for failure in r["failed"]:
-            print(
-                f"  {r['domain']} {failure['table']} {failure['partition']} {failure['state']}: {failure['last_error']}"
-            )
+        for quarantined in r["quarantined"]:
+            print(f"  {r['domain']}: quarantined {quarantined['table']} {quarantined['partition']}")
+        if r["last_error"]:
+            lines = r["last_error"]["error"].splitlines()
+            more = f" (+{len(lines) - 2} more: status --json)" if len(lines) > 2 else ""
+            print(f"  {r['domain']}: last error {r['last_error']['at']}: {' '.join(lines[:2])}{more}")
     return 0
 
 
@@ -119,8 +188,14 @@ def cmd_migrate(args) -> int:
     catalogue = load_catalogue(args.catalogue)
     started = time.monotonic()
     failures = 0
+    from hdh_migration.transfer import _ledger
+
+    ledger = _ledger()
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         if args.domain and domain.name not in args.domain:
+            continue
+        if ledger.domain_state(domain.name) == "cut_over":
+            print(f"--- hdh_transfer__{domain.name}: cut over, the transfer refuses to write; skipped", flush=True)
             continue
         dag = build_transfer_dag(domain)
         for partition in domain.partitions():
@@ -132,9 +207,7 @@ def cmd_migrate(args) -> int:
             print(f"<-- {dag.dag_id} partition {partition}: {state}", flush=True)
             failures += state != "success"
     elapsed = time.monotonic() - started
-    from hdh_migration.transfer import _ledger
-
-    rows = status_rows(catalogue, _ledger())
+    rows = status_rows(catalogue, ledger)
     total_bytes = sum(r["bytes"] for r in rows)
     print()
     print(
@@ -184,7 +257,106 @@ def cmd_reindex(args) -> int:
                     last_error=None,
                 )
     print(f"reindex: {found} committed partition(s) rebuilt from the manifests")
+    from hdh_migration.cutover import restore_from_record
+
+    for domain in catalogue.domains:
+        state = restore_from_record(domain.name)
+        if state:
+            print(f"reindex: {domain.name}: cutover history restored from its record ({state})")
     return 0
+
+
+def _chosen_domains(catalogue, args) -> list:
+    """The domains named with --domain, or every domain with --all, in wave order."""
+    chosen = [d for d in catalogue.domains if args.all or d.name in (args.domain or [])]
+    for name in set(args.domain or []) - {d.name for d in chosen}:
+        catalogue.domain(name)  # raises, naming the known domains
+    return sorted(chosen, key=lambda d: (d.wave, d.name))
+
+
+def cmd_cutover(args) -> int:
+    """Run each chosen domain's cutover DAG with dag.test(); print what it decided."""
+    from hdh_migration.cutover import record_key
+    from hdh_migration.dag_factory import build_cutover_dag
+    from hdh_migration.transfer import _ledger
+
+    catalogue = load_catalogue(args.catalogue)
+    ledger = _ledger()
+    failures = 0
+    for domain in _chosen_domains(catalogue, args):
+        dag = build_cutover_dag(domain)
+        print(f"--> {dag.dag_id}", flush=True)
+        run = dag.test(run_conf={"by": args.by})
+        history = ledger.cutover_history(domain.name)
+        refused = ledger.last_event(domain.name, ("cutover_refused",))
+        if history and history[-1]["run_id"] == run.run_id:
+            last = history[-1]
+            print(
+                f"<-- {dag.dag_id}: cut over by {last['by']}, record {record_key(domain.name)}, root {last['root_sha256']}",
+                flush=True,
+            )
+        elif str(run.state) == "success":
+            print(f"<-- {dag.dag_id}: already cut over; nothing to do", flush=True)
+        else:
+            failures += 1
+            detail = refused["detail"] if refused and refused["run_id"] == run.run_id else "see the task logs above"
+            print(f"<-- {dag.dag_id}: {run.state}: {detail}", flush=True)
+    return 1 if failures else 0
+
+
+def cmd_rollback(args) -> int:
+    """Run a domain's rollback DAG with dag.test(), after checking the reason and the state here."""
+    from hdh_migration.cutover import CutoverError, check_rollback
+    from hdh_migration.dag_factory import build_rollback_dag
+
+    catalogue = load_catalogue(args.catalogue)
+    domain = catalogue.domain(args.domain)
+    try:
+        check_rollback(domain.name, args.reason)
+    except CutoverError as refused:
+        print(f"rollback: {refused}")
+        return 2
+    dag = build_rollback_dag(domain)
+    print(f"--> {dag.dag_id}", flush=True)
+    run = dag.test(run_conf={"reason": args.reason, "by": args.by})
+    print(f"<-- {dag.dag_id}: {run.state}", flush=True)
+    return 0 if str(run.state) == "success" else 1
+
+
+def cmd_verify(args) -> int:
+    """Re-check each chosen cut-over domain against its cutover record; reads nothing from Azure."""
+    from hdh_migration.cutover import NothingToDoError, verify
+    from hdh_migration.errors import IntegrityError
+
+    catalogue = load_catalogue(args.catalogue)
+    rows, failures = [], []
+    for domain in _chosen_domains(catalogue, args):
+        try:
+            report = verify(domain.name, deep=not args.quick)
+        except NothingToDoError:
+            if not args.all:
+                print(f"verify: {domain.name} is not cut over; nothing to verify")
+                return 2
+            rows.append([domain.name, "not cut over", "-", "-", "-", "-"])
+            continue
+        except IntegrityError as error:
+            failures.append(str(error))
+            rows.append([domain.name, "FAILED", "-", "-", "-", "-"])
+            continue
+        rows.append(
+            [
+                domain.name,
+                "ok",
+                report["partitions"],
+                report["objects"],
+                f"{report['bytes'] / 1e6:.2f}" if report["deep"] else "-",
+                report["root_sha256"],
+            ]
+        )
+    print(_table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"]))
+    for failure in failures:
+        print(failure)
+    return 1 if failures else 0
 
 
 def cmd_waive(args) -> int:
@@ -235,7 +407,26 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="per-domain migration status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
-    commands.add_parser("reindex", help="rebuild the ledger from the manifests").set_defaults(func=cmd_reindex)
+    commands.add_parser("reindex", help="rebuild the ledger from the manifests and cutover records").set_defaults(
+        func=cmd_reindex
+    )
+    cutover = commands.add_parser("cutover", help="run the cutover DAG of chosen domains")
+    cutover_domains = cutover.add_mutually_exclusive_group(required=True)
+    cutover_domains.add_argument("--domain", action="append")
+    cutover_domains.add_argument("--all", action="store_true", help="every domain of the catalogue")
+    cutover.add_argument("--by", default=getpass.getuser(), help="who decides (default: your login)")
+    cutover.set_defaults(func=cmd_cutover)
+    rollback = commands.add_parser("rollback", help="roll a domain's cutover back, with a reason")
+    rollback.add_argument("--domain", required=True)
+    rollback.add_argument("--reason", required=True, help="why the French copy stops being the data")
+    rollback.add_argument("--by", default=getpass.getuser(), help="who decides (default: your login)")
+    rollback.set_defaults(func=cmd_rollback)
+    verify = commands.add_parser("verify", help="re-check cut-over domains against their records, without Azure")
+    verify_domains = verify.add_mutually_exclusive_group(required=True)
+    verify_domains.add_argument("--domain", action="append")
+    verify_domains.add_argument("--all", action="store_true", help="every cut-over domain")
+    verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
+    verify.set_defaults(func=cmd_verify)
     commands.add_parser("suites", help="regenerate expectation suites").set_defaults(func=cmd_suites)
     waive = commands.add_parser("waive", help="accept failing expectations of a quarantined partition")
     waive.add_argument("--domain", required=True)

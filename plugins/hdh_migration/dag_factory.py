@@ -11,7 +11,9 @@ import textwrap
 
 from airflow.sdk import (
     DAG,
+    Asset,
     CronDataIntervalTimetable,
+    CronTriggerTimetable,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -19,6 +21,7 @@ from airflow.sdk import (
     get_current_context,
     task,
 )
+from airflow.sdk.exceptions import AirflowSkipException
 
 from hdh_migration.catalogue import Domain, partition_start, partition_value
 from hdh_migration.errors import MigrationError
@@ -51,7 +54,9 @@ TRANSFER_DOC = """
 
 One run moves **one partition** ({grain}) of every table of the domain ({tables}) from Azure to
 the French S3 store: `plan_partition` → `transfer_object` (mapped per object) →
-`validate_partition` → `commit_partition` (manifest written last) → `reconcile_partition`.
+`validate_partition` → `commit_partition` (manifest written last) → `reconcile_partition` →
+`announce_cutover_partition` (only for the planned cutover partition {cutover}: it triggers
+`hdh_cutover__{domain}`; skipped for the others).
 Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
 
 #### Triage notes
@@ -64,6 +69,8 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   only `_staging/` objects, which the next successful run removes.
 - **Re-run a partition**: clear the DAG run (or trigger with `{{"partition": "<value>", "force": true}}`).
   A committed partition whose source is unchanged is a fast no-op unless `force` is set.
+- **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
+  and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
 
 #### Backfill missed partitions
 `airflow backfill create --dag-id hdh_transfer__{domain} --from-date <first> --to-date <last>
@@ -145,9 +152,221 @@ def build_transfer_dag(domain: Domain) -> DAG:
 
             return transfer.reconcile_partition(domain.name, _run_partition(domain), run_id)
 
+        @task(outlets=[cutover_partition_committed(domain)])
+        def announce_cutover_partition(report: dict) -> None:
+            if _run_partition(domain) != domain.cutover_partition:
+                raise AirflowSkipException(f"not the planned cutover partition {domain.cutover_partition}")
+
         plan = plan_partition()
         moved = transfer_object.expand(item=plan)
         verdicts = validate_partition(plan["tables"], moved)
         committed = commit_partition(plan["tables"], moved, verdicts)
-        reconcile_partition(committed)
+        announce_cutover_partition(reconcile_partition(committed))
+    return dag
+
+
+# ---------------------------------------------------------------------------------------------
+# cutover, rollback, verify
+
+
+def cutover_partition_committed(domain: Domain) -> Asset:
+    """Updated when a transfer run has committed and reconciled the domain's planned cutover partition."""
+    return Asset(name=f"hdh_cutover_partition_committed__{domain.name}", uri=f"x-hdh://committed/{domain.name}")
+
+
+def sovereign_asset(domain: Domain) -> Asset:
+    """The domain's data: an event at each cutover and rollback, whose extra ``state`` says which.
+
+    The extra names the bucket, prefix, cutover record and root hash. The URI does not hold the
+    bucket, so the asset stays the same whichever store a deployment points at.
+    """
+    return Asset(name=f"hdh_sovereign__{domain.name}", uri=f"x-hdh://sovereign/{domain.name}")
+
+
+def _start_date(domain: Domain) -> dt.datetime:
+    start = partition_start(domain.grain, domain.first_partition)
+    return dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+
+
+CUTOVER_DOC = """
+### Cut `{domain}` over to the sovereign store
+
+From this run on, the French copy of {domain} (partitions {first} to {cutover}, tables {tables}) is
+the data. Five steps: `check_completeness` → `reconcile_source` (against the live Azure listing) →
+`freeze_domain` → `write_cutover_record` (`_cutover/{domain}.json`: every partition manifest and its
+sha256 chained into one root, who, when, which run, the history) → `announce_cutover` (an event of
+the asset `hdh_sovereign__{domain}`). Triggered when `hdh_transfer__{domain}` commits the planned
+cutover partition {cutover}, or by hand (param `by`: who decides). Owner: {owner}. Wave {wave}.
+
+#### Triage notes
+- **`cutover refused at check_completeness`**: the message lists each missing, failed or quarantined
+  partition with its last error. Run the missing ones, fix or waive the quarantined ones, then
+  trigger this DAG again. Nothing was frozen: the domain stays `transferring`.
+- **`cutover refused at reconcile_source`**: Azure changed after a commit (late-arriving objects,
+  changed ETags, a newer snapshot) or a landed object differs from its manifest. The message names
+  each object; re-transfer the named partitions (`{{"partition": "<value>"}}` on
+  `hdh_transfer__{domain}`), then trigger the cutover again.
+- **`write_cutover_record` refused**: a transfer committed between reconciliation and freeze; the
+  domain was thawed back to `transferring`. Trigger the cutover again.
+- **Every task skipped**: the domain is already cut over. Roll it back (`hdh_rollback__{domain}`,
+  with a reason) to cut it over again.
+- **Network errors** are retried; every step is idempotent (a retried record write adds no second
+  history entry).
+"""
+
+ROLLBACK_DOC = """
+### Roll the cutover of `{domain}` back
+
+Returns {domain} from `cut_over` to `transferring`, so transfers may write again: `roll_back_cutover`
+appends the rollback (who, when, why, which run) to the append-only history of
+`_cutover/{domain}.json` and to the ledger, then `announce_rollback` emits an event of the asset
+`hdh_sovereign__{domain}` whose extra says `state: rolled_back`. By hand only, with a mandatory
+`reason` (at least 10 characters). Owner: {owner}. Wave {wave}.
+
+#### Triage notes
+- **`a rollback needs a reason`**: trigger again with `{{"reason": "<why>", "by": "<who>"}}`.
+- **`not cut over`**: there is nothing to roll back; `python -m hdh_migration status` shows the state.
+- **After a rollback**: re-transfer what needs it, then trigger `hdh_cutover__{domain}`; the next
+  cutover appends to the same history.
+"""
+
+VERIFY_DOC = """
+### Verify the sovereign copy of `{domain}` against its cutover record
+
+Daily, `verify_cutover` re-checks `_cutover/{domain}.json` and reads **nothing from Azure**: the hash
+chain and root, the history against the ledger, every manifest's sha256, every object's presence,
+size and checksum, and no object outside the record. On Sundays (or with `deep: true`) every byte is
+read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. Wave {wave}.
+
+#### Triage notes
+- **`verify failed`**: the French copy is the data, so this is an incident. The message names each
+  missing, altered or stray object or manifest, or the edited record. Restore from the store's
+  backup or versioning; while Azure still holds the source, roll back with a reason, re-transfer the
+  named partitions with `force`, and cut over again. Then trigger this DAG with `deep: true`.
+- **Network errors** are retried with backoff; a verify only reads.
+"""
+
+
+def _doc(template: str, domain: Domain) -> str:
+    return textwrap.dedent(
+        template.format(
+            domain=domain.name,
+            owner=domain.owner,
+            wave=domain.wave,
+            first=domain.first_partition,
+            cutover=domain.cutover_partition,
+            tables=", ".join(t.name for t in domain.tables),
+        )
+    )
+
+
+def build_cutover_dag(domain: Domain) -> DAG:
+    with DAG(
+        dag_id=f"hdh_cutover__{domain.name}",
+        description=f"Prove {domain.name} complete, freeze it, record and announce its cutover",
+        schedule=[cutover_partition_committed(domain)],
+        start_date=_start_date(domain),
+        catchup=False,
+        max_active_runs=1,
+        tags=["hdh", "cutover", f"wave-{domain.wave}"],
+        default_args=default_args(domain),
+        doc_md=_doc(CUTOVER_DOC, domain),
+        params={"by": Param(None, type=["null", "string"], description="Who decides; default: who triggered")},
+    ) as dag:
+
+        @task
+        def check_completeness(run_id=None) -> list:
+            from hdh_migration import cutover
+
+            try:
+                return cutover.check_completeness(domain.name, run_id)
+            except cutover.NothingToDoError as done:
+                raise AirflowSkipException(str(done)) from None
+
+        @task
+        def reconcile_source(committed: list, run_id=None) -> dict:
+            from hdh_migration import cutover
+
+            return cutover.reconcile_source(domain.name, committed, run_id)
+
+        @task
+        def freeze_domain(reconciled: dict, run_id=None) -> None:
+            from hdh_migration import cutover
+
+            cutover.freeze_domain(domain.name, run_id)
+
+        @task
+        def write_cutover_record(reconciled: dict, run_id=None, params=None, dag_run=None) -> dict:
+            from hdh_migration import cutover
+
+            by = cutover.decided_by(params["by"], dag_run.triggering_user_name, dag_run.run_type)
+            return cutover.write_cutover_record(domain.name, reconciled, by, dag_run.dag_id, run_id)
+
+        @task(outlets=[sovereign_asset(domain)])
+        def announce_cutover(announcement: dict, outlet_events=None) -> None:
+            outlet_events[sovereign_asset(domain)].extra = announcement
+
+        reconciled = reconcile_source(check_completeness())
+        record = write_cutover_record(reconciled)
+        freeze_domain(reconciled) >> record
+        announce_cutover(record)
+    return dag
+
+
+def build_rollback_dag(domain: Domain) -> DAG:
+    with DAG(
+        dag_id=f"hdh_rollback__{domain.name}",
+        description=f"Return {domain.name} from cut_over to transferring, with a reason",
+        schedule=None,
+        start_date=_start_date(domain),
+        catchup=False,
+        max_active_runs=1,
+        tags=["hdh", "cutover", "operations", f"wave-{domain.wave}"],
+        default_args=default_args(domain),
+        doc_md=_doc(ROLLBACK_DOC, domain),
+        params={
+            "reason": Param(type="string", description="Why the French copy stops being the data (mandatory)"),
+            "by": Param(None, type=["null", "string"], description="Who decides; default: who triggered"),
+        },
+    ) as dag:
+
+        @task
+        def roll_back_cutover(run_id=None, params=None, dag_run=None) -> dict:
+            from hdh_migration import cutover
+
+            by = cutover.decided_by(params["by"], dag_run.triggering_user_name, dag_run.run_type)
+            return cutover.rollback(domain.name, params["reason"], by, dag_run.dag_id, run_id)
+
+        @task(outlets=[sovereign_asset(domain)])
+        def announce_rollback(announcement: dict, outlet_events=None) -> None:
+            outlet_events[sovereign_asset(domain)].extra = announcement
+
+        announce_rollback(roll_back_cutover())
+    return dag
+
+
+def build_verify_dag(domain: Domain) -> DAG:
+    with DAG(
+        dag_id=f"hdh_verify__{domain.name}",
+        description=f"Re-check the sovereign copy of {domain.name} against its cutover record, without Azure",
+        schedule=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
+        start_date=_start_date(domain),
+        catchup=False,
+        max_active_runs=1,
+        tags=["hdh", "verify", f"wave-{domain.wave}"],
+        default_args=default_args(domain),
+        doc_md=_doc(VERIFY_DOC, domain),
+        params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
+    ) as dag:
+
+        @task
+        def verify_cutover(params=None, dag_run=None) -> dict:
+            from hdh_migration import cutover
+
+            try:
+                return cutover.verify(domain.name, deep=params["deep"] or dag_run.run_after.weekday() == 6)
+            except cutover.NothingToDoError as skip:
+                raise AirflowSkipException(str(skip)) from None
+
+        verify_cutover()
     return dag

@@ -1,7 +1,9 @@
 """The ledger: the state of every partition and domain, in SQLAlchemy (SQLite or PostgreSQL).
 
-The ledger is a convenience index, not the truth: the manifests in the sovereign store are. It can
-be rebuilt from them at any time (``python -m hdh_migration reindex``), so losing it loses nothing.
+The ledger is a convenience index, not the truth: the manifests and cutover records in the
+sovereign store are. It can be rebuilt from them at any time (``python -m hdh_migration reindex``),
+so losing it loses nothing. The one thing it adds is an anchor: the cutover history's entry hashes,
+kept here as well as in ``_cutover/<domain>.json``, so an edit of the record is detectable.
 It never holds data values: only names, counts, sizes, hashes, states and redacted error text.
 """
 
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 
 PARTITION_STATES = ("planned", "transferring", "validated", "committed", "failed", "quarantined")
 DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over")
+CUTOVER_ACTIONS = ("cutover", "rollback")
 
 metadata = sa.MetaData()
 
@@ -71,6 +74,23 @@ waivers_table = sa.Table(
     sa.Column("accepted_by", sa.String(128), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# Append-only: rows are inserted, never updated or deleted. Each row mirrors one sealed entry of the
+# history in ``_cutover/<domain>.json``; its entry hash anchors the record outside the store.
+cutover_history_table = sa.Table(
+    "hdh_cutover_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("domain", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("dag_id", sa.String(250)),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("root_sha256", sa.String(64)),
+    sa.Column("entry_sha256", sa.String(64), nullable=False, unique=True),
 )
 
 
@@ -265,19 +285,83 @@ class Ledger:
         return row.state if row else "planned"
 
     def set_domain_state(self, domain: str, state: str, detail: dict | None = None) -> None:
-        if state not in DOMAIN_STATES:
-            raise ValueError(f"unknown domain state {state!r}")
         with self._begin() as conn:
-            updated = conn.execute(
-                sa.update(domains_table).where(domains_table.c.domain == domain).values(state=state, updated_at=_now())
-            ).rowcount
-            if not updated:
-                conn.execute(sa.insert(domains_table).values(domain=domain, state=state, updated_at=_now()))
+            _set_domain_state(conn, domain, state, detail)
+
+    def last_event(self, domain: str, kinds: tuple[str, ...]) -> dict | None:
+        """The domain's most recent event of one of these kinds."""
+        query = (
+            sa.select(events_table)
+            .where(events_table.c.domain == domain, events_table.c.kind.in_(kinds))
+            .order_by(events_table.c.id.desc())
+            .limit(1)
+        )
+        with self._begin() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def append_cutover_history(self, domain: str, entry: dict, state: str) -> bool:
+        """Append one sealed cutover or rollback entry and move the domain's state, in one transaction.
+
+        ``entry`` is a history entry of the cutover record (action, at, by, reason, dag_id, run_id,
+        root_sha256, entry_sha256). Appending the same entry twice (a retried task) is a no-op;
+        returns whether it was appended.
+        """
+        if entry["action"] not in CUTOVER_ACTIONS:
+            raise ValueError(f"unknown cutover action {entry['action']!r}")
+        with self._begin() as conn:
+            known = conn.execute(
+                sa.select(cutover_history_table.c.id).where(
+                    cutover_history_table.c.entry_sha256 == entry["entry_sha256"]
+                )
+            ).first()
+            if known:
+                return False
             conn.execute(
-                sa.insert(events_table).values(
-                    at=_now(), domain=domain, kind=f"domain_{state}", detail=json.dumps(detail or {}, sort_keys=True)
+                sa.insert(cutover_history_table).values(
+                    domain=domain,
+                    action=entry["action"],
+                    at=dt.datetime.fromisoformat(entry["at"]),
+                    by=entry["by"],
+                    reason=entry.get("reason"),
+                    dag_id=entry.get("dag_id"),
+                    run_id=entry.get("run_id"),
+                    root_sha256=entry.get("root_sha256"),
+                    entry_sha256=entry["entry_sha256"],
                 )
             )
+            _set_domain_state(
+                conn,
+                domain,
+                state,
+                {k: entry.get(k) for k in ("action", "by", "reason", "run_id", "root_sha256") if entry.get(k)},
+            )
+        return True
+
+    def cutover_history(self, domain: str) -> list[dict]:
+        """Every cutover and rollback of the domain, oldest first."""
+        query = (
+            sa.select(cutover_history_table)
+            .where(cutover_history_table.c.domain == domain)
+            .order_by(cutover_history_table.c.id)
+        )
+        with self._begin() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def _set_domain_state(conn, domain: str, state: str, detail: dict | None) -> None:
+    if state not in DOMAIN_STATES:
+        raise ValueError(f"unknown domain state {state!r}")
+    updated = conn.execute(
+        sa.update(domains_table).where(domains_table.c.domain == domain).values(state=state, updated_at=_now())
+    ).rowcount
+    if not updated:
+        conn.execute(sa.insert(domains_table).values(domain=domain, state=state, updated_at=_now()))
+    conn.execute(
+        sa.insert(events_table).values(
+            at=_now(), domain=domain, kind=f"domain_{state}", detail=json.dumps(detail or {}, sort_keys=True)
+        )
+    )
 
 
 @lru_cache(maxsize=8)

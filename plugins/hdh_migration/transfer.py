@@ -95,18 +95,24 @@ def _record_failure(domain: str, table: str, partition: str, error: Exception, r
 # plan
 
 
+def _refuse_frozen(ledger, domain: str, partition: str) -> str:
+    """The domain's state, unless it is cut over: then the transfer refuses to write, and says why."""
+    state = ledger.domain_state(domain)
+    if state == "cut_over":
+        raise FrozenDomainError(
+            f"{where(domain, partition=partition)}: the domain is cut over, so the French copy is the data "
+            "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
+            "really needed"
+        )
+    return state
+
+
 def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = False) -> dict:
     """List each table's source objects for the partition; skip tables already committed unchanged."""
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger = _ledger()
-    domain_state = ledger.domain_state(domain.name)
-    if domain_state == "cut_over":
-        raise FrozenDomainError(
-            f"{where(domain.name, partition=partition)}: the domain is cut over, so the French copy is the data "
-            "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
-            "really needed"
-        )
+    domain_state = _refuse_frozen(ledger, domain.name, partition)
     target = _target()  # the sovereignty guard runs here, before any byte moves
     target.ensure_bucket()
     if domain_state == "planned":
@@ -577,6 +583,9 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
     catalogue = _catalogue()
     grouped = _results_by_table(results)
     ledger = _ledger()
+    for domain_name in sorted({planned["domain"] for planned in tables}):
+        # A cutover may have frozen the domain while this run was transferring: nothing lands then.
+        _refuse_frozen(ledger, domain_name, tables[0]["partition"])
     committed = []
     target = _target() if tables else None
     for planned in tables:

@@ -196,7 +196,8 @@ def test_duplicate_keys_across_files_quarantine_the_partition_and_promote_nothin
     assert record.state == "quarantined"
     assert "expect_compound_columns_to_be_unique_across_partition(ETA_NUM,RSA_NUM)" in record.last_error
     assert migration.target_keys("_staging/pmsi_mco/T_MCOaaB/") == [], "a quarantined table's staging is removed"
-    (report_key,) = migration.target_keys("_quarantine/pmsi_mco/T_MCOaaB/SOR_ANN=2022/")
+    reports = migration.target_keys("_quarantine/pmsi_mco/T_MCOaaB/SOR_ANN=2022/")
+    (report_key,) = [k for k in reports if k.endswith(".json")]
     report = migration.target.get_json(report_key)
     assert report["failing_expectations"] == ["expect_compound_columns_to_be_unique_across_partition(ETA_NUM,RSA_NUM)"]
     assert report["severity"] == "data"

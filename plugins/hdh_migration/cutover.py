@@ -1,0 +1,643 @@
+"""The cutover: the moment the French copy becomes the data, made provable; its rollback and its verification.
+
+``hdh_cutover__<domain>`` runs five steps, one task each:
+
+1. ``check_completeness``: every expected partition of every table, from the domain's first to its
+   planned cutover partition, is committed in the ledger and has its manifest in the sovereign
+   store; none is failed or quarantined (a waived partition commits on its re-run, so a waiver
+   counts once that run has committed it).
+2. ``reconcile_source``: the live Azure listing is compared with every manifest. An object that
+   arrived late in a committed partition, changed or vanished, or a newer snapshot than the planned
+   one, refuses the cutover with the list and the re-transfer to run. Every landed object is present
+   with its size and checksum; every manifest is the one committed. The domain becomes ``verified``.
+3. ``freeze_domain``: the domain becomes ``cut_over``. From then on ``plan_partition`` refuses to
+   write to it (``FrozenDomainError``), for scheduled runs, manual runs and backfills alike.
+4. ``write_cutover_record``: ``_cutover/<domain>.json`` (see below), and its history entry in the ledger.
+5. ``announce_cutover``: an Airflow Asset event for the domain (``dag_factory.sovereign_asset``);
+   its extra names the bucket, prefix, record and root hash, so consumers switch on it.
+
+**The cutover record** holds one entry per partition manifest: table, partition, manifest key, the
+sha256 of the manifest's bytes as stored, and its files (key, size, sha256, rows). The entries are
+sorted by manifest key and chained: ``link_0 = sha256("hdh-migration cutover chain v1\\n<domain>")``,
+``link_i = sha256(link_{i-1} + "\\n" + canonical_json(entry_i))``; the last link is the root. The
+record also holds who decided, when, which Airflow run, and the domain's append-only ``history`` of
+cutovers and rollbacks, itself chained (each entry seals the previous entry's hash). Every history
+entry's hash, which includes the root, is kept in the ledger too and travels in the Asset event:
+an edit of the record, of a manifest or of an object is detectable by ``verify``.
+
+**Rollback** needs a reason, appends to the history and returns the domain to ``transferring``.
+**Verify** re-checks a cut-over domain's sovereign copy against its record and reads nothing from
+Azure: record chain and root, history against the ledger, every manifest's hash, every object's
+presence, size and checksum (``deep``: every byte read back), and no object outside the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from hdh_migration.catalogue import Domain
+from hdh_migration.errors import IntegrityError, MigrationError, where
+from hdh_migration.layout import CUTOVER_PREFIX, manifest_key, partition_dir
+from hdh_migration.transfer import _catalogue, _ledger, _source, _target
+
+log = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+CHAIN_SEED = "hdh-migration cutover chain v1"
+MIN_REASON_CHARS = 10
+MAX_LISTED_PROBLEMS = 50
+
+
+class CutoverError(MigrationError):
+    """A cutover or rollback precondition does not hold; the message lists what, and what to do next."""
+
+
+class NothingToDoError(CutoverError):
+    """The domain is already where it was asked to go (cut over, or not cut over): the task skips."""
+
+
+def record_key(domain: str) -> str:
+    """Where the domain's cutover record lives in the sovereign store."""
+    return f"{CUTOVER_PREFIX}/{domain}.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# the record: hash chain and history, pure functions
+
+
+def _canonical(document) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def _sha256(data: bytes) -> str:
+    from hdh_migration.integrity import sha256_stream
+
+    digest = sha256_stream()
+    digest.update(data)
+    return digest.hexdigest()
+
+
+def _chain(domain: str, entries: list[dict]) -> list[str]:
+    """The link after each entry, in the given order."""
+    link = _sha256(f"{CHAIN_SEED}\n{domain}".encode())
+    links = []
+    for entry in entries:
+        body = {k: v for k, v in entry.items() if k != "link_sha256"}
+        link = _sha256(link.encode("ascii") + b"\n" + _canonical(body))
+        links.append(link)
+    return links
+
+
+def chain_entries(domain: str, entries: list[dict]) -> tuple[list[dict], str]:
+    """Sort the manifest entries by key and chain them: returns the linked entries and the root hash."""
+    ordered = sorted(({k: v for k, v in e.items() if k != "link_sha256"} for e in entries), key=_entry_order)
+    links = _chain(domain, ordered)
+    root = links[-1] if links else _sha256(f"{CHAIN_SEED}\n{domain}".encode())
+    return [{**entry, "link_sha256": link} for entry, link in zip(ordered, links, strict=True)], root
+
+
+def _entry_order(entry: dict) -> str:
+    return entry["manifest_key"]
+
+
+def seal_history(history: list[dict], entry: dict) -> list[dict]:
+    """A new history with ``entry`` appended, sealed with the hash of the previous entry."""
+    previous = history[-1]["entry_sha256"] if history else None
+    body = {**{k: v for k, v in entry.items() if v is not None}, "previous_sha256": previous}
+    return [*history, {**body, "entry_sha256": _sha256(_canonical(body))}]
+
+
+def check_record(record: dict) -> list[str]:
+    """Every way the record disagrees with itself: entry links, root, order, history chain."""
+    domain = record["domain"]
+    label = where(domain, obj=record_key(domain))
+    problems = []
+    entries = record.get("entries", [])
+    if [e["manifest_key"] for e in entries] != sorted(e["manifest_key"] for e in entries):
+        problems.append(f"{label}: entries are not in manifest-key order (rule: chained in key order)")
+    for entry, link in zip(entries, _chain(domain, entries), strict=True):
+        if entry.get("link_sha256") != link:
+            problems.append(
+                f"{where(domain, entry.get('table'), entry.get('partition'), entry.get('manifest_key'))}: "
+                "the entry does not match its link in the hash chain (rule: record unchanged since the cutover)"
+            )
+    if entries:
+        _, root = chain_entries(domain, entries)
+        if root != record.get("root_sha256"):
+            problems.append(f"{label}: the root hash recomputed from the entries differs from the record's")
+    previous = None
+    for index, entry in enumerate(record.get("history", [])):
+        body = {k: v for k, v in entry.items() if k != "entry_sha256"}
+        if entry.get("previous_sha256") != previous or _sha256(_canonical(body)) != entry.get("entry_sha256"):
+            problems.append(
+                f"{label}: history entry {index} ({entry.get('action')} at {entry.get('at')}) is broken out of "
+                "its chain (rule: append-only history)"
+            )
+        previous = entry.get("entry_sha256")
+    cutovers = [h for h in record.get("history", []) if h.get("action") == "cutover"]
+    if record.get("state") == "cut_over" and (not cutovers or cutovers[-1].get("root_sha256") != record["root_sha256"]):
+        problems.append(f"{label}: the last cutover in the history does not seal the record's root hash")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the cutover's five steps
+
+
+def decided_by(explicit: str | None, triggering_user: str | None, run_type: str) -> str:
+    """Who decided: the person named in the run's parameters, else who triggered it, else the schedule."""
+    return explicit or triggering_user or f"airflow ({run_type})"
+
+
+def _read(target, key: str) -> bytes | None:
+    """An object's bytes, or None if it does not exist (manifests and records are small)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def _retransfer(domain: str, partition: str, force: bool = False) -> str:
+    conf = f'{{"partition": "{partition}", "force": true}}' if force else f'{{"partition": "{partition}"}}'
+    command = f"python -m hdh_migration migrate --domain {domain}{' --force' if force else ''}"
+    return f"Re-transfer the partition (trigger hdh_transfer__{domain} with {conf}, or {command}), then cut over again"
+
+
+def _refuse(ledger, domain: Domain, step: str, problems: list[str], run_id: str | None, thaw: bool = False):
+    """Record the refusal, move a verified domain (with ``thaw``, a frozen one) back to transferring, and raise."""
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    more = f"\n- ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    message = (
+        f"domain={domain.name}: cutover refused at {step}: {len(problems)} problem(s):\n"
+        + "\n".join(f"- {p}" for p in shown)
+        + more
+    )
+    if thaw or ledger.domain_state(domain.name) == "verified":
+        ledger.set_domain_state(domain.name, "transferring", {"reason": f"cutover refused at {step}", "run_id": run_id})
+    ledger.record_event(domain.name, "cutover_refused", message[:4000], run_id=run_id)
+    raise CutoverError(message)
+
+
+def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict]:
+    """Step 1: every expected partition committed with its manifest; returns them (table, partition, key)."""
+    domain = _catalogue().domain(domain_name)
+    ledger, target = _ledger(), _target()
+    if ledger.domain_state(domain.name) == "cut_over":
+        raise NothingToDoError(
+            f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
+            f"Roll it back with a reason first to cut it over again"
+        )
+    problems, committed = [], []
+    previous = target.get_json(record_key(domain.name))
+    if previous is not None:
+        problems.extend(f"{p}. Investigate before cutting over again" for p in check_record(previous))
+        if previous.get("state") == "cut_over":
+            problems.append(
+                f"{where(domain.name, obj=record_key(domain.name))}: the record says cut over but the ledger does not "
+                "(rule: the freeze survives a lost ledger). Run python -m hdh_migration reindex"
+            )
+    first, last = domain.first_partition, domain.cutover_partition
+    for table in domain.tables:
+        for partition in domain.partitions():
+            label = where(domain.name, table.name, partition)
+            key = manifest_key(domain.name, table.name, table.partition_column, partition)
+            record = ledger.get(domain.name, table.name, partition)
+            if record is not None and record.state in ("failed", "quarantined"):
+                waived = ledger.waivers(domain.name, table.name, partition)
+                hint = (
+                    "A waiver is recorded: re-run the partition to commit it"
+                    if waived
+                    else "Fix the source in Azure and re-run the partition, or record a waiver "
+                    f"(python -m hdh_migration waive --domain {domain.name} --table {table.name} "
+                    f"--partition {partition} ...) and re-run it"
+                )
+                error = (record.last_error or "").splitlines()[0][:300] if record.last_error else "no error recorded"
+                problems.append(
+                    f"{label}: {record.state} (last error: {error}) (rule: no failed or quarantined partition). {hint}"
+                )
+            elif target.head(key) is None:
+                if table.optional and record is None:
+                    continue  # nothing delivered for an optional table: reconcile_source checks Azure agrees
+                problems.append(
+                    f"{label}: not committed, no manifest {key} (rule: every partition from {first} to {last} "
+                    f"committed). Run hdh_transfer__{domain.name} for partition {partition}"
+                )
+            elif record is None or record.state != "committed":
+                problems.append(
+                    f"{label}: the manifest exists but the ledger says {record.state if record else 'nothing'} "
+                    "(rule: committed in the ledger). If the ledger was lost, run python -m hdh_migration "
+                    "reindex; otherwise let the running transfer finish"
+                )
+            else:
+                committed.append({"table": table.name, "partition": partition, "manifest_key": key})
+    if problems:
+        _refuse(ledger, domain, "check_completeness", problems, run_id)
+    log.info("%s: complete: %d partition manifest(s) committed", where(domain.name), len(committed))
+    return committed
+
+
+def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None = None) -> dict[str, str]:
+    """Step 2: the live Azure listing and the landed objects against every manifest; returns key → sha256."""
+    from hdh_migration.target import SHA256_METADATA
+
+    catalogue = _catalogue()
+    domain = catalogue.domain(domain_name)
+    ledger, target, source = _ledger(), _target(), _source()
+    problems, reconciled = [], {}
+    for item in committed:
+        table, partition = domain.table(item["table"]), item["partition"]
+        label = where(domain.name, table.name, partition)
+        body = _read(target, item["manifest_key"])
+        if body is None:
+            problems.append(
+                f"{label}: manifest {item['manifest_key']} vanished (rule: manifest present). {_retransfer(domain.name, partition)}"
+            )
+            continue
+        manifest_sha256 = _sha256(body)
+        record = ledger.get(domain.name, table.name, partition)
+        if record is not None and record.manifest_sha256 and record.manifest_sha256 != manifest_sha256:
+            problems.append(
+                f"{where(domain.name, table.name, partition, item['manifest_key'])}: the manifest differs from "
+                f"the one committed (rule: manifest unchanged since its commit). {_retransfer(domain.name, partition)}"
+            )
+        manifest = json.loads(body)
+        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        live = {o.name: o.etag for o in source.list_objects(prefix, table.source_extension)}
+        recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
+        for name in sorted(set(live) - set(recorded)):
+            problems.append(
+                f"{where(domain.name, table.name, partition, name)}: arrived in Azure after the partition was "
+                f"committed (rule: no late-arriving source object). {_retransfer(domain.name, partition)}"
+            )
+        for name in sorted(set(recorded) - set(live)):
+            problems.append(
+                f"{where(domain.name, table.name, partition, name)}: removed from Azure since its transfer "
+                f"(rule: source unchanged since its transfer). Find out why; {_retransfer(domain.name, partition)}"
+            )
+        for name in sorted(n for n in set(live) & set(recorded) if live[n] != recorded[n]):
+            problems.append(
+                f"{where(domain.name, table.name, partition, name)}: changed in Azure since its transfer (ETag "
+                f"{recorded[name]} then, {live[name]} now; rule: same ETag). {_retransfer(domain.name, partition)}"
+            )
+        for entry in manifest["files"]:
+            head = target.head(entry["key"])
+            if head is None:
+                problems.append(
+                    f"{where(domain.name, table.name, partition, entry['key'])}: missing from the sovereign store "
+                    f"(rule: every manifested object present). {_retransfer(domain.name, partition, force=True)}"
+                )
+            elif head["ContentLength"] != entry["size"] or head["Metadata"].get(SHA256_METADATA) != entry["sha256"]:
+                problems.append(
+                    f"{where(domain.name, table.name, partition, entry['key'])}: size or checksum differs from the "
+                    f"manifest (rule: landed object equal to its manifest). {_retransfer(domain.name, partition, force=True)}"
+                )
+        reconciled[item["manifest_key"]] = manifest_sha256
+    problems.extend(_undelivered_optional_partitions(domain, committed, source))
+    if domain.grain == "snapshot":
+        problems.extend(_newer_snapshots(domain, catalogue.source_container, source))
+    if problems:
+        _refuse(ledger, domain, "reconcile_source", problems, run_id)
+    ledger.set_domain_state(domain.name, "verified", {"run_id": run_id, "manifests": len(reconciled)})
+    log.info("%s: reconciled %d manifest(s) against the live Azure listing", where(domain.name), len(reconciled))
+    return reconciled
+
+
+def _undelivered_optional_partitions(domain: Domain, committed: list[dict], source) -> list[str]:
+    """Objects in Azure for an optional table's partition that has no manifest: delivered, not transferred."""
+    done = {(c["table"], c["partition"]) for c in committed}
+    problems = []
+    for table in domain.tables:
+        if not table.optional:
+            continue
+        for partition in domain.partitions():
+            if (table.name, partition) in done:
+                continue
+            prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+            for obj in source.list_objects(prefix, table.source_extension):
+                problems.append(
+                    f"{where(domain.name, table.name, partition, obj.name)}: in Azure but never transferred "
+                    f"(rule: no late-arriving source object). {_retransfer(domain.name, partition)}"
+                )
+    return problems
+
+
+def _newer_snapshots(domain: Domain, container: str, source) -> list[str]:
+    """A snapshot table is fresh when Azure holds no snapshot newer than the planned cutover one."""
+    problems = []
+    for table in domain.tables:
+        root = f"{domain.name}/{table.name}/{table.partition_column}="
+        values = {
+            blob.name[len(root) :].split("/", 1)[0]
+            for blob in source.container_client.list_blobs(name_starts_with=root)
+        }
+        for value in sorted(v for v in values if v > domain.cutover_partition):
+            problems.append(
+                f"{where(domain.name, table.name, value)}: a snapshot newer than the planned "
+                f"{domain.cutover_partition} is in Azure under {container}/{root}{value}/ (rule: snapshot tables "
+                "are fresh). Set cutover_partition to it in the catalogue, transfer it, then cut over"
+            )
+    return problems
+
+
+def freeze_domain(domain_name: str, run_id: str | None = None) -> None:
+    """Step 3: the domain becomes cut_over; plan_partition refuses to write to it from now on."""
+    _ledger().set_domain_state(domain_name, "cut_over", {"run_id": run_id, "step": "freeze_domain"})
+    log.info("%s: frozen: transfers now refuse to write to this domain", where(domain_name))
+
+
+def _entry(manifest: dict, key: str, manifest_sha256: str) -> dict:
+    return {
+        "table": manifest["table"],
+        "partition_column": manifest["partition_column"],
+        "partition": manifest["partition"],
+        "manifest_key": key,
+        "manifest_sha256": manifest_sha256,
+        "rows": manifest["rows"],
+        "bytes": manifest["bytes"],
+        "content_fingerprint": manifest["content_fingerprint"],
+        "transfer_run_id": manifest["run_id"],
+        "committed_at": manifest["committed_at"],
+        "files": [{k: f[k] for k in ("key", "size", "sha256", "rows")} for f in manifest["files"]],
+    }
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, dag_id: str, run_id: str) -> dict:
+    """Step 4: write ``_cutover/<domain>.json`` and its history entry in the ledger; returns the announcement."""
+    catalogue = _catalogue()
+    domain = catalogue.domain(domain_name)
+    ledger, target = _ledger(), _target()
+    entries, changed = [], []
+    for key, expected_sha256 in sorted(reconciled.items()):
+        body = _read(target, key)
+        if body is None or _sha256(body) != expected_sha256:
+            changed.append(
+                f"{where(domain.name, obj=key)}: changed between reconciliation and freeze (rule: the "
+                "record holds the reconciled manifests). A transfer committed meanwhile: trigger the cutover again"
+            )
+            continue
+        entries.append(_entry(json.loads(body), key, expected_sha256))
+    if changed:
+        _refuse(ledger, domain, "write_cutover_record", changed, run_id, thaw=True)
+    linked, root = chain_entries(domain.name, entries)
+    previous = target.get_json(record_key(domain.name))
+    history = previous["history"] if previous else []
+    totals = {
+        "partitions": len(linked),
+        "rows": sum(e["rows"] for e in linked),
+        "bytes": sum(e["bytes"] for e in linked),
+        "files": sum(len(e["files"]) for e in linked),
+    }
+    last = history[-1] if history else {}
+    if not (last.get("action") == "cutover" and last.get("run_id") == run_id and last.get("root_sha256") == root):
+        history = seal_history(
+            history,
+            {
+                "action": "cutover",
+                "at": _utcnow(),
+                "by": by,
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "root_sha256": root,
+                **totals,
+            },
+        )
+    cutover = history[-1]
+    record = {
+        "record_version": RECORD_VERSION,
+        "domain": domain.name,
+        "bucket": catalogue.target_bucket,
+        "prefix": f"{domain.name}/",
+        "state": "cut_over",
+        "cut_over_at": cutover["at"],
+        "cut_over_by": cutover["by"],
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "first_partition": domain.first_partition,
+        "cutover_partition": domain.cutover_partition,
+        **totals,
+        "root_sha256": root,
+        "entries": linked,
+        "history": history,
+    }
+    key = record_key(domain.name)
+    record_sha256 = target.put_json(key, record)
+    ledger.append_cutover_history(domain.name, cutover, "cut_over")
+    log.info(
+        "%s: cut over: %d partition manifest(s), %d rows, %.1f MB; record %s, root %s",
+        where(domain.name),
+        totals["partitions"],
+        totals["rows"],
+        totals["bytes"] / 1e6,
+        key,
+        root,
+    )
+    return announcement(record, record_sha256)
+
+
+def announcement(record: dict, record_sha256: str) -> dict:
+    """The Asset event's extra: where the domain's data now is, and how to check it."""
+    last = record["history"][-1]
+    return {
+        "domain": record["domain"],
+        "state": record["state"],
+        "bucket": record["bucket"],
+        "prefix": record["prefix"],
+        "record_key": record_key(record["domain"]),
+        "record_sha256": record_sha256,
+        "root_sha256": record["root_sha256"],
+        "history_entry_sha256": last["entry_sha256"],
+        "at": last["at"],
+        "run_id": last["run_id"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# rollback
+
+
+def check_rollback(domain_name: str, reason: str | None, run_id: str | None = None) -> tuple[str, dict | None]:
+    """Refuse a rollback without a reason, or of a domain not cut over; returns the reason and the record."""
+    domain = _catalogue().domain(domain_name)
+    reason = (reason or "").strip()
+    if len(reason) < MIN_REASON_CHARS:
+        raise CutoverError(
+            f"domain={domain.name}: a rollback needs a reason of at least {MIN_REASON_CHARS} characters (rule: "
+            "mandatory reason). Say why the French copy stops being the data, e.g. 'late DCIR rows for 2024-03'"
+        )
+    record = _target().get_json(record_key(domain.name))
+    last = record["history"][-1] if record and record["history"] else {}
+    retried = run_id is not None and last.get("action") == "rollback" and last.get("run_id") == run_id
+    state = _ledger().domain_state(domain.name)
+    if state != "cut_over" and not retried:
+        raise CutoverError(
+            f"domain={domain.name}: not cut over (state {state}), so there is nothing to roll back (rule: only a "
+            "cut-over domain rolls back). Check python -m hdh_migration status"
+        )
+    return reason, record
+
+
+def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id: str) -> dict:
+    """Return a cut-over domain to transferring, with a mandatory reason; returns the announcement."""
+    catalogue = _catalogue()
+    domain = catalogue.domain(domain_name)
+    reason, record = check_rollback(domain.name, reason, run_id)
+    history = record["history"] if record else []
+    last = history[-1] if history else {}
+    if not (last.get("action") == "rollback" and last.get("run_id") == run_id):
+        history = seal_history(
+            history,
+            {
+                "action": "rollback",
+                "at": _utcnow(),
+                "by": by,
+                "reason": reason,
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "root_sha256": record.get("root_sha256") if record else None,
+            },
+        )
+    base = record or {
+        "record_version": RECORD_VERSION,
+        "domain": domain.name,
+        "bucket": catalogue.target_bucket,
+        "prefix": f"{domain.name}/",
+        "root_sha256": None,
+        "entries": [],
+    }
+    rolled_back = {**base, "state": "rolled_back", "history": history}
+    record_sha256 = _target().put_json(record_key(domain.name), rolled_back)
+    _ledger().append_cutover_history(domain.name, history[-1], "transferring")
+    log.info("%s: rolled back by %s: %s; transfers may write again", where(domain.name), by, reason)
+    return announcement(rolled_back, record_sha256)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify
+
+
+def verify(domain_name: str, deep: bool = True) -> dict:
+    """Re-check a cut-over domain's sovereign copy against its cutover record; reads nothing from Azure."""
+    domain = _catalogue().domain(domain_name)
+    ledger, target = _ledger(), _target()
+    key = record_key(domain.name)
+    state = ledger.domain_state(domain.name)
+    body = _read(target, key)
+    record = json.loads(body) if body is not None else None
+    if (record is None or record.get("state") != "cut_over") and state != "cut_over":
+        raise NothingToDoError(f"domain={domain.name}: not cut over (state {state}): nothing to verify")
+    problems = []
+    if record is None:
+        problems.append(
+            f"{where(domain.name, obj=key)}: the cutover record is missing (rule: a cut-over domain has its record)"
+        )
+        record = {"domain": domain.name, "state": "cut_over", "entries": [], "history": [], "root_sha256": None}
+    elif record.get("state") != "cut_over":
+        problems.append(
+            f"{where(domain.name, obj=key)}: the ledger says cut over, the record says {record.get('state')}"
+        )
+    elif state != "cut_over":
+        problems.append(f"{where(domain.name, obj=key)}: the record says cut over, the ledger says {state}")
+    problems.extend(check_record(record))
+    anchored = [h["entry_sha256"] for h in ledger.cutover_history(domain.name)]
+    sealed = [h.get("entry_sha256") for h in record.get("history", [])]
+    if anchored != sealed:
+        problems.append(
+            f"{where(domain.name, obj=key)}: the history differs from the one anchored in the ledger ({len(sealed)} "
+            f"entries in the record, {len(anchored)} in the ledger; rule: record unchanged since the cutover)"
+        )
+    entries = record.get("entries", [])
+    for entry in entries:
+        label = where(domain.name, entry["table"], entry["partition"], entry["manifest_key"])
+        manifest = _read(target, entry["manifest_key"])
+        if manifest is None:
+            problems.append(f"{label}: the manifest is missing (rule: every manifest of the cutover record present)")
+        elif _sha256(manifest) != entry["manifest_sha256"]:
+            problems.append(
+                f"{label}: the manifest differs from its hash in the cutover record (rule: manifests unchanged)"
+            )
+        directory = partition_dir(domain.name, entry["table"], entry["partition_column"], entry["partition"])
+        for stray in sorted(set(target.list_keys(directory)) - {f["key"] for f in entry["files"]}):
+            problems.append(
+                f"{where(domain.name, entry['table'], entry['partition'], stray)}: not in the cutover record "
+                "(rule: nothing written after the cutover)"
+            )
+    files = [(entry, f) for entry in entries for f in entry["files"]]
+    with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:
+        problems.extend(p for p in pool.map(lambda ef: _check_object(target, domain.name, *ef, deep), files) if p)
+    report = {
+        "domain": domain.name,
+        "root_sha256": record.get("root_sha256"),
+        "partitions": len(entries),
+        "objects": len(files),
+        "bytes": sum(f["size"] for _, f in files),
+        "deep": deep,
+        "problems": len(problems),
+    }
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        ledger.record_event(domain.name, "verify_failed", {**report, "first_problems": shown[:10]})
+        raise IntegrityError(
+            f"domain={domain.name}: verify failed: {len(problems)} problem(s) against the cutover record {key}:\n"
+            + "\n".join(f"- {p}" for p in shown)
+            + "\nThe French copy is the data: treat this as an incident. Restore the named objects from the "
+            "store's backup or versioning, or, while Azure still holds the source, roll the cutover back with a "
+            "reason, re-transfer the partitions with force and cut over again; then verify again"
+        )
+    ledger.record_event(domain.name, "verify_passed", report)
+    log.info(
+        "%s: verified %d object(s) of %d partition(s)%s against root %s",
+        where(domain.name),
+        report["objects"],
+        report["partitions"],
+        ", every byte read back" if deep else "",
+        report["root_sha256"],
+    )
+    return report
+
+
+def _check_object(target, domain: str, entry: dict, file: dict, deep: bool) -> str | None:
+    from hdh_migration.target import SHA256_METADATA
+
+    label = where(domain, entry["table"], entry["partition"], file["key"])
+    head = target.head(file["key"])
+    if head is None:
+        return f"{label}: missing from the sovereign store (rule: every object of the cutover record present)"
+    if head["ContentLength"] != file["size"] or head["Metadata"].get(SHA256_METADATA) != file["sha256"]:
+        return f"{label}: size or checksum differs from the cutover record (rule: sizes and checksums equal)"
+    if deep:
+        try:
+            target.verify_object(file["key"], file["sha256"], file["size"])
+        except IntegrityError:
+            return f"{label}: the bytes read back differ from the sha256 in the cutover record (rule: checksums equal)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# reindex
+
+
+def restore_from_record(domain_name: str) -> str | None:
+    """Rebuild the domain's cutover history and freeze in the ledger from its record; returns the record's state."""
+    ledger, target = _ledger(), _target()
+    record = target.get_json(record_key(domain_name))
+    if record is None:
+        return None
+    for entry in record["history"]:
+        ledger.append_cutover_history(
+            domain_name, entry, "cut_over" if entry["action"] == "cutover" else "transferring"
+        )
+    state = "cut_over" if record["state"] == "cut_over" else "transferring"
+    if (ledger.domain_state(domain_name) == "cut_over") != (state == "cut_over"):
+        ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)})
+    return record["state"]
