@@ -15,6 +15,18 @@ class DataError(MigrationError):
     """The source data breaks a rule (format, schema, expectation, key, count, checksum)."""
 
 
+class StructuralError(DataError):
+    """One source object cannot be read as the table's schema says: its partition is quarantined.
+
+    ``expectation`` names the broken rule in GX's vocabulary, so the report reads like the suite's.
+    """
+
+    def __init__(self, message: str, expectation: str, **kwargs):
+        super().__init__(message)
+        self.expectation = expectation
+        self.kwargs = kwargs
+
+
 class QuarantinedError(DataError):
     """The partition failed expectations: it is quarantined, with a redacted report, and not promoted."""
 

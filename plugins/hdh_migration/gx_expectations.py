@@ -58,3 +58,21 @@ class ExpectTableRowCountToEqualSource(_PartitionCheck):
 
 class ExpectPartitionContentFingerprintToMatchSource(_PartitionCheck):
     """The order-independent content fingerprint of the landed files equals the source's."""
+
+
+class ExpectFileToBeValidParquet(_PartitionCheck):
+    """The source object opens and reads as parquet to its end (not truncated, not corrupt)."""
+
+
+class ExpectTableColumnTypesToMatchSchema(_PartitionCheck):
+    """The parquet column types are the Arrow types of the table's Table Schema file."""
+
+    column_list: list[str]
+
+
+class ExpectCsvToParseWithSchemaTypes(_PartitionCheck):
+    """Every CSV cell parses as its column's declared type."""
+
+
+class ExpectFileEncodingToBeLatin1(_PartitionCheck):
+    """A CSV declared Latin-1 holds no UTF-8 or UTF-16 byte sequences."""

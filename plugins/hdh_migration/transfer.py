@@ -29,6 +29,7 @@ from hdh_migration.errors import (
     MissingPartitionError,
     PrivacyIncident,
     QuarantinedError,
+    StructuralError,
     where,
 )
 from hdh_migration.layout import (
@@ -197,30 +198,73 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
 # transfer
 
 
-def _check_parquet_schema(parquet_file, table: Table, expected, obj_name: str, partition: str) -> None:
-    actual = parquet_file.schema_arrow
-    if actual.names != expected.names:
-        missing = [n for n in expected.names if n not in actual.names]
-        extra = [n for n in actual.names if n not in expected.names]
-        raise DataError(
-            f"{where(table.domain, table.name, partition, obj_name)}: columns differ from the schema "
-            f"{table.schema_path.name} (rule: schema columns; missing {missing}, unexpected {extra}, or another order). "
-            "Fix the export, or update the schema file if the SNDS dictionary changed"
-        )
-    wrong = [f.name for f in expected if not actual.field(f.name).type.equals(f.type)]
-    if wrong:
-        raise DataError(
-            f"{where(table.domain, table.name, partition, obj_name)}: column types differ from the schema "
-            f"{table.schema_path.name} for {wrong} (rule: schema types). Fix the export's types"
+def _check_columns(actual: list[str], table: Table, expected, label: str) -> None:
+    if actual != expected.names:
+        missing = [n for n in expected.names if n not in actual]
+        extra = [n for n in actual if n not in expected.names]
+        raise StructuralError(
+            f"{label}: columns differ from the schema {table.schema_path.name} (rule: "
+            f"expect_table_columns_to_match_ordered_list; missing {missing}, unexpected {extra}"
+            f"{', or another order' if not missing and not extra else ''}). Fix the export, or update the schema "
+            "file if the SNDS dictionary changed",
+            "expect_table_columns_to_match_ordered_list",
+            column_list=expected.names,
         )
 
 
-def _csv_batches(path: Path, table: Table, expected, obj_name: str, partition: str):
+def _parquet_batches(path: Path, table: Table, expected, label: str):
+    """Record batches of a parquet source, after checking its columns and types against the schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rule = "expect_file_to_be_valid_parquet"
+    try:
+        parquet = pq.ParquetFile(path)
+        _check_columns(parquet.schema_arrow.names, table, expected, label)
+        wrong = [f.name for f in expected if not parquet.schema_arrow.field(f.name).type.equals(f.type)]
+        if wrong:
+            raise StructuralError(
+                f"{label}: column types differ from the schema {table.schema_path.name} for {wrong} (rule: "
+                "expect_table_column_types_to_match_schema). Fix the export's types",
+                "expect_table_column_types_to_match_schema",
+                column_list=wrong,
+            )
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise StructuralError(
+            f"{label}: not a readable parquet file (rule: {rule}; {type(err).__name__}). The object is truncated or "
+            "corrupt: re-export it, then re-run the partition",
+            rule,
+        ) from None
+
+
+def _check_encoding(path: Path, table: Table, label: str) -> None:
+    """Refuse a CSV declared Latin-1 that is in fact UTF-8: Latin-1 decodes any byte, silently wrong."""
+    import re
+
+    if table.csv.encoding.lower().replace("_", "-") not in ("latin-1", "iso-8859-1", "latin1"):
+        return
+    utf8_sequence = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 << 20):
+            if b"\x00" in chunk or utf8_sequence.search(chunk):
+                raise StructuralError(
+                    f"{label}: the CSV is not Latin-1 (rule: expect_file_encoding_to_be_latin1; UTF-8 or UTF-16 "
+                    "byte sequences found). Re-export it in Latin-1, or declare its encoding in the catalogue",
+                    "expect_file_encoding_to_be_latin1",
+                )
+
+
+def _csv_batches(path: Path, table: Table, expected, label: str):
     """Stream a French CSV export (Latin-1, ';', decimal comma) as typed record batches."""
     import pyarrow as pa
     from pyarrow import csv
 
     dialect = table.csv
+    _check_encoding(path, table, label)
+    with open(path, encoding=dialect.encoding, newline="") as handle:
+        header = handle.readline().rstrip("\r\n").split(dialect.delimiter)
+    _check_columns([name.strip('"') for name in header], table, expected, label)
     try:
         reader = csv.open_csv(
             path,
@@ -228,26 +272,43 @@ def _csv_batches(path: Path, table: Table, expected, obj_name: str, partition: s
             parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
             convert_options=csv.ConvertOptions(
                 column_types=expected,
-                include_columns=expected.names,
                 decimal_point=dialect.decimal_point,
                 strings_can_be_null=True,
                 true_values=["1", "true", "True"],
                 false_values=["0", "false", "False"],
             ),
         )
-        if reader.schema.names != expected.names:
-            raise DataError(
-                f"{where(table.domain, table.name, partition, obj_name)}: CSV header differs from the schema "
-                f"{table.schema_path.name} (rule: schema columns). Fix the export"
-            )
         yield from reader
     except pa.ArrowInvalid as err:
-        # Arrow's message quotes the offending cell: keep only the row and column position.
+        # Arrow's message quotes the offending cell: keep only the rule it states.
         detail = str(err).split(":")[0]
-        raise DataError(
-            f"{where(table.domain, table.name, partition, obj_name)}: the CSV does not parse with the schema's types "
-            f"(rule: CSV types; {detail}). Fix the export, then re-run the partition"
+        raise StructuralError(
+            f"{label}: the CSV does not parse with the schema's types (rule: expect_csv_to_parse_with_schema_types; "
+            f"{detail}). Fix the export, then re-run the partition",
+            "expect_csv_to_parse_with_schema_types",
         ) from None
+
+
+def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralError, duration: float) -> dict:
+    """The transfer result of an object that could not be read as its schema says: nothing uploaded."""
+    from hdh_migration.integrity import Fingerprint
+
+    empty = Fingerprint().hexdigest()
+    return {
+        "domain": item["domain"],
+        "table": item["table"],
+        "partition": item["partition"],
+        "uploaded": False,
+        "source": {**obj.as_dict(), "sha256": source_sha256},
+        "target": None,
+        "rows": 0,
+        "source_fingerprint": empty,
+        "target_fingerprint": empty,
+        "key_files": {},
+        "key_null_rows": 0,
+        "validation": [{"type": error.expectation, "kwargs": error.kwargs, "success": False, "result": {}}],
+        "duration_s": round(duration, 3),
+    }
 
 
 def _upload_and_verify(target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state) -> None:
@@ -262,7 +323,6 @@ def _upload_and_verify(target, path: Path, key: str, sha256: str, source_sha256:
 
 def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from hdh_migration.integrity import Fingerprint, KeyHashSpill, sha256_file, sha256_stream
@@ -304,33 +364,30 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             if keys is not None:
                 keys.update(batch)
 
-        if table.format == "parquet":
-            try:
-                parquet = pq.ParquetFile(source_path)
-            except pa.ArrowInvalid:
-                raise DataError(
-                    f"{label}: not a readable parquet file (rule: format parquet). Re-export the object"
-                ) from None
-            _check_parquet_schema(parquet, table, expected, obj.name, partition)
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
-                check(batch)
-            upload_path, upload_sha256 = source_path, source_sha256
-            target_fp = source_fp  # byte-identical copy: proven by the sha256 read back below
-        else:
-            upload_path = spool / "converted.parquet"
-            with pq.ParquetWriter(upload_path, expected, compression="zstd") as writer:
-                for batch in _csv_batches(source_path, table, expected, obj.name, partition):
+        try:
+            if table.format == "parquet":
+                for batch in _parquet_batches(source_path, table, expected, label):
                     check(batch)
-                    writer.write_batch(batch, row_group_size=BATCH_ROWS)
-            target_fp = Fingerprint()
-            for batch in pq.ParquetFile(upload_path).iter_batches(batch_size=BATCH_ROWS):
-                target_fp.update(batch)
-            upload_sha256 = sha256_file(upload_path)
-            if target_fp.hexdigest() != source_fp.hexdigest():
-                raise IntegrityError(
-                    f"{label}: the converted parquet does not reconcile with the CSV source "
-                    "(rule: content fingerprint). This is a bug in the conversion: report it"
-                )
+                upload_path, upload_sha256 = source_path, source_sha256
+                target_fp = source_fp  # byte-identical copy: proven by the sha256 read back after upload
+            else:
+                upload_path = spool / "converted.parquet"
+                with pq.ParquetWriter(upload_path, expected, compression="zstd") as writer:
+                    for batch in _csv_batches(source_path, table, expected, label):
+                        check(batch)
+                        writer.write_batch(batch, row_group_size=BATCH_ROWS)
+                target_fp = Fingerprint()
+                for batch in pq.ParquetFile(upload_path).iter_batches(batch_size=BATCH_ROWS):
+                    target_fp.update(batch)
+                upload_sha256 = sha256_file(upload_path)
+                if target_fp.hexdigest() != source_fp.hexdigest():
+                    raise IntegrityError(
+                        f"{label}: the converted parquet does not reconcile with the CSV source "
+                        "(rule: content fingerprint). This is a bug in the conversion: report it"
+                    )
+        except StructuralError as error:
+            log.warning("%s", error)
+            return _unreadable_result(item, obj, source_sha256, error, time.monotonic() - started)
         blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
         if blocking:
             log.warning(
@@ -448,6 +505,14 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
                 "result": {"element_count": rows},
             },
         ]
+        partition_checks.append(
+            {
+                "type": "expect_table_row_count_to_be_between",
+                "kwargs": {"min_value": 1},
+                "success": rows > 0,
+                "result": {"observed_value": rows},
+            }
+        )
         all_uploaded = all(r["uploaded"] for r in table_results)
         if table.primary_key and all_uploaded:
             partition_checks.append(_unique_key_check(target, table, planned["key_buckets"], table_results, rows))
@@ -463,7 +528,12 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         waived = ledger.waived(table.domain, table.name, partition)
         blocking = blocking_failures(summary["results"], waived)
         if blocking or not all_uploaded:
-            quarantined.append(_quarantine(target, ledger, table, planned, summary, blocking, run_id))
+            failing_objects: dict[str, list[str]] = {}
+            for result in table_results:
+                for entry in result["validation"]:
+                    if not entry["success"]:
+                        failing_objects.setdefault(expectation_id(entry), []).append(result["source"]["name"])
+            quarantined.append(_quarantine(target, ledger, table, planned, summary, blocking, failing_objects, run_id))
             continue
         summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
         verdicts[table.name] = summary
@@ -508,7 +578,9 @@ def _unique_key_check(target, table: Table, buckets: int, table_results: list[di
     }
 
 
-def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], run_id: str):
+def _quarantine(
+    target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], objects: dict, run_id: str
+):
     """Keep the failing partition out of the store: a redacted report, no staging, state quarantined."""
     from hdh_migration.reports import render_data_docs
     from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
@@ -516,6 +588,10 @@ def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, bloc
     partition = planned["partition"]
     label = where(table.domain, table.name, partition)
     failing = [expectation_id(r) for r in blocking]
+    located = [
+        f"{name} in object(s) {', '.join(objects[name])}" if name in objects else f"{name} (whole partition)"
+        for name in failing
+    ]
     privacy = any(r["type"] in PRIVACY_EXPECTATIONS for r in blocking)
     report_key = quarantine_key(table.domain, table.name, table.partition_column, partition, planned["run_token"])
     target.put_json(
@@ -548,6 +624,7 @@ def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, bloc
         columns = sorted({r["kwargs"].get("column") for r in blocking if r["type"] in PRIVACY_EXPECTATIONS})
         error = PrivacyIncident(
             f"PRIVACY INCIDENT {label}: raw NIR values in column(s) {', '.join(columns)} "
+            f"({'; '.join(n for n in located if n.startswith('expect_column_values_to_not_contain_raw_nir'))}) "
             f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, staging removed; "
             f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
             "re-run the partition. A privacy incident cannot be waived"
@@ -563,7 +640,7 @@ def _quarantine(target, ledger, table: Table, planned: dict, summary: dict, bloc
         log.error("%s", error)
     else:
         error = QuarantinedError(
-            f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(failing)}. Nothing was "
+            f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(located)}. Nothing was "
             f"promoted; report {where_report}. Fix the source partition in Azure and re-run it, or accept these "
             f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
             f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'"
