@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
 
-.PHONY: demo test install lint stack-start stack-stop stack-reset lock check-locks clean
+.PHONY: demo test bench install stack-start stack-stop stack-reset lock clean
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -25,6 +25,9 @@ test: install stack-start  ## lint, then every test against the real servers
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: install stack-start  ## transfer benchmark: raw SDK copy vs the provider's operator vs ours (BENCH_ARGS=--quick)
+	$(ENV) $(VENV)/bin/python bench/transfer_bench.py $(BENCH_ARGS)
 
 install: $(VENV)/.installed node_modules/.installed
 

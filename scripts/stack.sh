@@ -58,7 +58,7 @@ JSON
   nohup "$WEED" server -dir="$STACK_DIR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$HDH_WEED_MASTER_PORT" -volume.port="$HDH_WEED_VOLUME_PORT" -filer.port="$HDH_WEED_FILER_PORT" \
     -master.volumeSizeLimitMB=1024 -volume.max=200 \
-    -s3 -s3.port="$HDH_S3_PORT" -s3.config="$STACK_DIR/s3.json" >"$STACK_DIR/seaweedfs.log" 2>&1 &
+    -s3 -s3.port="$HDH_S3_PORT" -s3.config="$STACK_DIR/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 >"$STACK_DIR/seaweedfs.log" 2>&1 &
   echo $! >"$STACK_DIR/seaweedfs.pid"
   wait_for seaweedfs "http://127.0.0.1:$HDH_S3_PORT/" 90
   echo "seaweedfs: S3 gateway on http://127.0.0.1:$HDH_S3_PORT"
