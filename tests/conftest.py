@@ -38,6 +38,30 @@ def write_catalogue(path: Path, name: str, mutate=None) -> Path:
     return path
 
 
+def read_table_bytes(data: bytes, table):
+    """An object's bytes as an Arrow table: parquet as is, a French CSV export with its dialect and types."""
+    import io
+
+    import pyarrow.parquet as pq
+    from pyarrow import csv
+
+    from hdh_migration.schema import load_table_schema
+
+    if table.format == "parquet":
+        return pq.read_table(io.BytesIO(data))
+    dialect = table.csv
+    return csv.read_csv(
+        io.BytesIO(data),
+        read_options=csv.ReadOptions(encoding=dialect.encoding),
+        parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
+        convert_options=csv.ConvertOptions(
+            column_types=load_table_schema(table.schema_path).arrow_schema(),
+            decimal_point=dialect.decimal_point,
+            strings_can_be_null=True,
+        ),
+    )
+
+
 @dataclass
 class Migration:
     name: str
@@ -110,29 +134,7 @@ class Migration:
 
     def read_source(self, domain: str, table_name: str, name: str):
         """A source object as an Arrow table, read the way a data user would (not with our code)."""
-        import io
-
-        import pyarrow.parquet as pq
-        from pyarrow import csv
-
-        from hdh_migration.schema import load_table_schema
-
-        table = self.catalogue.domain(domain).table(table_name)
-        data = self.source_bytes(name)
-        if table.format == "parquet":
-            return pq.read_table(io.BytesIO(data))
-        return csv.read_csv(
-            io.BytesIO(data),
-            read_options=csv.ReadOptions(encoding="latin-1"),
-            parse_options=csv.ParseOptions(delimiter=";"),
-            convert_options=csv.ConvertOptions(
-                column_types=load_table_schema(table.schema_path).arrow_schema(),
-                decimal_point=",",
-                strings_can_be_null=True,
-                true_values=["1"],
-                false_values=["0"],
-            ),
-        )
+        return read_table_bytes(self.source_bytes(name), self.catalogue.domain(domain).table(table_name))
 
 
 def _drop_servers_state() -> None:

@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from pyarrow import csv
+from conftest import read_table_bytes
 
-from hdh_migration.schema import load_table_schema
 from hdh_migration.synthetic import add_late_rows, blob_name, generate_file, main_seed, seed_azure
 
 pytestmark = pytest.mark.integration
 
 SEED, ROWS, FILES = 11, 90, 2
-
-
-def _read_back(data: bytes, table) -> pa.Table:
-    if table.format == "parquet":
-        return pq.read_table(io.BytesIO(data))
-    dialect = table.csv
-    return csv.read_csv(
-        io.BytesIO(data),
-        read_options=csv.ReadOptions(encoding=dialect.encoding),
-        parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
-        convert_options=csv.ConvertOptions(
-            column_types=load_table_schema(table.schema_path).arrow_schema(),
-            decimal_point=dialect.decimal_point,
-            strings_can_be_null=True,
-        ),
-    )
 
 
 def _rows(table: pa.Table, columns: list[str]) -> set[tuple]:
@@ -71,7 +52,7 @@ def test_seed_uploads_every_partition_file_by_file_and_the_blobs_read_back_to_th
         }
     for name, (table, partition, index) in expected.items():
         data = container.download_blob(name).readall()
-        assert _read_back(data, table).equals(_generated(catalogue, table, partition, index)), name
+        assert read_table_bytes(data, table).equals(_generated(catalogue, table, partition, index)), name
 
 
 def test_late_rows_land_in_the_next_part_of_every_table_and_keep_the_join(migration):
@@ -89,7 +70,7 @@ def test_late_rows_land_in_the_next_part_of_every_table_and_keep_the_join(migrat
 
     container = migration.source.container_client
     lines, claims = (
-        _read_back(container.download_blob(name).readall(), catalogue.domain("dcir").table(name.split("/")[1]))
+        read_table_bytes(container.download_blob(name).readall(), catalogue.domain("dcir").table(name.split("/")[1]))
         for name in second
     )
     keys = list(catalogue.domain("dcir").table("ER_PRS_F").primary_key)

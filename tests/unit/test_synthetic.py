@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from pyarrow import csv
+from conftest import read_table_bytes
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.nir import raw_nir_mask
@@ -56,21 +56,6 @@ def _partition(files, name: str, partition: str) -> pa.Table:
 
 def _keys(table: pa.Table, columns: list[str]) -> list[tuple]:
     return list(zip(*(table.column(c).to_pylist() for c in columns), strict=True))
-
-
-def _read_french_csv(data: bytes, table) -> pa.Table:
-    """Read back the way the transfer reads a CépiDc export."""
-    dialect = table.csv
-    return csv.read_csv(
-        io.BytesIO(data),
-        read_options=csv.ReadOptions(encoding=dialect.encoding),
-        parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
-        convert_options=csv.ConvertOptions(
-            column_types=load_table_schema(table.schema_path).arrow_schema(),
-            decimal_point=dialect.decimal_point,
-            strings_can_be_null=True,
-        ),
-    )
 
 
 def _assert_follows_schema(arrow: pa.Table, schema, where: str) -> None:
@@ -271,7 +256,7 @@ def test_french_csv_reads_back_to_the_same_arrow_values():
     assert data.startswith(b"DCD_IDT_ENC;DCD_IDT_TOP;BEN_IDT_ANO;")
     assert "é".encode("latin-1") in data and "é".encode() not in data
     assert re.search(rb';"[^";]*;[^"]*";', data), "a text holding ';' is quoted"
-    assert _read_french_csv(data, table).equals(arrow)
+    assert read_table_bytes(data, table).equals(arrow)
 
 
 def test_parquet_is_zstd_in_row_groups_of_at_most_64k_rows():
@@ -353,7 +338,7 @@ def test_a_table_outside_the_demo_generates_from_its_schema_alone(tmp_path):
     sink = io.BytesIO()
     write_file(table, arrow, sink)
     assert re.search(rb";[0-9]+,[0-9]{1,2};", sink.getvalue()), "amounts carry a decimal comma"
-    assert _read_french_csv(sink.getvalue(), table).equals(arrow)
+    assert read_table_bytes(sink.getvalue(), table).equals(arrow)
 
 
 def test_a_key_too_narrow_for_the_rows_is_refused_with_the_column_named(tmp_path):
