@@ -93,27 +93,16 @@ def build_transfer_dag(domain: Domain) -> DAG:
     schedule = None
     if domain.grain in GRAIN_CRON:
         schedule = CronDataIntervalTimetable(GRAIN_CRON[domain.grain], timezone="UTC")
-    start = partition_start(domain.grain, domain.first_partition)
-    doc = TRANSFER_DOC.format(
-        domain=domain.name,
-        description=domain.description,
-        grain=domain.grain,
-        tables=", ".join(t.name for t in domain.tables),
-        owner=domain.owner,
-        wave=domain.wave,
-        first=domain.first_partition,
-        cutover=domain.cutover_partition,
-    )
     with DAG(
         dag_id=f"hdh_transfer__{domain.name}",
         description=f"Move one {domain.grain} partition of {domain.name} from Azure to the sovereign store",
         schedule=schedule,
-        start_date=dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC),
+        start_date=_start_date(domain),
         catchup=False,
         max_active_runs=4,
         tags=["hdh", "transfer", f"wave-{domain.wave}"],
         default_args=default_args(domain),
-        doc_md=textwrap.dedent(doc),
+        doc_md=_doc(TRANSFER_DOC, domain),
         params={
             "partition": Param(None, type=["null", "string"], description="Partition value; default: the run's"),
             "force": Param(False, type="boolean", description="Re-transfer even if committed and unchanged"),
@@ -251,6 +240,8 @@ def _doc(template: str, domain: Domain) -> str:
     return textwrap.dedent(
         template.format(
             domain=domain.name,
+            description=domain.description,
+            grain=domain.grain,
             owner=domain.owner,
             wave=domain.wave,
             first=domain.first_partition,
