@@ -93,6 +93,22 @@ cutover_history_table = sa.Table(
     sa.Column("entry_sha256", sa.String(64), nullable=False, unique=True),
 )
 
+# One row per gap scan (``hdh_gap_scan`` DAG or CLI): what was checked, what was missing, which
+# backfills were asked for. ``report`` is the scan's JSON report (names, partitions and counts only).
+gap_scans_table = sa.Table(
+    "hdh_gap_scan",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("partitions_checked", sa.Integer, nullable=False),
+    sa.Column("gaps", sa.Integer, nullable=False),
+    sa.Column("backfills", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.String(250)),
+    sa.Column("report", sa.Text, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class PartitionRecord:
@@ -347,6 +363,43 @@ class Ledger:
         )
         with self._begin() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def record_gap_scan(
+        self,
+        *,
+        started_at: dt.datetime,
+        dry_run: bool,
+        partitions_checked: int,
+        gaps: int,
+        backfills: int,
+        report: dict,
+        run_id: str | None = None,
+    ) -> int:
+        """Keep one gap scan's outcome; returns its id. ``report`` must hold no data values."""
+        with self._begin() as conn:
+            result = conn.execute(
+                sa.insert(gap_scans_table).values(
+                    started_at=started_at,
+                    finished_at=_now(),
+                    dry_run=dry_run,
+                    partitions_checked=partitions_checked,
+                    gaps=gaps,
+                    backfills=backfills,
+                    run_id=run_id,
+                    report=json.dumps(report, sort_keys=True, default=str),
+                )
+            )
+            return result.inserted_primary_key[0]
+
+    def last_gap_scan(self) -> dict | None:
+        """The most recent gap scan, its report decoded, or None if none ran yet."""
+        with self._begin() as conn:
+            row = conn.execute(sa.select(gap_scans_table).order_by(gap_scans_table.c.id.desc()).limit(1)).first()
+        if row is None:
+            return None
+        scan = dict(row._mapping)
+        scan["report"] = json.loads(scan["report"])
+        return scan
 
 
 def _set_domain_state(conn, domain: str, state: str, detail: dict | None) -> None:
