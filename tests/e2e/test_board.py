@@ -374,7 +374,7 @@ def test_board_in_the_airflow_ui(board):
                 f"{BASE}/dags/hdh_transfer__dcir/runs/{board['failing_run_id']}/tasks/transfer_object/mapped/1"
             )
             expect(page.get_by_role("heading", name="transfer_object [1]")).to_be_visible()
-            expect(page.get_by_role("tab", name="Logs")).to_be_visible()
+            expect(page.get_by_role("link", name="Logs", exact=True)).to_be_visible()
         finally:
             browser.close()
     assert "PRIVACY INCIDENT" in html
