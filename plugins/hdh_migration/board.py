@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from html import escape
 from urllib.parse import quote
 
@@ -356,11 +357,9 @@ def throughput_svg(points: list[dict], width: int = 960, height: int = 260) -> s
 
 
 def _nice_ceiling(value: float) -> float:
-    magnitude = 10 ** len(str(int(value))) / 10 if value >= 1 else 1.0
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * magnitude:
-            return step * magnitude
-    return 10 * magnitude
+    """The axis top: 1, 2, 2.5 or 5 times a power of ten, at or above ``value``."""
+    magnitude = 10 ** math.floor(math.log10(value))
+    return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if value <= step * magnitude)
 
 
 def render_board(view: dict) -> str:
