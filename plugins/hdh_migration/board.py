@@ -289,14 +289,14 @@ def _problem_rows(domains: list[dict]) -> str:
 def _gap_scan_html(scan: dict | None) -> str:
     if scan is None:
         return '<p class="muted" id="gap-scan">No gap scan has run yet.</p>'
-    mode = "dry run" if scan["dry_run"] else "backfills requested"
+    mode = " (a dry run: nothing triggered)" if scan["dry_run"] else ""
     gaps = "".join(
         f"<li>{escape(g.get('domain', ''))} {escape(g.get('table', ''))} {escape(g.get('partition', ''))}</li>"
         for g in scan["gap_list"][:20]
     )
     more = f"<li>and {len(scan['gap_list']) - 20} more</li>" if len(scan["gap_list"]) > 20 else ""
     return (
-        f'<div id="gap-scan"><p>Finished <b>{escape(scan["finished_at"][:16].replace("T", " "))} UTC</b> ({mode}): '
+        f'<div id="gap-scan"><p>Finished <b>{escape(scan["finished_at"][:16].replace("T", " "))} UTC</b>{mode}: '
         f'<b class="gap-checked">{scan["partitions_checked"]}</b> partitions checked, '
         f'<b class="gap-count{" alert" if scan["gaps"] else ""}">{scan["gaps"]}</b> gap(s), '
         f'<b class="gap-backfills">{scan["backfills"]}</b> backfill(s) asked for.</p>'
