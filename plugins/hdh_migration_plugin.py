@@ -2,8 +2,9 @@
 
 - a global operator extra link, "Validation report", on every task that published one (a failed
   ``validate_partition`` links to the redacted Data Docs page of its quarantined partition);
-- a FastAPI app under ``/hdh`` that serves those reports from the sovereign store, behind
-  Airflow's own authentication.
+- a FastAPI app under ``/hdh``, behind Airflow's own authentication, that serves those reports from
+  the sovereign store and the on-call board (``/hdh/board``, ``/hdh/board.json``);
+- the board in the UI's navigation, as the "Migration" external view.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ValidationReportLink(BaseOperatorLink):
         return XComModel.deserialize_value(row) if row else ""
 
 
-def _reports_app():
+def _board_app():
     from hdh_migration.board import create_app
 
     return create_app()
@@ -49,4 +50,14 @@ def _reports_app():
 class HdhMigrationPlugin(AirflowPlugin):
     name = "hdh_migration"
     global_operator_extra_links = [ValidationReportLink()]
-    fastapi_apps = [{"app": _reports_app(), "url_prefix": "/hdh", "name": "hdh-migration"}]
+    fastapi_apps = [{"app": _board_app(), "url_prefix": "/hdh", "name": "hdh-migration"}]
+    external_views = [
+        {
+            "name": "Migration",
+            "href": "/hdh/board",
+            "url_route": "hdh-board",
+            "destination": "nav",
+            "nav_top_level": True,
+            "icon": "/hdh/board-icon.svg",
+        }
+    ]

@@ -17,6 +17,7 @@ export HDH_S3_PORT="${HDH_S3_PORT:-8333}"
 export HDH_WEED_MASTER_PORT="${HDH_WEED_MASTER_PORT:-9333}"
 export HDH_WEED_VOLUME_PORT="${HDH_WEED_VOLUME_PORT:-8081}"
 export HDH_WEED_FILER_PORT="${HDH_WEED_FILER_PORT:-8888}"
+export HDH_API_PORT="${HDH_API_PORT:-8080}"  # the api-server of the browser tests
 export HDH_S3_ACCESS_KEY="${HDH_S3_ACCESS_KEY:-hdh-local}"
 export HDH_S3_SECRET_KEY="${HDH_S3_SECRET_KEY:-hdh-local-secret}"
 

@@ -89,12 +89,16 @@ def _run_partition(domain: Domain) -> str:
     return partition_value(domain.grain, context["data_interval_start"].date())
 
 
+def transfer_dag_id(domain_name: str) -> str:
+    return f"hdh_transfer__{domain_name}"
+
+
 def build_transfer_dag(domain: Domain) -> DAG:
     schedule = None
     if domain.grain in GRAIN_CRON:
         schedule = CronDataIntervalTimetable(GRAIN_CRON[domain.grain], timezone="UTC")
     with DAG(
-        dag_id=f"hdh_transfer__{domain.name}",
+        dag_id=transfer_dag_id(domain.name),
         description=f"Move one {domain.grain} partition of {domain.name} from Azure to the sovereign store",
         schedule=schedule,
         start_date=_start_date(domain),

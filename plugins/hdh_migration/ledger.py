@@ -199,7 +199,11 @@ class Ledger:
         new_attempt: bool = False,
         **fields,
     ) -> None:
-        """Upsert a partition's state; ``fields`` are rows, bytes, duration_s, last_error, ..."""
+        """Upsert a partition's state; ``fields`` are rows, bytes, duration_s, last_error, ...
+
+        The ``partition_<state>`` event keeps the error text, or else the counts given (rows, bytes,
+        duration_s) as JSON: the board's throughput comes from the ``partition_committed`` ones.
+        """
         if state not in PARTITION_STATES:
             raise ValueError(f"unknown partition state {state!r}")
         if "source_etags" in fields and fields["source_etags"] is not None:
@@ -230,7 +234,7 @@ class Ledger:
                     table_name=table_name,
                     partition=partition,
                     kind=f"partition_{state}",
-                    detail=fields.get("last_error"),
+                    detail=fields.get("last_error") or _counts_detail(fields),
                     run_id=run_id,
                 )
             )
@@ -240,10 +244,12 @@ class Ledger:
         with self._begin() as conn:
             conn.execute(sa.insert(events_table).values(at=_now(), domain=domain, kind=kind, detail=text, **where))
 
-    def events(self, domain: str | None = None) -> list[dict]:
+    def events(self, domain: str | None = None, kinds: tuple[str, ...] | None = None) -> list[dict]:
         query = sa.select(events_table).order_by(events_table.c.id)
         if domain:
             query = query.where(events_table.c.domain == domain)
+        if kinds:
+            query = query.where(events_table.c.kind.in_(kinds))
         with self._begin() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
@@ -400,6 +406,11 @@ class Ledger:
         scan = dict(row._mapping)
         scan["report"] = json.loads(scan["report"])
         return scan
+
+
+def _counts_detail(fields: dict) -> str | None:
+    counts = {k: fields[k] for k in ("rows", "bytes", "duration_s") if fields.get(k) is not None}
+    return json.dumps(counts, sort_keys=True) if counts else None
 
 
 def _set_domain_state(conn, domain: str, state: str, detail: dict | None) -> None:

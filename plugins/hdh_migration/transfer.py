@@ -181,6 +181,14 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
                     "source": obj.as_dict(),
                 }
             )
+        ledger.record_event(
+            domain.name,
+            "planned",
+            {"objects": len(listed), "source_bytes": total_bytes},
+            table_name=table.name,
+            partition=partition,
+            run_id=run_id,
+        )
         ledger.set_state(
             domain.name, table.name, partition, "transferring", run_id=run_id, new_attempt=True, last_error=None
         )
@@ -613,6 +621,7 @@ def _quarantine(
         page = render_data_docs(summary, run_id)
     except Exception as error:  # noqa: BLE001 - the JSON report stands; a rendering bug must not hide the verdict
         log.warning("%s: Data Docs page not rendered (%s); the JSON report is complete", label, type(error).__name__)
+        docs_key = None
     else:
         target.put_bytes(docs_key, page.encode("utf-8"), "text/html; charset=utf-8")
         _push_report_link(docs_key)
@@ -645,6 +654,14 @@ def _quarantine(
             f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
             f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'"
         )
+    ledger.record_event(
+        table.domain,
+        "quarantine_report",
+        {"expectations": failing, "severity": "privacy" if privacy else "data", "docs_key": docs_key},
+        table_name=table.name,
+        partition=partition,
+        run_id=run_id,
+    )
     ledger.set_state(table.domain, table.name, partition, "quarantined", run_id=run_id, last_error=str(error)[:4000])
     return error
 

@@ -93,7 +93,20 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     failing = {r["kwargs"].get("column"): r for r in report["validation"]["results"] if not r["success"]}
     assert failing["DCD_LIE_LIB"]["result"]["unexpected_count"] == 2
 
+    from hdh_migration.board import _current_view, render_board
+    from hdh_migration.reports import report_link
+
+    view = _current_view()  # as the api-server builds it: this ledger, and Airflow's database for the log links
+    (problem,) = [d for d in view["domains"] if d["domain"] == "causes_deces"][0]["problems"]
+    assert problem["privacy_incident"] is True
+    assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in problem["expectations"]
+    assert problem["report_url"] == report_link(report_key.replace(".json", ".html"))
+    assert [link["url"] for link in problem["log_links"]] == [
+        f"/dags/hdh_transfer__causes_deces/runs/{run.run_id}/tasks/validate_partition"
+    ]
+
     everything = {
+        "board": render_board(view),
         "task logs": logs,
         "xcom": "\n".join(_airflow_xcoms("hdh_transfer__causes_deces")),
         "ledger": _ledger_dump(migration),

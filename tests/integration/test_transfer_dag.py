@@ -63,10 +63,24 @@ def _assert_committed_equal_to_source(migration, domain: str, partition: str) ->
 
 @pytest.mark.parametrize(("domain", "partition"), CLEAN_PARTITIONS)
 def test_clean_partition_is_copied_validated_committed_and_reconciled(migration, domain, partition):
+    from hdh_migration.board import board_view
+
     migration.seed(domains=[domain])
     run = migration.run(domain, partition)
     assert str(run.state) == "success", _states(run)
     _assert_committed_equal_to_source(migration, domain, partition)
+
+    dom = migration.catalogue.domain(domain)
+    manifests = [_manifest(migration, domain, t.name, partition) for t in dom.tables]
+    view = board_view(migration.catalogue, migration.ledger)
+    (shown,) = [d for d in view["domains"] if d["domain"] == domain]
+    source_bytes = sum(o["size"] for m in manifests for o in m["source_objects"])
+    assert shown["partitions_committed"] == len(dom.tables)
+    assert (shown["source_bytes_committed"], shown["source_bytes_expected"]) == (source_bytes, source_bytes)
+    assert shown["partitions_of_unknown_size"] == shown["partitions_expected"] - len(dom.tables)
+    throughput = [p for p in view["throughput"] if p["domain"] == domain]
+    assert sorted(p["bytes"] for p in throughput) == sorted(m["bytes"] for m in manifests)
+    assert all(p["duration_s"] > 0 for p in throughput)
 
 
 @pytest.mark.parametrize("ledger_backend", ["postgres"], indirect=True)
