@@ -174,16 +174,21 @@ class SovereignTarget:
         minimum = math.ceil(size / self.profile.max_parts) if size else 0
         return max(self.settings.part_size, math.ceil(minimum / MiB) * MiB, 5 * MiB)
 
-    def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None):
+    def upload_file(
+        self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None, throttle=None
+    ):
         """Upload a local spool file; multipart above one part, resumable through ``state``.
 
         ``state`` is Airflow's task_state_store (or None): the upload id is kept there, and a retried
-        task asks the store which parts it already holds, then sends only the others.
+        task asks the store which parts it already holds, then sends only the others. ``throttle``
+        (a ``throttle.TokenBucket``) is paid before each part is read from the spool file.
         """
         size = path.stat().st_size
         full_metadata = {**metadata, SHA256_METADATA: sha256}
         part_size = self.part_size_for(size)
         if size <= part_size:
+            if throttle is not None:
+                throttle.acquire(size)
             with open(path, "rb") as body:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=full_metadata)
             if progress:
@@ -199,6 +204,8 @@ class SovereignTarget:
 
         def upload_part(number: int) -> tuple[int, str]:
             offset = (number - 1) * part_size
+            if throttle is not None:
+                throttle.acquire(min(part_size, size - offset))
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 body = handle.read(min(part_size, size - offset))

@@ -1,0 +1,77 @@
+"""Egress throttling: each task's share of the bandwidth caps, and a token bucket that paces a stream.
+
+A cap holds across processes without any coordination between them: it is divided evenly among
+the tasks that may run under it at once (the pool's slots for the global cap, ``max_transfers``
+for a domain's). The bucket is paid *before* each chunk is read or sent, so a paused stream holds
+no data in memory beyond the chunk it is about to move.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class BandwidthShare:
+    """Bytes per second one ``transfer_object`` task may move (each direction), and why."""
+
+    bytes_per_s: float | None
+    reasons: tuple[str, ...]
+
+    def describe(self) -> str:
+        if self.bytes_per_s is None:
+            return "uncapped"
+        return f"{self.bytes_per_s / MB:.1f} MB/s ({'; '.join(self.reasons)})"
+
+
+def bandwidth_share(caps: list[tuple[str, float | None, int]]) -> BandwidthShare:
+    """The tightest of several caps, each shared evenly by the tasks that may run under it at once.
+
+    ``caps``: (name, MB/s or None, how many tasks at most run under it at once). A cap divided by
+    its concurrency bound holds across processes without any coordination between them.
+    """
+    best, reasons = math.inf, []
+    for name, mb_s, tasks in caps:
+        if mb_s is None:
+            continue
+        share = mb_s * MB / max(1, tasks)
+        reasons.append(f"{name} {mb_s:g} MB/s / {tasks} task(s)")
+        best = min(best, share)
+    return BandwidthShare(None if best is math.inf else best, tuple(reasons))
+
+
+class TokenBucket:
+    """Paces a stream to ``bytes_per_s`` (thread-safe: the parts of one upload share it).
+
+    ``acquire(n)`` returns when ``n`` more bytes fit under the rate since the bucket's first use;
+    callers move the bytes after it returns. No burst credit: a fresh bucket starts empty.
+    """
+
+    def __init__(self, bytes_per_s: float, clock=time.monotonic, sleep=time.sleep):
+        if bytes_per_s <= 0:
+            raise ValueError("a token bucket needs a positive rate")
+        self.bytes_per_s = bytes_per_s
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._free_at: float | None = None
+
+    def acquire(self, nbytes: int) -> float:
+        """Wait until ``nbytes`` may be moved; returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            start = now if self._free_at is None else max(now, self._free_at)
+            self._free_at = start + nbytes / self.bytes_per_s
+            ready = self._free_at
+        wait = ready - now
+        if wait > 0:
+            self._sleep(wait)
+        return max(wait, 0.0)
+
+
+def bucket_for(share: BandwidthShare) -> TokenBucket | None:
+    return None if share.bytes_per_s is None else TokenBucket(share.bytes_per_s)
