@@ -28,6 +28,9 @@ SNAPSHOT_PARTITION_COLUMN = "snapshot"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_MAX_TRANSFERS = 8
+# The Airflow pool of every transfer_object task; the catalogue's transfer_slots must equal its size.
+TRANSFER_POOL = "hdh_transfer"
+DEFAULT_TRANSFER_SLOTS = 16
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
 
@@ -103,21 +106,13 @@ class Wave:
 
 
 @dataclass(frozen=True)
-class TransferPool:
-    """The Airflow pool every ``transfer_object`` task runs in; ``slots`` must match the pool's size."""
-
-    name: str = "hdh_transfer"
-    slots: int = 16
-
-
-@dataclass(frozen=True)
 class Catalogue:
     path: Path
     source_container: str
     target_bucket: str
     domains: tuple[Domain, ...] = field(default_factory=tuple)
-    waves: dict[int, Wave] = field(default_factory=dict)
-    transfer_pool: TransferPool = TransferPool()
+    waves: tuple[Wave, ...] = field(default_factory=tuple)
+    transfer_slots: int = DEFAULT_TRANSFER_SLOTS
     bandwidth_mb_s: float | None = None
 
     def domain(self, name: str) -> Domain:
@@ -128,16 +123,16 @@ class Catalogue:
         raise CatalogueError(f"{self.path}: no domain {name!r} (known: {known})")
 
     def wave(self, domain: Domain) -> Wave:
-        return self.waves[domain.wave]
+        return next(wave for wave in self.waves if wave.number == domain.wave)
 
     def bandwidth(self, domain: Domain) -> BandwidthShare:
         """What one transfer task of ``domain`` may move per second, each direction."""
-        slots = self.transfer_pool.slots
+        slots = self.transfer_slots
         wave = self.wave(domain)
         wave_tasks = sum(d.max_transfers for d in self.domains if d.wave == domain.wave)
         return bandwidth_share(
             [
-                (f"global cap over pool {self.transfer_pool.name}", self.bandwidth_mb_s, slots),
+                (f"global cap over pool {TRANSFER_POOL}", self.bandwidth_mb_s, slots),
                 (f"wave {wave.number} cap", wave.bandwidth_mb_s, min(slots, wave_tasks)),
                 (f"domain {domain.name} cap", domain.bandwidth_mb_s, min(slots, domain.max_transfers)),
             ]
@@ -378,16 +373,6 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
     )
 
 
-def _load_pool(raw, where: str) -> TransferPool:
-    where = f"{where}, field 'transfer_pool'"
-    if raw is None:
-        return TransferPool()
-    if not isinstance(raw, dict):
-        raise CatalogueError(f"{where}: expected a mapping with 'name' and 'slots'")
-    _check_keys(raw, {"name", "slots"}, where)
-    return TransferPool(name=_require(raw, "name", where, str), slots=_positive_int(raw, "slots", 16, where))
-
-
 def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
     """Load and validate the catalogue; ``HDH_CATALOGUE`` overrides the default file."""
     import yaml
@@ -404,7 +389,7 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
         raise CatalogueError(f"{where}: expected a mapping with 'source_container', 'target_bucket' and 'domains'")
     _check_keys(
         raw,
-        {"version", "source_container", "target_bucket", "bandwidth_mb_s", "transfer_pool", "waves", "domains"},
+        {"version", "source_container", "target_bucket", "bandwidth_mb_s", "transfer_slots", "waves", "domains"},
         where,
     )
     if raw.get("version") != 1:
@@ -418,8 +403,8 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
         source_container=_require(raw, "source_container", where, str),
         target_bucket=_require(raw, "target_bucket", where, str),
         domains=domains,
-        waves=waves,
-        transfer_pool=_load_pool(raw.get("transfer_pool"), where),
+        waves=tuple(waves.values()),
+        transfer_slots=_positive_int(raw, "transfer_slots", DEFAULT_TRANSFER_SLOTS, where),
         bandwidth_mb_s=_bandwidth(raw, where),
     )
 
