@@ -60,6 +60,8 @@ class AzureSource:
         from azure.core import MatchConditions
 
         blob = self.container_client.get_blob_client(obj.name)
+        if throttle is not None:
+            chunk_size = throttle.chunk_size(chunk_size)
         with open(path, "wb") as spool:
             offset = 0
             while offset < obj.size:

@@ -48,9 +48,13 @@ def bandwidth_share(caps: list[tuple[str, float | None, int]]) -> BandwidthShare
 class TokenBucket:
     """Paces a stream to ``bytes_per_s`` (thread-safe: the parts of one upload share it).
 
-    ``acquire(n)`` returns when ``n`` more bytes fit under the rate since the bucket's first use;
-    callers move the bytes after it returns. No burst credit: a fresh bucket starts empty.
+    Callers ``acquire(n)`` before moving ``n`` bytes. The bucket starts empty, so from the first
+    call on no more than ``bytes_per_s`` times the elapsed time is ever released. Credit accrues up
+    to the largest chunk asked for, so the time a chunk spends on the wire counts towards the next
+    one's wait instead of adding to it.
     """
+
+    MIN_CHUNK = 256 << 10
 
     def __init__(self, bytes_per_s: float, clock=time.monotonic, sleep=time.sleep):
         if bytes_per_s <= 0:
@@ -58,19 +62,27 @@ class TokenBucket:
         self.bytes_per_s = bytes_per_s
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._free_at: float | None = None
+        self._tokens = 0.0
+        self._capacity = 0.0
+        self._last: float | None = None
+
+    def chunk_size(self, preferred: int) -> int:
+        """A read size that keeps the pace smooth: at most half a second's worth of bytes."""
+        return max(min(preferred, int(self.bytes_per_s / 2)), min(preferred, self.MIN_CHUNK))
 
     def acquire(self, nbytes: int) -> float:
         """Wait until ``nbytes`` may be moved; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            start = now if self._free_at is None else max(now, self._free_at)
-            self._free_at = start + nbytes / self.bytes_per_s
-            ready = self._free_at
-        wait = ready - now
+            self._capacity = max(self._capacity, float(nbytes))
+            if self._last is not None:
+                self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.bytes_per_s)
+            self._last = now
+            self._tokens -= nbytes
+            wait = -self._tokens / self.bytes_per_s if self._tokens < 0 else 0.0
         if wait > 0:
             self._sleep(wait)
-        return max(wait, 0.0)
+        return wait
 
 
 def bucket_for(share: BandwidthShare) -> TokenBucket | None:

@@ -113,18 +113,20 @@ def test_bandwidth_share_is_the_tightest_cap_over_its_concurrency():
     assert bandwidth_share([("global", None, 16)]).bytes_per_s is None
 
 
-def test_token_bucket_paces_before_each_chunk_without_burst_credit():
+def test_token_bucket_paces_from_the_first_chunk_and_counts_time_on_the_wire():
     now = [0.0]
-    slept = []
 
     def sleep(seconds):
-        slept.append(seconds)
         now[0] += seconds
 
     bucket = TokenBucket(10 * MB, clock=lambda: now[0], sleep=sleep)
     for _ in range(3):
         bucket.acquire(10 * MB)
-    assert now[0] == pytest.approx(3.0)  # 30 MB at 10 MB/s, the first chunk paid for too
-    now[0] += 5.0  # an idle pause earns no credit beyond the present
-    bucket.acquire(5 * MB)
-    assert now[0] == pytest.approx(8.5)
+    assert now[0] == pytest.approx(3.0)  # 30 MB at 10 MB/s: the first chunk is paid for too
+    now[0] += 0.4  # the last chunk spends 0.4 s on the wire...
+    assert bucket.acquire(10 * MB) == pytest.approx(0.6)  # ...which counts towards the next wait
+    now[0] += 60.0  # an idle minute earns at most one chunk of credit
+    bucket.acquire(10 * MB)
+    assert bucket.acquire(10 * MB) == pytest.approx(1.0)
+    assert bucket.chunk_size(8 << 20) == 5 * MB  # half a second's worth
+    assert TokenBucket(100 * MB).chunk_size(8 << 20) == 8 << 20

@@ -1,0 +1,99 @@
+"""Waves, windows and egress caps through Airflow itself and against the real Azurite and SeaweedFS."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+
+import pytest
+import yaml
+
+from hdh_migration.throttle import MB, TokenBucket
+
+# Well under what the stand-ins move on a loaded 2-core machine (about 10 MB/s each way at worst).
+CAP_MB_S = 5
+OBJECT_MB = 30
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def test_a_transfer_before_its_window_defers_then_runs_when_the_window_opens(migration):
+    """The wave opens 40 s from now (time for dag.test to reach the first task on a loaded machine):
+    wait_for_window defers to the trigger, which fires at the opening, and the run goes on."""
+    from hdh_migration.catalogue import cached_catalogue
+
+    migration.seed(domains=["beneficiaires"], rows_per_partition=200, files_per_partition=1)
+    opens = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=40)).replace(microsecond=0)
+    raw = yaml.safe_load(migration.catalogue_path.read_text())
+    raw["waves"][1]["start"] = opens.isoformat()
+    # A cap small enough to be seen on a small object proves the catalogue's cap reaches the task.
+    raw["domains"]["beneficiaires"]["bandwidth_mb_s"] = 0.4
+    raw["domains"]["beneficiaires"]["max_transfers"] = 2
+    migration.catalogue_path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cached_catalogue.cache_clear()
+    assert not migration.catalogue.wave(migration.catalogue.domain("beneficiaires")).window.is_open(
+        dt.datetime.now(dt.UTC)
+    )
+
+    run = migration.run("beneficiaires", "2024-06-30")
+
+    assert str(run.state) == "success", _states(run)
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    wait, plan = tis["wait_for_window"], tis["plan_partition"]
+    assert wait.next_method == "execute", "wait_for_window did not defer to the trigger"
+    assert wait.end_date >= opens and plan.start_date >= opens, "the transfer started before its window"
+    assert migration.ledger.get("beneficiaires", "IR_BEN_R", "2024-06-30").state == "committed"
+
+    transferred = tis["transfer_object"].xcom_pull(task_ids="transfer_object", map_indexes=0)
+    assert transferred["bandwidth_bytes_s"] == 0.2 * MB  # 0.4 MB/s over 2 transfers
+    size = transferred["source"]["size"]
+    assert transferred["download_s"] >= 0.9 * size / (0.2 * MB)
+    assert transferred["upload_s"] >= 0.9 * size / (0.2 * MB)
+
+
+@pytest.fixture
+def large_object(migration, tmp_path):
+    """A 30 MB object in Azure (random bytes: the throttle is format-blind), written with the raw SDK."""
+    from azure.core.exceptions import ResourceExistsError
+
+    source = migration.source
+    with contextlib.suppress(ResourceExistsError):
+        source.container_client.create_container()
+    data = os.urandom(OBJECT_MB * MB)
+    source.container_client.upload_blob("throttle/part-00000.bin", data, overwrite=True)
+    (obj,) = source.list_objects("throttle/", "bin")
+    return obj, hashlib.sha256(data).hexdigest()
+
+
+def test_the_bandwidth_cap_holds_within_ten_percent_azurite_to_seaweedfs(
+    migration, large_object, tmp_path, monkeypatch
+):
+    """30 MB read from Azurite then uploaded to SeaweedFS, each way capped at 5 MB/s (about 6 s each)."""
+    connection = json.loads(os.environ["AIRFLOW_CONN_HDH_SOVEREIGN_TARGET"])
+    connection["extra"]["part_size_mb"] = 5  # six parts: the pace is set part by part
+    monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", json.dumps(connection))
+    obj, sha256 = large_object
+    source, target = migration.source, migration.target
+    target.ensure_bucket()
+    spool = tmp_path / "spool.bin"
+    cap = CAP_MB_S * MB
+
+    digest = hashlib.sha256()
+    started = time.monotonic()
+    source.download_to(obj, spool, target.settings.read_chunk, digest, throttle=TokenBucket(cap))
+    download_rate = obj.size / (time.monotonic() - started)
+    assert digest.hexdigest() == sha256
+
+    started = time.monotonic()
+    target.upload_file(spool, "throttle/part-00000.bin", sha256, {}, throttle=TokenBucket(cap))
+    upload_rate = obj.size / (time.monotonic() - started)
+    target.verify_object("throttle/part-00000.bin", sha256, obj.size)
+
+    assert abs(download_rate - cap) <= 0.10 * cap, f"Azure reads at {download_rate / MB:.2f} MB/s, cap {CAP_MB_S}"
+    assert abs(upload_rate - cap) <= 0.10 * cap, f"uploads at {upload_rate / MB:.2f} MB/s, cap {CAP_MB_S}"
