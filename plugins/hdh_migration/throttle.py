@@ -50,8 +50,9 @@ class TokenBucket:
 
     Callers ``acquire(n)`` before moving ``n`` bytes. The bucket starts empty, so from the first
     call on no more than ``bytes_per_s`` times the elapsed time is ever released. Credit accrues up
-    to the largest chunk asked for, so the time a chunk spends on the wire counts towards the next
-    one's wait instead of adding to it.
+    to two of the largest chunks asked for (at least a second's worth), so the time a chunk spends
+    on the wire, or a late wake-up on a busy machine, counts towards the next wait instead of
+    adding to it; after an idle spell, that is also the largest burst.
     """
 
     MIN_CHUNK = 256 << 10
@@ -74,7 +75,7 @@ class TokenBucket:
         """Wait until ``nbytes`` may be moved; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            self._capacity = max(self._capacity, float(nbytes))
+            self._capacity = max(self._capacity, 2.0 * nbytes, self.bytes_per_s)
             if self._last is not None:
                 self._tokens = min(self._capacity, self._tokens + (now - self._last) * self.bytes_per_s)
             self._last = now
