@@ -72,7 +72,6 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   A committed partition whose source is unchanged is a fast no-op unless `force` is set.
 - **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
   and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
-
 - **`wait_for_window` is deferred** ("waiting for wave {wave}'s transfer window: opens at …"): nothing
   is wrong. The wave has not started yet or its window is closed; the wait sits in the triggerer and
   holds no worker slot, and the run goes on when the window opens. Windows and start dates are in
