@@ -169,10 +169,15 @@ class SovereignTarget:
                 raise
             self.client.create_bucket(Bucket=self.bucket)
 
-    def part_size_for(self, size: int) -> int:
-        """The configured part size, enlarged so the object fits in the provider's maximum part count."""
+    def part_size_for(self, size: int, throttle=None) -> int:
+        """The configured part size, enlarged so the object fits in the provider's maximum part count.
+
+        A throttled upload uses parts of about half a second's worth of bytes (5 MiB at least), so
+        the pace holds part by part.
+        """
         minimum = math.ceil(size / self.profile.max_parts) if size else 0
-        return max(self.settings.part_size, math.ceil(minimum / MiB) * MiB, 5 * MiB)
+        preferred = self.settings.part_size if throttle is None else throttle.chunk_size(self.settings.part_size)
+        return max(preferred, math.ceil(minimum / MiB) * MiB, 5 * MiB)
 
     def upload_file(
         self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None, throttle=None
@@ -185,7 +190,7 @@ class SovereignTarget:
         """
         size = path.stat().st_size
         full_metadata = {**metadata, SHA256_METADATA: sha256}
-        part_size = self.part_size_for(size)
+        part_size = self.part_size_for(size, throttle)
         if size <= part_size:
             if throttle is not None:
                 throttle.acquire(size)

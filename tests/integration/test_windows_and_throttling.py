@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import os
 import time
 
@@ -79,13 +78,8 @@ def large_object(migration, tmp_path):
     return obj, hashlib.sha256(data).hexdigest()
 
 
-def test_the_bandwidth_cap_holds_within_ten_percent_azurite_to_seaweedfs(
-    migration, large_object, tmp_path, monkeypatch
-):
+def test_the_bandwidth_cap_holds_within_ten_percent_azurite_to_seaweedfs(migration, large_object, tmp_path):
     """30 MB read from Azurite then uploaded to SeaweedFS, each way capped at 5 MB/s (about 6 s each)."""
-    connection = json.loads(os.environ["AIRFLOW_CONN_HDH_SOVEREIGN_TARGET"])
-    connection["extra"]["part_size_mb"] = 5  # six parts: the pace is set part by part
-    monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", json.dumps(connection))
     obj, sha256 = large_object
     source, target = migration.source, migration.target
     target.ensure_bucket()
@@ -98,8 +92,10 @@ def test_the_bandwidth_cap_holds_within_ten_percent_azurite_to_seaweedfs(
     download_rate = obj.size / (time.monotonic() - started)
     assert digest.hexdigest() == sha256
 
+    upload_throttle = TokenBucket(cap)
+    assert target.part_size_for(obj.size, upload_throttle) == 5 << 20  # six parts: paced part by part
     started = time.monotonic()
-    target.upload_file(spool, "throttle/part-00000.bin", sha256, {}, throttle=TokenBucket(cap))
+    target.upload_file(spool, "throttle/part-00000.bin", sha256, {}, throttle=upload_throttle)
     upload_rate = obj.size / (time.monotonic() - started)
     target.verify_object("throttle/part-00000.bin", sha256, obj.size)
 
