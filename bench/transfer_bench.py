@@ -470,14 +470,19 @@ def child_main(spec: dict) -> int:
 
 def write_catalogue(path: Path, name: str, domain: str, tables: list[str]) -> Path:
     """A copy of the demo catalogue with its own container and bucket (as tests/conftest.py does),
-    absolute schema and suite paths, and only the benchmarked tables in the benchmarked domain."""
+    absolute schema and suite paths, only the benchmarked tables in the benchmarked domain, and no
+    bandwidth caps (the raw copies it is compared with run uncapped)."""
     import yaml
 
     source = CATALOGUE
     raw = yaml.safe_load(source.read_text())
     raw["source_container"] = name
     raw["target_bucket"] = name
+    raw.pop("bandwidth_mb_s", None)
+    for wave in raw.get("waves", {}).values():
+        wave.pop("bandwidth_mb_s", None)
     for domain_raw in raw["domains"].values():
+        domain_raw.pop("bandwidth_mb_s", None)
         for table in domain_raw["tables"].values():
             table["schema"] = str((source.parent / table["schema"]).resolve())
             table["suite"] = str((source.parent / table["suite"]).resolve())

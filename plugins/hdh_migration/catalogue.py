@@ -1,5 +1,9 @@
 """The migration catalogue: which domains and tables move, in which wave, from which partition.
 
+Waves say when: each has a start date and a transfer window (``windows.TransferWindow``); domains
+refer to their wave by number. Bandwidth caps (MB/s: global, per wave, per domain) are shared
+evenly by the ``transfer_object`` tasks that may run under them at once (``bandwidth_share``).
+
 The catalogue is one YAML file (``dags/domains.yaml``). Loading it is cheap: it imports only the
 standard library and PyYAML, so DAG files can build their DAGs from it at parse time.
 
@@ -15,11 +19,18 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from hdh_migration.throttle import BandwidthShare, bandwidth_share
+from hdh_migration.windows import TransferWindow, parse_day_spec
+
 GRAINS = ("monthly", "yearly", "snapshot")
 FORMATS = ("parquet", "csv")
 SNAPSHOT_PARTITION_COLUMN = "snapshot"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_MAX_TRANSFERS = 8
+# The Airflow pool of every transfer_object task; the catalogue's transfer_slots must equal its size.
+TRANSFER_POOL = "hdh_transfer"
+DEFAULT_TRANSFER_SLOTS = 16
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
 
@@ -63,6 +74,8 @@ class Domain:
     cutover_partition: str
     tables: tuple[Table, ...]
     description: str = ""
+    bandwidth_mb_s: float | None = None
+    max_transfers: int = DEFAULT_MAX_TRANSFERS
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -85,11 +98,22 @@ class Domain:
 
 
 @dataclass(frozen=True)
+class Wave:
+    number: int
+    window: TransferWindow
+    bandwidth_mb_s: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class Catalogue:
     path: Path
     source_container: str
     target_bucket: str
     domains: tuple[Domain, ...] = field(default_factory=tuple)
+    waves: tuple[Wave, ...] = field(default_factory=tuple)
+    transfer_slots: int = DEFAULT_TRANSFER_SLOTS
+    bandwidth_mb_s: float | None = None
 
     def domain(self, name: str) -> Domain:
         for domain in self.domains:
@@ -97,6 +121,22 @@ class Catalogue:
                 return domain
         known = ", ".join(d.name for d in self.domains)
         raise CatalogueError(f"{self.path}: no domain {name!r} (known: {known})")
+
+    def wave(self, domain: Domain) -> Wave:
+        return next(wave for wave in self.waves if wave.number == domain.wave)
+
+    def bandwidth(self, domain: Domain) -> BandwidthShare:
+        """What one transfer task of ``domain`` may move per second, each direction."""
+        slots = self.transfer_slots
+        wave = self.wave(domain)
+        wave_tasks = sum(d.max_transfers for d in self.domains if d.wave == domain.wave)
+        return bandwidth_share(
+            [
+                (f"global cap over pool {TRANSFER_POOL}", self.bandwidth_mb_s, slots),
+                (f"wave {wave.number} cap", wave.bandwidth_mb_s, min(slots, wave_tasks)),
+                (f"domain {domain.name} cap", domain.bandwidth_mb_s, min(slots, domain.max_transfers)),
+            ]
+        )
 
 
 def partition_start(grain: str, value: str) -> dt.date:
@@ -161,6 +201,74 @@ def _partition_field(raw: dict, key: str, grain: str, where: str) -> str:
     return value
 
 
+def _bandwidth(raw: dict, where: str) -> float | None:
+    value = raw.get("bandwidth_mb_s")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise CatalogueError(f"{where}: field 'bandwidth_mb_s' must be a positive number of MB/s, got {value!r}")
+    return float(value)
+
+
+def _positive_int(raw: dict, key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CatalogueError(f"{where}: field {key!r} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def _load_window(raw, start, where: str) -> TransferWindow:
+    where = f"{where}, field 'window'"
+    if raw is None:
+        return TransferWindow(start=start)
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping with 'timezone', 'weekdays' and 'weekends'")
+    _check_keys(raw, {"timezone", "weekdays", "weekends"}, where)
+    timezone = _require(raw, "timezone", where, str)
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(timezone)
+    except (ValueError, KeyError, OSError):
+        raise CatalogueError(
+            f"{where}: field 'timezone' {timezone!r} is not an IANA timezone such as Europe/Paris"
+        ) from None
+    days = {}
+    for key in ("weekdays", "weekends"):
+        try:
+            days[key] = parse_day_spec(_require(raw, key, where, (str, list)))
+        except ValueError as err:
+            raise CatalogueError(f"{where}: field {key!r}: {err}") from None
+    if not days["weekdays"] and not days["weekends"]:
+        raise CatalogueError(f"{where}: the window is never open; give 'weekdays' or 'weekends' a range or 'all'")
+    return TransferWindow(timezone=timezone, start=start, **days)
+
+
+def _load_wave(number, raw, where: str) -> Wave:
+    where = f"{where}, wave {number!r}"
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise CatalogueError(f"{where}: waves are numbered 1, 2, ...")
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping of fields")
+    _check_keys(raw, {"start", "window", "bandwidth_mb_s", "description"}, where)
+    start = raw.get("start")
+    if isinstance(start, str):
+        try:
+            start = dt.datetime.fromisoformat(start) if "T" in start else dt.date.fromisoformat(start)
+        except ValueError:
+            start = None
+    if not isinstance(start, dt.date):
+        raise CatalogueError(
+            f"{where}: field 'start' must be a date such as \"2026-12-01\" (or an ISO datetime), got {raw.get('start')!r}"
+        )
+    return Wave(
+        number=number,
+        window=_load_window(raw.get("window"), start, where),
+        bandwidth_mb_s=_bandwidth(raw, where),
+        description=str(raw.get("description", "")),
+    )
+
+
 def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where: str) -> Table:
     where = f"{where}, table {name!r}"
     if not _NAME.match(name):
@@ -210,15 +318,34 @@ def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where
     )
 
 
-def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
+def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, Wave]) -> Domain:
     where = f"{where}, domain {name!r}"
     if not _DOMAIN.match(name):
         raise CatalogueError(f"{where}: domain names are lower-case identifiers such as pmsi_mco")
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: expected a mapping of fields")
-    _check_keys(raw, {"owner", "wave", "grain", "first_partition", "cutover_partition", "tables", "description"}, where)
+    _check_keys(
+        raw,
+        {
+            "owner",
+            "wave",
+            "grain",
+            "first_partition",
+            "cutover_partition",
+            "tables",
+            "description",
+            "bandwidth_mb_s",
+            "max_transfers",
+        },
+        where,
+    )
     owner = _require(raw, "owner", where, str)
     wave = _require(raw, "wave", where, int)
+    if wave not in waves:
+        known = ", ".join(str(n) for n in sorted(waves)) or "none"
+        raise CatalogueError(
+            f"{where}: field 'wave' is {wave}, which is not declared under 'waves' (declared: {known})"
+        )
     grain = _require(raw, "grain", where, str)
     if grain not in GRAINS:
         raise CatalogueError(f"{where}: field 'grain' must be one of {', '.join(GRAINS)}, got {grain!r}")
@@ -241,6 +368,8 @@ def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
         cutover_partition=cutover,
         tables=tables,
         description=str(raw.get("description", "")),
+        bandwidth_mb_s=_bandwidth(raw, where),
+        max_transfers=_positive_int(raw, "max_transfers", DEFAULT_MAX_TRANSFERS, where),
     )
 
 
@@ -258,16 +387,25 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
         raise CatalogueError(f"{where}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: expected a mapping with 'source_container', 'target_bucket' and 'domains'")
-    _check_keys(raw, {"version", "source_container", "target_bucket", "domains"}, where)
+    _check_keys(
+        raw,
+        {"version", "source_container", "target_bucket", "bandwidth_mb_s", "transfer_slots", "waves", "domains"},
+        where,
+    )
     if raw.get("version") != 1:
         raise CatalogueError(f"{where}: field 'version' must be 1")
+    waves_raw = _require(raw, "waves", where, dict)
+    waves = {number: _load_wave(number, waves_raw[number], where) for number in sorted(waves_raw, key=str)}
     domains_raw = _require(raw, "domains", where, dict)
-    domains = tuple(_load_domain(name, domains_raw[name], path.parent, where) for name in sorted(domains_raw))
+    domains = tuple(_load_domain(name, domains_raw[name], path.parent, where, waves) for name in sorted(domains_raw))
     return Catalogue(
         path=path,
         source_container=_require(raw, "source_container", where, str),
         target_bucket=_require(raw, "target_bucket", where, str),
         domains=domains,
+        waves=tuple(waves.values()),
+        transfer_slots=_positive_int(raw, "transfer_slots", DEFAULT_TRANSFER_SLOTS, where),
+        bandwidth_mb_s=_bandwidth(raw, where),
     )
 
 

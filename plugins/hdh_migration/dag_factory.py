@@ -23,8 +23,9 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from hdh_migration.catalogue import Domain, partition_start, partition_value
+from hdh_migration.catalogue import TRANSFER_POOL, Domain, partition_start, partition_value
 from hdh_migration.errors import MigrationError
+from hdh_migration.waits import WaitForWindowOperator
 
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
 GRAIN_CRON = {"monthly": "0 0 1 * *", "yearly": "0 0 1 1 *"}
@@ -53,7 +54,7 @@ TRANSFER_DOC = """
 {description}
 
 One run moves **one partition** ({grain}) of every table of the domain ({tables}) from Azure to
-the French S3 store: `plan_partition` → `transfer_object` (mapped per object) →
+the French S3 store: `wait_for_window` → `plan_partition` → `transfer_object` (mapped per object) →
 `validate_partition` → `commit_partition` (manifest written last) → `reconcile_partition` →
 `announce_cutover_partition` (only for the planned cutover partition {cutover}: it triggers
 `hdh_cutover__{domain}`; skipped for the others).
@@ -71,6 +72,18 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   A committed partition whose source is unchanged is a fast no-op unless `force` is set.
 - **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
   and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
+- **`wait_for_window` is deferred** ("waiting for wave {wave}'s transfer window: opens at …"): nothing
+  is wrong. The wave has not started yet or its window is closed; the wait sits in the triggerer and
+  holds no worker slot, and the run goes on when the window opens. Windows and start dates are in
+  `dags/domains.yaml` (`waves`). A deferred task that never resumes means the triggerer is down.
+- **`transfer_object` tasks queued, not running**: the pool `{pool}` is full (other domains are
+  transferring) or the domain's `max_transfers` is reached; see Admin → Pools.
+- **Slow transfers**: each `transfer_object` logs its bandwidth share ("bandwidth per direction:
+  … MB/s"); the caps are in the catalogue (`bandwidth_mb_s`: global, per wave, per domain).
+- **Pause a wave**: pause its transfer DAGs, tagged `wave-{wave}` and `transfer`: in the UI filter the
+  DAG list by both tags, or `PATCH /api/v2/dags?tags=wave-{wave}&tags=transfer&tags_match_mode=all&dag_id_pattern=%25`
+  with `{{"is_paused": true}}` (the CLI has no tag filter: `airflow dags pause -y --treat-dag-id-as-regex
+  '^hdh_transfer__(<domain>|<domain>)$'`). Running tasks finish; no new task starts.
 
 #### Backfill missed partitions
 `airflow backfill create --dag-id hdh_transfer__{domain} --from-date <first> --to-date <last>
@@ -121,7 +134,7 @@ def build_transfer_dag(domain: Domain) -> DAG:
             ti.xcom_push(key="tables", value=plan["tables"])
             return plan["objects"]
 
-        @task(max_active_tis_per_dagrun=8)
+        @task(pool=TRANSFER_POOL, max_active_tis_per_dag=domain.max_transfers)
         def transfer_object(item: dict, run_id=None, task_state_store=None) -> dict:
             from hdh_migration import transfer
 
@@ -151,6 +164,7 @@ def build_transfer_dag(domain: Domain) -> DAG:
                 raise AirflowSkipException(f"not the planned cutover partition {domain.cutover_partition}")
 
         plan = plan_partition()
+        WaitForWindowOperator(task_id="wait_for_window", domain=domain.name) >> plan
         moved = transfer_object.expand(item=plan)
         verdicts = validate_partition(plan["tables"], moved)
         committed = commit_partition(plan["tables"], moved, verdicts)
@@ -251,6 +265,7 @@ def _doc(template: str, domain: Domain) -> str:
             first=domain.first_partition,
             cutover=domain.cutover_partition,
             tables=", ".join(t.name for t in domain.tables),
+            pool=TRANSFER_POOL,
         )
     )
 

@@ -52,15 +52,22 @@ class AzureSource:
             key=lambda obj: obj.name,
         )
 
-    def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None) -> None:
-        """Stream one object into a local spool file in ranges, feeding the digest as bytes arrive."""
+    def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None, throttle=None) -> None:
+        """Stream one object into a local spool file in ranges, feeding the digest as bytes arrive.
+
+        ``throttle`` (a ``throttle.TokenBucket``) is paid before each range is requested.
+        """
         from azure.core import MatchConditions
 
         blob = self.container_client.get_blob_client(obj.name)
+        if throttle is not None:
+            chunk_size = throttle.chunk_size(chunk_size)
         with open(path, "wb") as spool:
             offset = 0
             while offset < obj.size:
                 length = min(chunk_size, obj.size - offset)
+                if throttle is not None:
+                    throttle.acquire(length)
                 stream = blob.download_blob(
                     offset=offset, length=length, etag=f'"{obj.etag}"', match_condition=MatchConditions.IfNotModified
                 )

@@ -169,21 +169,31 @@ class SovereignTarget:
                 raise
             self.client.create_bucket(Bucket=self.bucket)
 
-    def part_size_for(self, size: int) -> int:
-        """The configured part size, enlarged so the object fits in the provider's maximum part count."""
-        minimum = math.ceil(size / self.profile.max_parts) if size else 0
-        return max(self.settings.part_size, math.ceil(minimum / MiB) * MiB, 5 * MiB)
+    def part_size_for(self, size: int, throttle=None) -> int:
+        """The configured part size, enlarged so the object fits in the provider's maximum part count.
 
-    def upload_file(self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None):
+        A throttled upload uses parts of about half a second's worth of bytes (5 MiB at least), so
+        the pace holds part by part.
+        """
+        minimum = math.ceil(size / self.profile.max_parts) if size else 0
+        preferred = self.settings.part_size if throttle is None else throttle.chunk_size(self.settings.part_size)
+        return max(preferred, math.ceil(minimum / MiB) * MiB, 5 * MiB)
+
+    def upload_file(
+        self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None, throttle=None
+    ):
         """Upload a local spool file; multipart above one part, resumable through ``state``.
 
         ``state`` is Airflow's task_state_store (or None): the upload id is kept there, and a retried
-        task asks the store which parts it already holds, then sends only the others.
+        task asks the store which parts it already holds, then sends only the others. ``throttle``
+        (a ``throttle.TokenBucket``) is paid before each part is read from the spool file.
         """
         size = path.stat().st_size
         full_metadata = {**metadata, SHA256_METADATA: sha256}
-        part_size = self.part_size_for(size)
+        part_size = self.part_size_for(size, throttle)
         if size <= part_size:
+            if throttle is not None:
+                throttle.acquire(size)
             with open(path, "rb") as body:
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=body, Metadata=full_metadata)
             if progress:
@@ -199,6 +209,8 @@ class SovereignTarget:
 
         def upload_part(number: int) -> tuple[int, str]:
             offset = (number - 1) * part_size
+            if throttle is not None:
+                throttle.acquire(min(part_size, size - offset))
             with open(path, "rb") as handle:
                 handle.seek(offset)
                 body = handle.read(min(part_size, size - offset))

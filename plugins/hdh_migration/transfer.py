@@ -319,14 +319,26 @@ def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralErr
     }
 
 
-def _upload_and_verify(target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state) -> None:
+def _upload_and_verify(
+    target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state, throttle
+) -> float:
+    """Upload then read back and prove; returns the upload's seconds."""
     from hdh_migration.target import Progress
 
     size = path.stat().st_size
+    started = time.monotonic()
     target.upload_file(
-        path, key, sha256, {"hdh-source-sha256": source_sha256}, state=state, progress=Progress(f"{label} upload", size)
+        path,
+        key,
+        sha256,
+        {"hdh-source-sha256": source_sha256},
+        state=state,
+        progress=Progress(f"{label} upload", size),
+        throttle=throttle,
     )
+    upload_s = time.monotonic() - started
     target.verify_object(key, sha256, size)
+    return upload_s
 
 
 def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
@@ -337,11 +349,13 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     from hdh_migration.schema import load_table_schema
     from hdh_migration.source import SourceObject
     from hdh_migration.target import Progress
+    from hdh_migration.throttle import bucket_for
     from hdh_migration.validation import SuiteRunner, blocking_failures, expectation_id, partition_parameters
 
     started = time.monotonic()
     catalogue = _catalogue()
     table = catalogue.domain(item["domain"]).table(item["table"])
+    bandwidth = catalogue.bandwidth(catalogue.domain(table.domain))
     partition = item["partition"]
     obj = SourceObject(**item["source"])
     label = where(table.domain, table.name, partition, obj.name)
@@ -354,9 +368,17 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         source = _source()
         source_digest = sha256_stream()
         source_path = spool / "source"
+        log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())
+        download_started = time.monotonic()
         source.download_to(
-            obj, source_path, target.settings.read_chunk, source_digest, Progress(f"{label} download", obj.size)
+            obj,
+            source_path,
+            target.settings.read_chunk,
+            source_digest,
+            Progress(f"{label} download", obj.size),
+            throttle=bucket_for(bandwidth),
         )
+        download_s = time.monotonic() - download_started
         source_sha256 = source_digest.hexdigest()
         if source_path.stat().st_size != obj.size:
             raise IntegrityError(f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}")
@@ -397,6 +419,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             log.warning("%s", error)
             return _unreadable_result(item, obj, source_sha256, error, time.monotonic() - started)
         blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
+        upload_s = None
         if blocking:
             log.warning(
                 "%s: %d expectation(s) failed (%s): the object is not uploaded; the partition will be quarantined",
@@ -405,7 +428,16 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 ", ".join(expectation_id(r) for r in blocking),
             )
         else:
-            _upload_and_verify(target, upload_path, staged_key, upload_sha256, source_sha256, label, task_state_store)
+            upload_s = _upload_and_verify(
+                target,
+                upload_path,
+                staged_key,
+                upload_sha256,
+                source_sha256,
+                label,
+                task_state_store,
+                bucket_for(bandwidth),
+            )
         key_files = {}
         spilled = keys.close() if keys is not None else {}
         if not blocking:
@@ -432,6 +464,9 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             "key_null_rows": keys.null_rows if keys is not None else 0,
             "validation": suite.results(),
             "duration_s": round(time.monotonic() - started, 3),
+            "download_s": round(download_s, 3),
+            "upload_s": None if upload_s is None else round(upload_s, 3),
+            "bandwidth_bytes_s": bandwidth.bytes_per_s,
         }
         log.info(
             "%s: %d rows, %.1f MB in %.1f s (%.1f MB/s)",

@@ -37,6 +37,43 @@ def test_demo_catalogue_loads_with_expected_domains():
     assert catalogue.domain("pmsi_mco").partitions() == ["2022", "2023"]
 
 
+def test_demo_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
+    import datetime as dt
+
+    catalogue = load_catalogue(CATALOGUE)
+    assert sorted(w.number for w in catalogue.waves) == [1, 2]
+    dcir = catalogue.domain("dcir")
+    window = catalogue.wave(dcir).window
+    assert window.timezone == "Europe/Paris" and window.always_open
+    assert window.is_open(dt.datetime.now(dt.UTC))
+    # 4000 MB/s over 16 pool slots = 250; dcir's 2400 MB/s over its 8 transfers = 300: the global share binds.
+    assert catalogue.bandwidth(dcir).bytes_per_s == 250e6
+    assert catalogue.bandwidth(catalogue.domain("pmsi_mco")).bytes_per_s == 250e6
+
+
+def test_a_production_wave_window_and_caps(tmp_path):
+    import datetime as dt
+
+    def night_wave(raw):
+        raw["bandwidth_mb_s"] = 200
+        raw["transfer_slots"] = 8
+        raw["waves"][2] = {
+            "start": "2027-01-04",
+            "window": {"timezone": "Europe/Paris", "weekdays": "20:00-06:00", "weekends": "all"},
+            "bandwidth_mb_s": 120,
+        }
+        raw["domains"]["dcir"].update(bandwidth_mb_s=40, max_transfers=4)
+
+    catalogue = load_catalogue(_write(tmp_path, night_wave))
+    dcir = catalogue.domain("dcir")
+    window = catalogue.wave(dcir).window
+    assert window.next_open(dt.datetime(2026, 11, 29, tzinfo=dt.UTC)) == dt.datetime(2027, 1, 3, 23, tzinfo=dt.UTC)
+    assert window.next_open(dt.datetime(2027, 1, 4, 12, tzinfo=dt.UTC)) == dt.datetime(2027, 1, 4, 19, tzinfo=dt.UTC)
+    # global 200/8 = 25, wave 120/min(8, 4 + 8) = 15, domain 40/4 = 10 MB/s per task.
+    assert catalogue.bandwidth(dcir).bytes_per_s == 10e6
+    assert catalogue.bandwidth(catalogue.domain("pmsi_mco")).bytes_per_s == 15e6
+
+
 def test_loading_imports_nothing_heavy():
     code = (
         "import sys; from hdh_migration.catalogue import load_catalogue; load_catalogue();"
@@ -72,6 +109,34 @@ def test_loading_imports_nothing_heavy():
             lambda raw: raw["domains"]["dcir"].update(cutover_partition="2023-01-01"),
             "field 'cutover_partition' 2023-01-01 comes before 'first_partition'",
         ),
+        (
+            lambda raw: raw["domains"]["dcir"].update(wave=7),
+            "domain 'dcir': field 'wave' is 7, which is not declared under 'waves' (declared: 1, 2)",
+        ),
+        (lambda raw: raw.pop("waves"), "missing field 'waves'"),
+        (lambda raw: raw["waves"][2].update(start="soon"), "wave 2: field 'start' must be a date"),
+        (
+            lambda raw: raw["waves"][2]["window"].update(timezone="Paris"),
+            "wave 2, field 'window': field 'timezone' 'Paris' is not an IANA timezone",
+        ),
+        (
+            lambda raw: raw["waves"][2]["window"].update(weekdays="20h-6h"),
+            "wave 2, field 'window': field 'weekdays': '20h-6h' is not a range such as '20:00-06:00'",
+        ),
+        (
+            lambda raw: raw["waves"][1]["window"].update(weekdays="none", weekends="none"),
+            "wave 1, field 'window': the window is never open",
+        ),
+        (lambda raw: raw["waves"][1]["window"].pop("weekends"), "wave 1, field 'window': missing field 'weekends'"),
+        (
+            lambda raw: raw["domains"]["dcir"].update(bandwidth_mb_s=-5),
+            "domain 'dcir': field 'bandwidth_mb_s' must be a positive number of MB/s, got -5",
+        ),
+        (
+            lambda raw: raw.update(transfer_slots=0),
+            "field 'transfer_slots' must be a whole number of at least 1, got 0",
+        ),
+        (lambda raw: raw["waves"][1].update(colour="blue"), "wave 1: unknown field(s) colour"),
     ],
 )
 def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):

@@ -304,7 +304,7 @@ def _catalogue_with_new_table(tmp_path: Path, fields: list[dict], primary_key: l
             table["schema"] = str((ROOT / "dags" / table["schema"]).resolve())
     raw["domains"]["nouveau"] = {
         "owner": "team-test",
-        "wave": 3,
+        "wave": 2,
         "grain": "monthly",
         "first_partition": "2024-01-01",
         "cutover_partition": "2024-02-01",
