@@ -363,7 +363,9 @@ class AirflowApi:
         )
 
     def active_backfill(self, dag_id: str) -> dict | None:
-        backfills = self._call("GET", "/backfills", params={"dag_id": dag_id, "limit": 100})["backfills"]
+        # At most one backfill per DAG is active, and it is the newest one.
+        backfills = self._call("GET", "/backfills", params={"dag_id": dag_id, "limit": 1, "order_by": "-id"})
+        backfills = backfills["backfills"]
         return next((b for b in backfills if b["completed_at"] is None), None)
 
     def active_runs(self, dag_id: str) -> int:
