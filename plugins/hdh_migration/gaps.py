@@ -313,7 +313,7 @@ class AirflowApi:
     login, the token is asked for without credentials (the simple auth manager's all-admins mode).
     """
 
-    def __init__(self, conn_id: str = API_CONN_ID, timeout: float = 30.0):
+    def __init__(self, conn_id: str = API_CONN_ID, timeout: float = 120.0):
         import requests
         from airflow.sdk import BaseHook
 

@@ -49,12 +49,12 @@ class Api:
 
     def __init__(self, base: str, password: str):
         self.base = base
-        token = requests.post(f"{base}/auth/token", json={"username": USER, "password": password}, timeout=60)
+        token = requests.post(f"{base}/auth/token", json={"username": USER, "password": password}, timeout=180)
         assert token.status_code == 201, token.text
         self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
 
     def __call__(self, method: str, path: str, **kwargs) -> dict:
-        response = requests.request(method, f"{self.base}/api/v2{path}", headers=self.headers, timeout=60, **kwargs)
+        response = requests.request(method, f"{self.base}/api/v2{path}", headers=self.headers, timeout=180, **kwargs)
         assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
         return response.json()
 
@@ -161,7 +161,7 @@ def airflow(tmp_path_factory):
             process.terminate()
         for process, _ in processes:
             try:
-                process.wait(timeout=60)
+                process.wait(timeout=180)
             except subprocess.TimeoutExpired:
                 process.kill()
         _drop_servers_state()
