@@ -185,6 +185,7 @@ def _finished(api: Api, dag_id: str, logical_date: str) -> str | None:
     return state if state in ("success", "failed") else None
 
 
+@pytest.mark.timeout(2400)  # three Airflow servers and five runs; minutes on a loaded 2-core machine
 def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_scheduler(airflow):
     from hdh_migration.synthetic import seed_azure
     from hdh_migration.transfer import _catalogue, _ledger, _source, _target
@@ -245,7 +246,7 @@ def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_schedu
     api.wait(
         "the backfill to complete",
         lambda: api("GET", f"/backfills/{request['backfill_id']}")["completed_at"],
-        timeout=600,
+        timeout=900,
     )
     for day in PARTITIONS:
         assert _run_state(api, TRANSFER_DAG, day) == "success", day
