@@ -395,7 +395,7 @@ What is held back and only reported: runs in flight (`in_flight`), partitions th
   backfill per DAG at a time. Nothing to do: the next scan asks again once it has finished.
 - **`skipped: the domain is cut over`**: a gap after cutover means Azure changed after the freeze;
   compare with `hdh_verify__<domain>`, roll back with a reason only if the change must move.
-- **The same gap in every report**: look at the backfill's runs in the UI (Browse → Backfills) and at
+- **The same gap in every report**: look at the backfill's runs (run type `backfill` on the DAG's page) and at
   the partition's last error (`python -m hdh_migration status`). A run that succeeded while an
   optional table was not yet delivered is not re-run by a `failed` backfill: trigger
   `hdh_transfer__<domain>` with `{{"partition": "<value>"}}`.
