@@ -7,6 +7,7 @@
 - ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``, ``dag.test()``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
 - ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
+- ``gaps``: find partitions in Azure not committed in the sovereign store and ask Airflow to backfill them;
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
 - ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite).
@@ -380,6 +381,31 @@ def cmd_waive(args) -> int:
     return 0
 
 
+def cmd_gaps(args) -> int:
+    """The gap scan of the ``hdh_gap_scan`` DAG, from a shell."""
+    from hdh_migration.gaps import run_gap_scan
+
+    report = run_gap_scan(dry_run=args.dry_run, max_attempts=args.max_attempts)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    rows = []
+    for name, domain in report["domains"].items():
+        request = domain["request"] or {}
+        ranges = " ".join(a if a == b else f"{a}..{b}" for a, b in request.get("ranges", [])) or "-"
+        rows.append([name, domain["gaps"], domain["held"], domain["not_in_azure"], ranges, request.get("status", "-")])
+    print(_table(rows, ["domain", "gaps", "held", "not in Azure", "partitions to run", "request"]))
+    for name, domain in report["domains"].items():
+        for finding in domain["findings"]:
+            print(f"  {name} {finding['table']} {finding['partition']}: {finding['reason']}")
+    seconds = report["seconds"]["total"]
+    print(
+        f"{report['partitions_checked']} partition(s) checked in {seconds:.1f} s: {report['gaps']} gap(s), "
+        f"{report['held']} held, {report['backfills']} backfill(s) requested; report {report['report_key']}"
+    )
+    return 0
+
+
 def cmd_suites(args) -> int:
     from hdh_migration.suites import write_all
 
@@ -407,6 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="per-domain migration status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    gaps = commands.add_parser("gaps", help="find partitions not committed and backfill them through Airflow")
+    gaps.add_argument("--dry-run", action="store_true", help="find and report; create no backfill")
+    gaps.add_argument("--json", action="store_true", help="print the whole report")
+    gaps.add_argument("--max-attempts", type=int, default=3, help="failed runs before a partition is held")
+    gaps.set_defaults(func=cmd_gaps)
     commands.add_parser("reindex", help="rebuild the ledger from the manifests and cutover records").set_defaults(
         func=cmd_reindex
     )

@@ -37,9 +37,9 @@ RETRY_POLICY = ExceptionRetryPolicy(
 )
 
 
-def default_args(domain: Domain) -> dict:
+def default_args(owner: str) -> dict:
     return {
-        "owner": domain.owner,
+        "owner": owner,
         "retries": 4,
         "retry_delay": dt.timedelta(seconds=30),
         "retry_exponential_backoff": 2.0,
@@ -118,7 +118,7 @@ def build_transfer_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=4,
         tags=["hdh", "transfer", f"wave-{domain.wave}"],
-        default_args=default_args(domain),
+        default_args=default_args(domain.owner),
         doc_md=_doc(TRANSFER_DOC, domain),
         params={
             "partition": Param(None, type=["null", "string"], description="Partition value; default: the run's"),
@@ -279,7 +279,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "cutover", f"wave-{domain.wave}"],
-        default_args=default_args(domain),
+        default_args=default_args(domain.owner),
         doc_md=_doc(CUTOVER_DOC, domain),
         params={"by": Param(None, type=["null", "string"], description="Who decides; default: who triggered")},
     ) as dag:
@@ -332,7 +332,7 @@ def build_rollback_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "cutover", "operations", f"wave-{domain.wave}"],
-        default_args=default_args(domain),
+        default_args=default_args(domain.owner),
         doc_md=_doc(ROLLBACK_DOC, domain),
         params={
             "reason": Param(type="string", description="Why the French copy stops being the data (mandatory)"),
@@ -364,7 +364,7 @@ def build_verify_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "verify", f"wave-{domain.wave}"],
-        default_args=default_args(domain),
+        default_args=default_args(domain.owner),
         doc_md=_doc(VERIFY_DOC, domain),
         params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
     ) as dag:
@@ -379,4 +379,80 @@ def build_verify_dag(domain: Domain) -> DAG:
                 raise AirflowSkipException(str(skip)) from None
 
         verify_cutover()
+    return dag
+
+
+# ---------------------------------------------------------------------------------------------
+# gap scan
+
+GAP_SCAN_OWNER = "team-migration"
+
+GAP_SCAN_DOC = """
+### Find missed partitions and backfill them
+
+Daily, `scan_gaps` compares the partitions present in Azure (one listing per table) with those
+committed in the sovereign store (ledger state `committed` AND a manifest under `_manifests/`), over
+each domain's catalogue range ({domains}). Each domain with gaps gets **one Airflow backfill** of
+`hdh_transfer__<domain>` over the span of its gaps, reprocess behaviour `failed`, created through
+Airflow's REST API (connection `hdh_airflow_api`); a snapshot domain gets one triggered run. The
+report (names, partitions, reasons and counts only) is written to `_reports/gap_scan/<started>.json`
+and to the ledger; the on-call board shows the last one. Param `dry_run`: find and report, create
+nothing. Owner: {owner}.
+
+What is backfilled: partitions in Azure never transferred (`missing`), whose last run failed fewer
+than `max_attempts` times (`failed`), committed in only one of ledger and manifests
+(`manifest_missing`, `unindexed`), stuck in a dead run (`stale`), or quarantined **and** changed since
+(`quarantined_changed`: a source object modified later, or a waiver recorded later).
+What is held back and only reported: runs in flight (`in_flight`), partitions that failed
+`max_attempts` times (`failed_too_often`), and quarantined partitions with nothing new
+(`quarantined_waiting`): re-running them would quarantine them again at every scan.
+
+#### Triage notes
+- **`Airflow API ... refused a token`**: the login or password of the `hdh_airflow_api` connection is
+  wrong or the user lacks the right to create backfills; fix the connection, clear the task.
+- **A domain's request says `skipped: a backfill of this DAG is already running`**: Airflow runs one
+  backfill per DAG at a time. Nothing to do: the next scan asks again once it has finished.
+- **`skipped: the domain is cut over`**: a gap after cutover means Azure changed after the freeze;
+  compare with `hdh_verify__<domain>`, roll back with a reason only if the change must move.
+- **The same gap in every report**: look at the backfill's runs (run type `backfill` on the DAG's page) and at
+  the partition's last error (`python -m hdh_migration status`). A run that succeeded while an
+  optional table was not yet delivered is not re-run by a `failed` backfill: trigger
+  `hdh_transfer__<domain>` with `{{"partition": "<value>"}}`.
+- **`failed_too_often`**: read the partition's last error; once fixed, trigger the partition by hand
+  (its attempts count keeps growing, so the scan will not re-try it on its own).
+- **`quarantined_waiting`**: follow the quarantine runbook (fix the source in Azure, or waive);
+  the next scan backfills it.
+- **`error: ... HTTP 409/400`** in a request: read the detail (dates in the future, DAG paused or
+  missing); `dag_paused: true` means the backfill exists but its runs wait for the DAG to be unpaused.
+- The scan only reads listings and writes its report: clearing or re-triggering it is always safe.
+"""
+
+
+def build_gap_scan_dag(catalogue) -> DAG:
+    with DAG(
+        dag_id="hdh_gap_scan",
+        description="Find partitions in Azure not committed in the sovereign store and backfill them",
+        schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
+        start_date=min(_start_date(domain) for domain in catalogue.domains),
+        catchup=False,
+        max_active_runs=1,
+        tags=["hdh", "operations"],
+        default_args=default_args(GAP_SCAN_OWNER),
+        doc_md=textwrap.dedent(
+            GAP_SCAN_DOC.format(domains=", ".join(d.name for d in catalogue.domains), owner=GAP_SCAN_OWNER)
+        ),
+        params={
+            "dry_run": Param(False, type="boolean", description="Find and report the gaps; create no backfill"),
+            "max_attempts": Param(3, type="integer", minimum=1, description="Failed runs before a partition is held"),
+        },
+    ) as dag:
+
+        @task
+        def scan_gaps(run_id=None, params=None) -> dict:
+            from hdh_migration import gaps
+
+            report = gaps.run_gap_scan(dry_run=params["dry_run"], run_id=run_id, max_attempts=params["max_attempts"])
+            return {k: report[k] for k in ("partitions_checked", "gaps", "held", "backfills", "report_key")}
+
+        scan_gaps()
     return dag

@@ -1,8 +1,9 @@
-"""Object keys, in one place: source blobs, target objects, staging, manifests.
+"""Object keys, in one place: source blobs, target objects, staging, manifests, reports.
 
 Target keys: ``<domain>/<TABLE>/<PARTCOL>=<value>/part-NNNNN.parquet``.
-Staging lives under ``_staging/`` and manifests under ``_manifests/``; readers ignore both
-prefixes (they start with an underscore, as Hive and Spark expect).
+Staging lives under ``_staging/``, manifests under ``_manifests/`` and gap-scan reports under
+``_reports/gap_scan/``; readers ignore these prefixes (they start with an underscore, as Hive and
+Spark expect).
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ STAGING_PREFIX = "_staging"
 MANIFEST_PREFIX = "_manifests"
 QUARANTINE_PREFIX = "_quarantine"
 CUTOVER_PREFIX = "_cutover"
+GAP_SCAN_REPORT_PREFIX = "_reports/gap_scan"
+
+
+def table_prefix(domain: str, table: str) -> str:
+    return f"{domain}/{table}/"
 
 
 def partition_dir(domain: str, table: str, partition_column: str, partition: str) -> str:
-    return f"{domain}/{table}/{partition_column}={partition}/"
+    return f"{table_prefix(domain, table)}{partition_column}={partition}/"
 
 
 def part_name(index: int, extension: str) -> str:
@@ -41,6 +47,29 @@ def staging_key(final_key: str, run_token: str) -> str:
 
 def manifest_key(domain: str, table: str, partition_column: str, partition: str) -> str:
     return f"{MANIFEST_PREFIX}/{domain}/{table}/{partition_column}={partition}.json"
+
+
+def parse_manifest_key(key: str) -> tuple[str, str, str] | None:
+    """``(domain, table, partition)`` of a manifest key, or None for any other key."""
+    if not key.startswith(f"{MANIFEST_PREFIX}/") or not key.endswith(".json"):
+        return None
+    parts = key[len(MANIFEST_PREFIX) + 1 : -len(".json")].split("/")
+    if len(parts) != 3 or "=" not in parts[2]:
+        return None
+    return parts[0], parts[1], parts[2].split("=", 1)[1]
+
+
+def partition_from_dir(prefix: str, partition_column: str, name: str) -> str | None:
+    """The partition value of a listed directory ``<prefix><PARTCOL>=<value>/``, or None."""
+    marker = f"{prefix}{partition_column}="
+    if not name.startswith(marker) or not name.endswith("/") or name.count("/", len(marker)) != 1:
+        return None
+    return name[len(marker) : -1] or None
+
+
+def gap_scan_report_key(started_at) -> str:
+    """One report per scan, named from its start time (UTC)."""
+    return f"{GAP_SCAN_REPORT_PREFIX}/{started_at:%Y-%m-%dT%H%M%S.%fZ}.json"
 
 
 def quarantine_key(domain: str, table: str, partition_column: str, partition: str, run_token: str) -> str:
