@@ -88,7 +88,7 @@ def _wait_for_port(process: subprocess.Popen, url: str, log: Path, timeout: floa
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     """A migration of dcir only, and a real Airflow serving a temp DAG folder over it."""
-    from hdh_migration.catalogue import cached_catalogue
+    from hdh_migration.catalogue import TRANSFER_POOL, cached_catalogue
 
     tmp = tmp_path_factory.mktemp("gapscan")
     name = f"t{uuid.uuid4().hex[:12]}"
@@ -134,6 +134,13 @@ def airflow(tmp_path_factory):
         conn.execute(sa.text(f'CREATE DATABASE "{DATABASE}"'))
     airflow_bin = str(Path(sys.executable).with_name("airflow"))
     subprocess.run([airflow_bin, "db", "migrate"], env=servers_env, check=True, capture_output=True)
+    slots = str(cached_catalogue().transfer_slots)
+    subprocess.run(
+        [airflow_bin, "pools", "set", TRANSFER_POOL, slots, "transfer_object tasks"],
+        env=servers_env,
+        check=True,
+        capture_output=True,
+    )
     processes = []
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
