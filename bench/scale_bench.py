@@ -59,12 +59,17 @@ PARSE_PROBE = """
 import json, sys, time
 import airflow.sdk  # Airflow's own import cost is not the DAG folder's
 from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.serialized_objects import DagSerialization
 cpu, wall = time.process_time(), time.perf_counter()
 bag = DagBag(dag_folder=sys.argv[1])
+parse_cpu, parse_wall = time.process_time() - cpu, time.perf_counter() - wall
+serialized = [DagSerialization.to_dict(dag) for dag in bag.dags.values()]
 cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-print(json.dumps({"cpu_s": cpu, "wall_s": wall, "dags": len(bag.dags), "tasks": sum(len(d.tasks) for d in bag.dags.values()),
-                  "errors": {k: v[-300:] for k, v in bag.import_errors.items()},
-                  "file_s": sum(s.duration.total_seconds() for s in bag.dagbag_stats)}))
+print(json.dumps({"cpu_s": cpu, "wall_s": wall, "parse_cpu_s": parse_cpu, "parse_wall_s": parse_wall,
+                  "serialize_cpu_s": cpu - parse_cpu, "dags": len(bag.dags),
+                  "tasks": sum(len(d.tasks) for d in bag.dags.values()),
+                  "serialized_bytes": len(json.dumps(serialized, default=str)),
+                  "errors": {k: v[-300:] for k, v in bag.import_errors.items()}}))
 """
 
 
@@ -80,7 +85,8 @@ def _print(title: str, rows: list[tuple]) -> None:
 
 
 def parse_figures(catalogue: Path) -> dict:
-    """Each DAG file parsed by DagBag in a fresh interpreter (as the DAG processor does), summed."""
+    """Each DAG file parsed by DagBag and its DAGs serialized, in a fresh interpreter per file, as the DAG
+    processor does (one process per file); summed over the files."""
     env = {**os.environ, "HDH_CATALOGUE": str(catalogue)}
     per_file = {}
     for path in sorted((ROOT / "dags").glob("*.py")):
@@ -93,6 +99,8 @@ def parse_figures(catalogue: Path) -> dict:
         "cpu_s": sum(f["cpu_s"] for f in per_file.values()),
         "wall_s": sum(f["wall_s"] for f in per_file.values()),
         "dags": sum(f["dags"] for f in per_file.values()),
+        "parse_cpu_s": sum(f["parse_cpu_s"] for f in per_file.values()),
+        "serialize_cpu_s": sum(f["serialize_cpu_s"] for f in per_file.values()),
         "errors": sum(len(f["errors"]) for f in per_file.values()),
     }
 
@@ -146,6 +154,8 @@ def run_parse(args, workdir: Path) -> dict:
                 f"{s['files'][name]['cpu_s'] / d['files'][name]['cpu_s']:.1f}x",
             )
         )
+    for key, label in (("parse_cpu_s", "  of which DagBag"), ("serialize_cpu_s", "  of which serialization")):
+        rows.append((f"{label} CPU s", f"{d[key]:.3f}", f"{s[key]:.3f}", f"{s[key] / d[key]:.1f}x"))
     rows.append(("all files CPU s", f"{d['cpu_s']:.3f}", f"{s['cpu_s']:.3f}", f"{s['cpu_s'] / d['cpu_s']:.1f}x"))
     rows.append(("all files wall s", f"{d['wall_s']:.3f}", f"{s['wall_s']:.3f}", f"{s['wall_s'] / d['wall_s']:.1f}x"))
     rows.append(("import errors", d["errors"], s["errors"], ""))
@@ -160,9 +170,10 @@ def run_parse(args, workdir: Path) -> dict:
             f"{y['pure_python_safe_loader'] / y['libyaml_csafe_loader']:.0f}x",
         )
     )
-    budget = s["cpu_s"] < 2.0 and s["wall_s"] < 2.0
-    rows.append(("budget < 2 s", "", "PASS" if budget else "FAIL", ""))
-    _print("parse: DagBag per DAG file in a fresh interpreter (the DAG processor's unit of work)", rows)
+    rows.append(("budget: all files < 2 s CPU", "", "PASS" if s["cpu_s"] < 2.0 else "FAIL", ""))
+    rows.append(("budget: all files < 2 s wall", "", "PASS" if s["wall_s"] < 2.0 else "FAIL (see the load)", ""))
+    rows.append(("load average (1 min) at the end", "", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", ""))
+    _print("parse: each DAG file parsed and serialized in a fresh interpreter (the DAG processor's unit of work)", rows)
     return figures
 
 
@@ -334,7 +345,9 @@ def _backfill_summary(dag_id: str) -> dict:
             "run_states": {s: sum(1 for r in runs if str(r.state) == s) for s in {str(r.state) for r in runs}},
             "created_span_s": (max(created) - min(created)).total_seconds() if created else None,
             "first_start_to_last_end_s": (max(ended) - min(started)).total_seconds() if ended and started else None,
-            "run_duration_median_s": statistics.median((r.end_date - r.start_date).total_seconds() for r in runs)
+            "run_duration_median_s": statistics.median(
+                (r.end_date - r.start_date).total_seconds() for r in runs if r.end_date and r.start_date
+            )
             if ended
             else None,
             "task_instances": len(tis),
@@ -404,14 +417,19 @@ def run_backfill(args, workdir: Path) -> dict:
                 print(f"  backfill after {last_print - started:.0f} s: {progress['states']}", flush=True)
             return progress["completed_at"] is not None
 
-        _wait(done, args.timeout, f"the backfill of {len(partitions)} partitions completes", every=5)
+        try:
+            _wait(done, args.timeout, f"the backfill of {len(partitions)} partitions completes", every=5)
+        except TimeoutError as timeout:
+            print(f"  {timeout}: the figures below are for the runs finished so far", flush=True)
+            figures["timed_out"] = True
         figures["create_to_complete_s"] = time.perf_counter() - started
         figures.update(_backfill_summary(dag_id))
         figures["range"] = [partitions[0], partitions[-1]]
         figures["processor_parse_s_after"] = _processor_parse_durations()
         figures["ledger_partitions"] = _ledger_rows()
 
-    failures = sum(n for s, n in figures["run_states"].items() if s != "success")
+    failures = sum(n for s, n in figures["run_states"].items() if s == "failed")
+    finished = sum(n for s, n in figures["run_states"].items() if s in ("success", "failed"))
     rows = [
         ("partitions (monthly runs)", f"{figures['partitions']} ({figures['range'][0]} .. {figures['range'][1]})"),
         ("tables per run (optional, no source)", figures["tables"]),
@@ -423,10 +441,16 @@ def run_backfill(args, workdir: Path) -> dict:
         ),
         ("`airflow backfill create` (CLI wall)", f"{figures['backfill_create_cli_s']:.1f} s"),
         ("runs created (first to last created_at)", f"{figures['created_span_s']:.2f} s"),
-        ("create -> backfill completed", f"{figures['create_to_complete_s']:.0f} s"),
-        ("first run start -> last run end", f"{figures['first_start_to_last_end_s']:.0f} s"),
-        ("runs per minute", f"{figures['runs'] / figures['first_start_to_last_end_s'] * 60:.1f}"),
-        ("run duration (median)", f"{figures['run_duration_median_s']:.1f} s"),
+        (
+            "create -> backfill completed",
+            f"not completed: stopped after {figures['create_to_complete_s']:.0f} s (--timeout)"
+            if figures.get("timed_out")
+            else f"{figures['create_to_complete_s']:.0f} s",
+        ),
+        ("runs finished", f"{finished} of {figures['runs']}"),
+        ("first run start -> last run end", f"{figures['first_start_to_last_end_s'] or 0:.0f} s"),
+        ("finished runs per minute", f"{finished / max(figures['first_start_to_last_end_s'] or 1, 1) * 60:.2f}"),
+        ("run duration (median)", f"{figures['run_duration_median_s'] or 0:.1f} s"),
         ("run states", figures["run_states"]),
         ("task instances", figures["task_instances"]),
     ]
@@ -438,7 +462,8 @@ def run_backfill(args, workdir: Path) -> dict:
                 f"queued->start median {entry['queued_wait_median_s'] or 0:.1f} s",
             )
         )
-    rows.append(("failed or non-success runs (must be 0)", failures))
+    rows.append(("failed runs (must be 0)", failures))
+    rows.append(("load average (1 min) at the end", f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"))
     rows.append(("ledger partition rows", figures["ledger_partitions"]))
     _print(
         f"backfill: {dag_id} through the scheduler (LocalExecutor, PostgreSQL, parallelism {args.parallelism})", rows
@@ -626,6 +651,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder (catalogues, server logs)")
     parser.add_argument("--results-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # A stopped bench still stops its servers and drops its databases (the context managers run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(args)}
     if len(args.parts) > 1:
         # One process per part: each part points Airflow at a metadata database of its own.

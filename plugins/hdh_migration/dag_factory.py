@@ -123,17 +123,18 @@ def build_transfer_dag(domain: Domain) -> DAG:
 
             return transfer.transfer_object(item, run_id, task_state_store=task_state_store)
 
+        # results[:] fetches every mapped result in one request; iterating asks for them one at a time.
         @task(trigger_rule="none_failed")
         def validate_partition(tables: list, results: list, run_id=None) -> dict:
             from hdh_migration import transfer
 
-            return transfer.validate_partition(tables, list(results), run_id)
+            return transfer.validate_partition(tables, list(results[:]), run_id)
 
         @task(trigger_rule="none_failed")
         def commit_partition(tables: list, results: list, verdicts: dict, run_id=None) -> list:
             from hdh_migration import transfer
 
-            return transfer.commit_partition(tables, list(results), verdicts, run_id)
+            return transfer.commit_partition(tables, list(results[:]), verdicts, run_id)
 
         @task(trigger_rule="none_failed")
         def reconcile_partition(committed: list, run_id=None) -> dict:
