@@ -80,3 +80,20 @@ def test_the_dag_folder_parses_the_scale_catalogue_within_the_budget(parsed):
         f"parsing dags/ with a 220-table catalogue took {parsed['cpu_s']:.2f} s of CPU "
         f"(budget {PARSE_BUDGET_CPU_S} s); profile it with `python bench/scale_bench.py --parts parse`"
     )
+
+
+def test_no_task_pushes_the_keys_of_its_result_as_xcoms_of_their_own():
+    """A mapped transfer of 1,000 objects must store 1,000 results, not 15,000 XCom rows."""
+    from hdh_migration import dag_factory
+    from hdh_migration.catalogue import load_catalogue
+
+    for domain in load_catalogue(ROOT / "dags" / "domains.yaml").domains:
+        for build in (
+            dag_factory.build_transfer_dag,
+            dag_factory.build_cutover_dag,
+            dag_factory.build_rollback_dag,
+            dag_factory.build_verify_dag,
+        ):
+            dag = build(domain)
+            split = [t.task_id for t in dag.tasks if t.multiple_outputs]
+            assert split == [], f"{dag.dag_id}: {split} would push each key of their result as an XCom"
