@@ -491,7 +491,7 @@ def _fanout_catalogue(workdir: Path, name: str) -> Path:
     table = dcir["tables"]["ER_PHA_F"]
     for field in ("schema", "suite"):
         table[field] = str((demo.parent / table[field]).resolve())
-    dcir.update({"tables": {"ER_PHA_F": table}, "first_partition": "2024-01-01", "cutover_partition": "2024-02-01"})
+    dcir.update({"tables": {"ER_PHA_F": table}, "first_partition": "2024-01-01", "cutover_partition": "2024-01-01"})
     raw.update({"source_container": name, "target_bucket": name, "domains": {"dcir": dcir}})
     path = workdir / "fanout" / "domains.yaml"
     path.parent.mkdir(parents=True)
