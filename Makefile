@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
 
-.PHONY: demo test bench install stack-start stack-stop stack-reset lock clean
+.PHONY: demo test bench bench-scale install stack-start stack-stop stack-reset lock clean
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -28,6 +28,9 @@ test: install stack-start  ## lint, then every test against the real servers
 
 bench: install stack-start  ## transfer benchmark: raw SDK copy vs the provider's operator vs ours (BENCH_ARGS=--quick)
 	$(ENV) $(VENV)/bin/python bench/transfer_bench.py $(BENCH_ARGS)
+
+bench-scale: install stack-start  ## scale sanity: DAG parse time with ~220 tables, a 240-partition backfill, a 1,000-object fan-out (BENCH_ARGS="--parts parse")
+	$(ENV) $(VENV)/bin/python bench/scale_bench.py $(BENCH_ARGS)
 
 install: $(VENV)/.installed node_modules/.installed
 

@@ -30,6 +30,9 @@ from hdh_migration.waits import WaitForWindowOperator
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
 GRAIN_CRON = {"monthly": "0 0 1 * *", "yearly": "0 0 1 1 *"}
 
+# Tasks returning a dict say multiple_outputs=False: Airflow infers True from a ``-> dict`` annotation and
+# would push every key again as an XCom of its own (15 rows per transferred object, its results twice).
+
 # Data, integrity and sovereignty errors cannot be fixed by retrying: fail at once. Everything
 # else (network errors, 5xx, throttling) falls through to the exponential-backoff retries.
 RETRY_POLICY = ExceptionRetryPolicy(
@@ -134,25 +137,26 @@ def build_transfer_dag(domain: Domain) -> DAG:
             ti.xcom_push(key="tables", value=plan["tables"])
             return plan["objects"]
 
-        @task(pool=TRANSFER_POOL, max_active_tis_per_dag=domain.max_transfers)
+        @task(pool=TRANSFER_POOL, max_active_tis_per_dag=domain.max_transfers, multiple_outputs=False)
         def transfer_object(item: dict, run_id=None, task_state_store=None) -> dict:
             from hdh_migration import transfer
 
             return transfer.transfer_object(item, run_id, task_state_store=task_state_store)
 
-        @task(trigger_rule="none_failed")
+        # results[:] fetches every mapped result in one request; iterating asks for them one at a time.
+        @task(trigger_rule="none_failed", multiple_outputs=False)
         def validate_partition(tables: list, results: list, run_id=None) -> dict:
             from hdh_migration import transfer
 
-            return transfer.validate_partition(tables, list(results), run_id)
+            return transfer.validate_partition(tables, list(results[:]), run_id)
 
         @task(trigger_rule="none_failed")
         def commit_partition(tables: list, results: list, verdicts: dict, run_id=None) -> list:
             from hdh_migration import transfer
 
-            return transfer.commit_partition(tables, list(results), verdicts, run_id)
+            return transfer.commit_partition(tables, list(results[:]), verdicts, run_id)
 
-        @task(trigger_rule="none_failed")
+        @task(trigger_rule="none_failed", multiple_outputs=False)
         def reconcile_partition(committed: list, run_id=None) -> dict:
             from hdh_migration import transfer
 
@@ -293,7 +297,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
             except cutover.NothingToDoError as done:
                 raise AirflowSkipException(str(done)) from None
 
-        @task
+        @task(multiple_outputs=False)
         def reconcile_source(committed: list, run_id=None) -> dict:
             from hdh_migration import cutover
 
@@ -305,7 +309,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
 
             cutover.freeze_domain(domain.name, run_id)
 
-        @task
+        @task(multiple_outputs=False)
         def write_cutover_record(reconciled: dict, run_id=None, params=None, dag_run=None) -> dict:
             from hdh_migration import cutover
 
@@ -340,7 +344,7 @@ def build_rollback_dag(domain: Domain) -> DAG:
         },
     ) as dag:
 
-        @task
+        @task(multiple_outputs=False)
         def roll_back_cutover(run_id=None, params=None, dag_run=None) -> dict:
             from hdh_migration import cutover
 
@@ -369,7 +373,7 @@ def build_verify_dag(domain: Domain) -> DAG:
         params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
     ) as dag:
 
-        @task
+        @task(multiple_outputs=False)
         def verify_cutover(params=None, dag_run=None) -> dict:
             from hdh_migration import cutover
 
