@@ -213,7 +213,14 @@ def write_scale_catalogue(directory: Path, tables: int = 220, *, optional: bool 
     directory = Path(directory)
     (directory / "schemas").mkdir(parents=True, exist_ok=True)
     templates = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in SCHEMAS.glob("*.json")}
-    catalogue = {"version": 1, "source_container": "snds-scale", "target_bucket": "hdh-snds-scale", "domains": {}}
+    always = {"timezone": "Europe/Paris", "weekdays": "all", "weekends": "all"}
+    catalogue = {
+        "version": 1,
+        "source_container": "snds-scale",
+        "target_bucket": "hdh-snds-scale",
+        "waves": {wave: {"start": "2005-01-01", "window": always} for wave in (1, 2, 3)},
+        "domains": {},
+    }
     for wave, (name, spec) in enumerate(sorted(_domains(tables).items()), start=1):
         entries = {}
         for table in spec["tables"]:

@@ -67,7 +67,7 @@ def test_every_domain_gets_its_four_dags_without_import_errors(scale_catalogue, 
     from hdh_migration.catalogue import load_catalogue
 
     assert parsed["errors"] == {}
-    expected = {
+    expected = {"hdh_gap_scan"} | {
         f"hdh_{kind}__{d.name}"
         for d in load_catalogue(scale_catalogue).domains
         for kind in ("transfer", "cutover", "rollback", "verify")
