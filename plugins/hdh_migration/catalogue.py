@@ -18,6 +18,8 @@ from pathlib import Path
 GRAINS = ("monthly", "yearly", "snapshot")
 FORMATS = ("parquet", "csv")
 SNAPSHOT_PARTITION_COLUMN = "snapshot"
+# How long one partition transfer may take before its deadline alert fires, unless the domain says.
+DEFAULT_EXPECTED_DURATION_MINUTES = 120
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -63,6 +65,21 @@ class Domain:
     cutover_partition: str
     tables: tuple[Table, ...]
     description: str = ""
+    expected_duration_minutes: int = DEFAULT_EXPECTED_DURATION_MINUTES
+
+    @property
+    def expected_duration(self) -> dt.timedelta:
+        """How long a partition transfer may run (from queued) before its deadline alert fires."""
+        return dt.timedelta(minutes=self.expected_duration_minutes)
+
+    def run_partition(self, explicit: str | None, interval_start: dt.date | None) -> str:
+        """The partition a run moves: the one asked for (checked), else the run's data interval's."""
+        if explicit:
+            partition_start(self.grain, explicit)  # raises on a malformed value
+            return explicit
+        if self.grain == "snapshot":
+            return self.cutover_partition
+        return partition_value(self.grain, interval_start)
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -216,7 +233,20 @@ def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
         raise CatalogueError(f"{where}: domain names are lower-case identifiers such as pmsi_mco")
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: expected a mapping of fields")
-    _check_keys(raw, {"owner", "wave", "grain", "first_partition", "cutover_partition", "tables", "description"}, where)
+    _check_keys(
+        raw,
+        {
+            "owner",
+            "wave",
+            "grain",
+            "first_partition",
+            "cutover_partition",
+            "tables",
+            "description",
+            "expected_duration_minutes",
+        },
+        where,
+    )
     owner = _require(raw, "owner", where, str)
     wave = _require(raw, "wave", where, int)
     grain = _require(raw, "grain", where, str)
@@ -226,6 +256,12 @@ def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
     cutover = _partition_field(raw, "cutover_partition", grain, where)
     if partition_start(grain, cutover) < partition_start(grain, first):
         raise CatalogueError(f"{where}: field 'cutover_partition' {cutover} comes before 'first_partition' {first}")
+    expected = raw.get("expected_duration_minutes", DEFAULT_EXPECTED_DURATION_MINUTES)
+    if isinstance(expected, bool) or not isinstance(expected, int) or not 1 <= expected <= 7 * 24 * 60:
+        raise CatalogueError(
+            f"{where}: field 'expected_duration_minutes' must be a whole number of minutes from 1 to 10080 (a week), "
+            f"got {expected!r}"
+        )
     tables_raw = _require(raw, "tables", where, dict)
     if not tables_raw:
         raise CatalogueError(f"{where}: field 'tables' is empty")
@@ -241,6 +277,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str) -> Domain:
         cutover_partition=cutover,
         tables=tables,
         description=str(raw.get("description", "")),
+        expected_duration_minutes=expected,
     )
 
 

@@ -12,8 +12,11 @@ import textwrap
 from airflow.sdk import (
     DAG,
     Asset,
+    AsyncCallback,
     CronDataIntervalTimetable,
     CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -23,7 +26,8 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from hdh_migration.catalogue import Domain, partition_start, partition_value
+from hdh_migration.alerts import FailureNotifier, deadline_missed
+from hdh_migration.catalogue import Domain, partition_start
 from hdh_migration.errors import MigrationError
 
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
@@ -44,7 +48,18 @@ def default_args(domain: Domain) -> dict:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=20),
         "retry_policy": RETRY_POLICY,
+        "on_failure_callback": [FailureNotifier(domain.name)],
     }
+
+
+def transfer_deadline(domain: Domain) -> DeadlineAlert:
+    """Alert when a partition transfer is still unfinished its expected duration after it was queued."""
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=domain.expected_duration,
+        callback=AsyncCallback(deadline_missed, kwargs={"domain": domain.name}),
+        name=f"hdh_transfer__{domain.name} past its expected duration",
+    )
 
 
 TRANSFER_DOC = """
@@ -80,13 +95,8 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
 
 def _run_partition(domain: Domain) -> str:
     context = get_current_context()
-    explicit = context["params"].get("partition")
-    if explicit:
-        partition_start(domain.grain, explicit)  # raises on a malformed value
-        return explicit
-    if domain.grain == "snapshot":
-        return domain.cutover_partition
-    return partition_value(domain.grain, context["data_interval_start"].date())
+    start = context.get("data_interval_start")
+    return domain.run_partition(context["params"].get("partition"), start and start.date())
 
 
 def build_transfer_dag(domain: Domain) -> DAG:
@@ -102,6 +112,7 @@ def build_transfer_dag(domain: Domain) -> DAG:
         max_active_runs=4,
         tags=["hdh", "transfer", f"wave-{domain.wave}"],
         default_args=default_args(domain),
+        deadline=transfer_deadline(domain),
         doc_md=_doc(TRANSFER_DOC, domain),
         params={
             "partition": Param(None, type=["null", "string"], description="Partition value; default: the run's"),
