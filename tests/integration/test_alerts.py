@@ -3,8 +3,8 @@ a privacy incident carries its own severity, a missed deadline alerts too, and n
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import datetime as dt
 import email
 import email.policy
