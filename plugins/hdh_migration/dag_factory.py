@@ -87,9 +87,15 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
 - **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
   and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
 
-#### Backfill missed partitions
+- **Deadline alert** (`deadline_missed`, severity warning): a run is still unfinished
+  {expected_minutes} minutes after it was queued (`expected_duration_minutes` in the catalogue).
+  Open its grid: a task waiting for a pool slot or a worker, retries against a slow store, or a
+  larger partition. Nothing to undo; raise the expected duration if this size is the new normal.
+
+#### How to backfill
 `airflow backfill create --dag-id hdh_transfer__{domain} --from-date <first> --to-date <last>
 --reprocess-behavior failed` (or the Backfill button in the UI, or `POST /api/v2/backfills`).
+Committed partitions whose source is unchanged are fast no-ops, so a wide range is safe.
 """
 
 
@@ -212,6 +218,10 @@ cutover partition {cutover}, or by hand (param `by`: who decides). Owner: {owner
   with a reason) to cut it over again.
 - **Network errors** are retried; every step is idempotent (a retried record write adds no second
   history entry).
+
+#### How to backfill
+Nothing to backfill: a cutover is one decision per domain, not per interval. Backfill the missing
+partitions on `hdh_transfer__{domain}`, then trigger this DAG once.
 """
 
 ROLLBACK_DOC = """
@@ -228,6 +238,10 @@ appends the rollback (who, when, why, which run) to the append-only history of
 - **`not cut over`**: there is nothing to roll back; `python -m hdh_migration status` shows the state.
 - **After a rollback**: re-transfer what needs it, then trigger `hdh_cutover__{domain}`; the next
   cutover appends to the same history.
+
+#### How to backfill
+Never: a rollback is a decision taken by hand, with its reason. Backfill transfers on
+`hdh_transfer__{domain}` after the rollback.
 """
 
 VERIFY_DOC = """
@@ -244,12 +258,25 @@ read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. 
   backup or versioning; while Azure still holds the source, roll back with a reason, re-transfer the
   named partitions with `force`, and cut over again. Then trigger this DAG with `deep: true`.
 - **Network errors** are retried with backoff; a verify only reads.
+
+#### How to backfill
+Not needed: every run checks the whole domain as it is now, so missed days leave no gap. After an
+outage, trigger one run with `{{"deep": true}}`.
+"""
+
+ALERTS_DOC = """
+#### What an alert means
+Every failed task of this DAG sends one alert (connections `hdh_alert_webhook`, `hdh_alert_smtp`;
+a channel without its connection is off) naming the DAG, task, run, domain, table, partition and
+object, the error and the next step, never a data value. `severity: critical, kind:
+privacy_incident` is a raw NIR: call the data protection officer first. `severity: error, kind:
+task_failure` is any other failure: follow its `next_step` and the notes above.
 """
 
 
 def _doc(template: str, domain: Domain) -> str:
     return textwrap.dedent(
-        template.format(
+        (template + ALERTS_DOC).format(
             domain=domain.name,
             description=domain.description,
             grain=domain.grain,
@@ -258,6 +285,7 @@ def _doc(template: str, domain: Domain) -> str:
             first=domain.first_partition,
             cutover=domain.cutover_partition,
             tables=", ".join(t.name for t in domain.tables),
+            expected_minutes=domain.expected_duration_minutes,
         )
     )
 
