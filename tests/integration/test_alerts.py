@@ -183,15 +183,16 @@ def _plant(migration, partition: str, column: str, rows: dict[int, str]) -> None
     assert CANARY.encode("latin-1") in migration.source_bytes(name), "the canary is in the source"
 
 
-def test_failed_transfer_alerts_the_webhook_with_what_where_and_next_step(migration, channels, monkeypatch, caplog):
+def test_failed_transfer_alerts_the_webhook_with_what_where_and_next_step(migration, channels, monkeypatch, capfd):
     webhook, smtp = channels
     monkeypatch.delenv("AIRFLOW_CONN_HDH_ALERT_SMTP")  # this channel is off
     migration.seed(domains=["causes_deces"], rows_per_partition=200, files_per_partition=1)
     _plant(migration, "2022", "DCD_CIM_COD", {7: CANARY[:4], 9: f"{CANARY}99"})
     _plant(migration, "2022", "DCD_LIE_LIB", {3: f"rue {CANARY}"})
 
-    with caplog.at_level("INFO", logger="hdh_migration.alerts"):
-        run = migration.run("causes_deces", "2022")
+    capfd.readouterr()
+    run = migration.run("causes_deces", "2022")
+    task_logs = "".join(capfd.readouterr())
 
     assert str(run.state) == "failed"
     [alert] = _webhook_alerts(webhook)
@@ -206,7 +207,7 @@ def test_failed_transfer_alerts_the_webhook_with_what_where_and_next_step(migrat
     assert "/tasks/validate_partition" in alert["log_url"]
     assert CANARY not in json.dumps(alert), "no data value in the alert"
     assert smtp.received == []
-    assert "alert channel smtp is off: connection 'hdh_alert_smtp' is not defined" in caplog.text
+    assert "alert channel smtp is off: connection 'hdh_alert_smtp' is not defined" in task_logs
 
 
 def test_privacy_incident_alerts_both_channels_as_critical_without_the_nir(migration, channels):

@@ -35,6 +35,8 @@ def test_demo_catalogue_loads_with_expected_domains():
     assert dcir.table("ER_PRS_F").primary_key[0] == "DCT_ORD_NUM"
     assert catalogue.domain("causes_deces").table("KI_CCI_R").csv.encoding == "latin-1"
     assert catalogue.domain("pmsi_mco").partitions() == ["2022", "2023"]
+    assert dcir.expected_duration_minutes == 240, "set in the catalogue"
+    assert catalogue.domain("pmsi_mco").expected_duration_minutes == 120, "the default"
 
 
 def test_loading_imports_nothing_heavy():
@@ -71,6 +73,14 @@ def test_loading_imports_nothing_heavy():
         (
             lambda raw: raw["domains"]["dcir"].update(cutover_partition="2023-01-01"),
             "field 'cutover_partition' 2023-01-01 comes before 'first_partition'",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"].update(expected_duration_minutes="2h"),
+            "domain 'dcir': field 'expected_duration_minutes' must be a whole number of minutes",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"].update(expected_duration_minutes=0),
+            "domain 'dcir': field 'expected_duration_minutes' must be a whole number of minutes from 1",
         ),
     ],
 )
