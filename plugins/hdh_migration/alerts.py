@@ -258,10 +258,10 @@ def send(alert: Alert, context) -> list[str]:
         except AirflowNotFoundException:
             _off(name, conn_id)
             continue
-        notifier = build(alert, conn)
-        if notifier is None:
-            continue
         try:
+            notifier = build(alert, conn)
+            if notifier is None:
+                continue
             # notify(), not the notifier's __call__: the text must not be rendered as a Jinja template.
             notifier.notify(context)
         except Exception as error:  # noqa: BLE001 - one channel down must not silence the others
@@ -284,10 +284,10 @@ async def asend(alert: Alert, context) -> list[str]:
         except AirflowNotFoundException:
             _off(name, conn_id)
             continue
-        notifier = build(alert, conn)
-        if notifier is None:
-            continue
         try:
+            notifier = build(alert, conn)
+            if notifier is None:
+                continue
             await notifier.async_notify(context)
         except Exception as error:  # noqa: BLE001 - one channel down must not silence the others
             log.error("alert channel %s failed (%s): the alert is only in this log", name, type(error).__name__)
