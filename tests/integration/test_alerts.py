@@ -253,22 +253,40 @@ def test_transfer_dags_carry_a_deadline_from_the_catalogue():
 
 def test_missed_deadline_callback_runs_in_the_triggerer_and_alerts(channels):
     """What the scheduler hands the triggerer when a transfer run misses its deadline (Deadline.handle_miss)."""
+    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
     from airflow.models.callback import CallbackState
     from airflow.triggers.callback import CallbackTrigger
 
     webhook, smtp = channels
     queued = dt.datetime(2026, 11, 29, 1, 0, tzinfo=dt.UTC)
-    context = {
-        "dag_run": {
+    # The dag_run part of the context, made the way Deadline.handle_miss makes it from the DagRun row.
+    dag_run = DAGRunResponse.model_validate(
+        {
+            "run_id": "scheduled__2024-02-01T00:00:00+00:00",
             "dag_id": "hdh_transfer__dcir",
-            "dag_run_id": "scheduled__2024-02-01T00:00:00+00:00",
+            "logical_date": dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+            "queued_at": queued,
+            "start_date": queued,
+            "end_date": None,
+            "duration": None,
+            "data_interval_start": dt.datetime(2024, 2, 1, tzinfo=dt.UTC),
+            "data_interval_end": dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+            "run_after": dt.datetime(2024, 3, 1, tzinfo=dt.UTC),
+            "last_scheduling_decision": None,
+            "run_type": "scheduled",
+            "state": "running",
+            "triggered_by": "timetable",
+            "triggering_user_name": None,
             "conf": {},
-            "data_interval_start": "2024-02-01T00:00:00Z",
-            "data_interval_end": "2024-03-01T00:00:00Z",
-            "queued_at": queued.isoformat(),
-        },
-        "deadline": {"id": "0199", "deadline_time": queued + dt.timedelta(hours=4)},
-    }
+            "note": None,
+            "dag_versions": [],
+            "bundle_version": None,
+            "dag_model": {"dag_display_name": "hdh_transfer__dcir"},
+            "partition_key": None,
+            "partition_date": None,
+        }
+    ).model_dump(mode="json")
+    context = {"dag_run": dag_run, "deadline": {"id": "0199", "deadline_time": queued + dt.timedelta(hours=4)}}
     trigger = CallbackTrigger("hdh_migration.alerts.deadline_missed", {"domain": "dcir", "context": context})
 
     async def events():
