@@ -86,7 +86,6 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   A committed partition whose source is unchanged is a fast no-op unless `force` is set.
 - **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
   and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
-
 - **Deadline alert** (`deadline_missed`, severity warning): a run is still unfinished
   {expected_minutes} minutes after it was queued (`expected_duration_minutes` in the catalogue).
   Open its grid: a task waiting for a pool slot or a worker, retries against a slow store, or a
