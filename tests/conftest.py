@@ -106,7 +106,7 @@ class Migration:
     def dag(self, domain: str):
         from hdh_migration.dag_factory import build_transfer_dag
 
-        return build_transfer_dag(self.catalogue.domain(domain))
+        return build_transfer_dag(self.catalogue.domain(domain), with_deadline=False)  # for dag.test()
 
     def run(self, domain: str, partition: str, force: bool = False, **kwargs):
         """One transfer DAG run through Airflow's dag.test(); returns the DagRun."""

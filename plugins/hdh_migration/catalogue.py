@@ -25,6 +25,8 @@ from hdh_migration.windows import TransferWindow, parse_day_spec
 GRAINS = ("monthly", "yearly", "snapshot")
 FORMATS = ("parquet", "csv")
 SNAPSHOT_PARTITION_COLUMN = "snapshot"
+# How long one partition transfer may take before its deadline alert fires, unless the domain says.
+DEFAULT_EXPECTED_DURATION_MINUTES = 120
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_MAX_TRANSFERS = 8
@@ -76,6 +78,21 @@ class Domain:
     description: str = ""
     bandwidth_mb_s: float | None = None
     max_transfers: int = DEFAULT_MAX_TRANSFERS
+    expected_duration_minutes: int = DEFAULT_EXPECTED_DURATION_MINUTES
+
+    @property
+    def expected_duration(self) -> dt.timedelta:
+        """How long a partition transfer may run (from queued) before its deadline alert fires."""
+        return dt.timedelta(minutes=self.expected_duration_minutes)
+
+    def run_partition(self, explicit: str | None, interval_start: dt.date | None) -> str:
+        """The partition a run moves: the one asked for (checked), else the run's data interval's."""
+        if explicit:
+            partition_start(self.grain, explicit)  # raises on a malformed value
+            return explicit
+        if self.grain == "snapshot":
+            return self.cutover_partition
+        return partition_value(self.grain, interval_start)
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -336,6 +353,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
             "description",
             "bandwidth_mb_s",
             "max_transfers",
+            "expected_duration_minutes",
         },
         where,
     )
@@ -353,6 +371,12 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
     cutover = _partition_field(raw, "cutover_partition", grain, where)
     if partition_start(grain, cutover) < partition_start(grain, first):
         raise CatalogueError(f"{where}: field 'cutover_partition' {cutover} comes before 'first_partition' {first}")
+    expected = raw.get("expected_duration_minutes", DEFAULT_EXPECTED_DURATION_MINUTES)
+    if isinstance(expected, bool) or not isinstance(expected, int) or not 1 <= expected <= 7 * 24 * 60:
+        raise CatalogueError(
+            f"{where}: field 'expected_duration_minutes' must be a whole number of minutes from 1 to 10080 (a week), "
+            f"got {expected!r}"
+        )
     tables_raw = _require(raw, "tables", where, dict)
     if not tables_raw:
         raise CatalogueError(f"{where}: field 'tables' is empty")
@@ -370,6 +394,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
         description=str(raw.get("description", "")),
         bandwidth_mb_s=_bandwidth(raw, where),
         max_transfers=_positive_int(raw, "max_transfers", DEFAULT_MAX_TRANSFERS, where),
+        expected_duration_minutes=expected,
     )
 
 

@@ -12,8 +12,11 @@ import textwrap
 from airflow.sdk import (
     DAG,
     Asset,
+    AsyncCallback,
     CronDataIntervalTimetable,
     CronTriggerTimetable,
+    DeadlineAlert,
+    DeadlineReference,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -23,7 +26,8 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from hdh_migration.catalogue import TRANSFER_POOL, Domain, partition_start, partition_value
+from hdh_migration.alerts import FailureNotifier, deadline_missed
+from hdh_migration.catalogue import TRANSFER_POOL, Domain, partition_start
 from hdh_migration.errors import MigrationError
 from hdh_migration.waits import WaitForWindowOperator
 
@@ -40,7 +44,8 @@ RETRY_POLICY = ExceptionRetryPolicy(
 )
 
 
-def default_args(owner: str) -> dict:
+def default_args(owner: str, domain: str | None = None) -> dict:
+    """Retries, the retry policy and the failure alert (naming ``domain`` when the DAG has one)."""
     return {
         "owner": owner,
         "retries": 4,
@@ -48,7 +53,18 @@ def default_args(owner: str) -> dict:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=20),
         "retry_policy": RETRY_POLICY,
+        "on_failure_callback": [FailureNotifier(domain)],
     }
+
+
+def transfer_deadline(domain: Domain) -> DeadlineAlert:
+    """Alert when a partition transfer is still unfinished its expected duration after it was queued."""
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=domain.expected_duration,
+        callback=AsyncCallback(deadline_missed, kwargs={"domain": domain.name}),
+        name=f"hdh_transfer__{domain.name} past its expected duration",
+    )
 
 
 TRANSFER_DOC = """
@@ -87,29 +103,37 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   DAG list by both tags, or `PATCH /api/v2/dags?tags=wave-{wave}&tags=transfer&tags_match_mode=all&dag_id_pattern=%25`
   with `{{"is_paused": true}}` (the CLI has no tag filter: `airflow dags pause -y --treat-dag-id-as-regex
   '^hdh_transfer__(<domain>|<domain>)$'`). Running tasks finish; no new task starts.
+- **Deadline alert** (`deadline_missed`, severity warning): a run is still unfinished
+  {expected_minutes} minutes after it was queued (`expected_duration_minutes` in the catalogue).
+  Open its grid: a task waiting for a pool slot or a worker, retries against a slow store, or a
+  larger partition. Nothing to undo; raise the expected duration if this size is the new normal.
 
-#### Backfill missed partitions
+#### How to backfill
 `airflow backfill create --dag-id hdh_transfer__{domain} --from-date <first> --to-date <last>
 --reprocess-behavior failed` (or the Backfill button in the UI, or `POST /api/v2/backfills`).
+Committed partitions whose source is unchanged are fast no-ops, so a wide range is safe.
 """
 
 
 def _run_partition(domain: Domain) -> str:
     context = get_current_context()
-    explicit = context["params"].get("partition")
-    if explicit:
-        partition_start(domain.grain, explicit)  # raises on a malformed value
-        return explicit
-    if domain.grain == "snapshot":
-        return domain.cutover_partition
-    return partition_value(domain.grain, context["data_interval_start"].date())
+    start = context.get("data_interval_start")
+    return domain.run_partition(context["params"].get("partition"), start and start.date())
 
 
 def transfer_dag_id(domain_name: str) -> str:
     return f"hdh_transfer__{domain_name}"
 
 
-def build_transfer_dag(domain: Domain) -> DAG:
+def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
+    """The transfer DAG of a domain.
+
+    ``with_deadline=False`` is for ``dag.test()`` (the CLI's ``migrate``, the tests): in Airflow
+    3.3.2, ``dag.test()`` fails a *successful* run of a DAG that has a ``DeadlineAlert``
+    (``DagRun.update_state`` looks the alerts up by their database id, which the DAG that
+    ``dag.test()`` builds in memory does not carry). The scheduler, which fires deadlines, runs the
+    DAG files' DAGs, built with the deadline.
+    """
     schedule = None
     if domain.grain in GRAIN_CRON:
         schedule = CronDataIntervalTimetable(GRAIN_CRON[domain.grain], timezone="UTC")
@@ -121,7 +145,8 @@ def build_transfer_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=4,
         tags=["hdh", "transfer", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner),
+        default_args=default_args(domain.owner, domain.name),
+        deadline=transfer_deadline(domain) if with_deadline else None,
         doc_md=_doc(TRANSFER_DOC, domain),
         params={
             "partition": Param(None, type=["null", "string"], description="Partition value; default: the run's"),
@@ -223,6 +248,10 @@ cutover partition {cutover}, or by hand (param `by`: who decides). Owner: {owner
   with a reason) to cut it over again.
 - **Network errors** are retried; every step is idempotent (a retried record write adds no second
   history entry).
+
+#### How to backfill
+Nothing to backfill: a cutover is one decision per domain, not per interval. Backfill the missing
+partitions on `hdh_transfer__{domain}`, then trigger this DAG once.
 """
 
 ROLLBACK_DOC = """
@@ -239,6 +268,10 @@ appends the rollback (who, when, why, which run) to the append-only history of
 - **`not cut over`**: there is nothing to roll back; `python -m hdh_migration status` shows the state.
 - **After a rollback**: re-transfer what needs it, then trigger `hdh_cutover__{domain}`; the next
   cutover appends to the same history.
+
+#### How to backfill
+Never: a rollback is a decision taken by hand, with its reason. Backfill transfers on
+`hdh_transfer__{domain}` after the rollback.
 """
 
 VERIFY_DOC = """
@@ -255,12 +288,25 @@ read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. 
   backup or versioning; while Azure still holds the source, roll back with a reason, re-transfer the
   named partitions with `force`, and cut over again. Then trigger this DAG with `deep: true`.
 - **Network errors** are retried with backoff; a verify only reads.
+
+#### How to backfill
+Not needed: every run checks the whole domain as it is now, so missed days leave no gap. After an
+outage, trigger one run with `{{"deep": true}}`.
+"""
+
+ALERTS_DOC = """
+#### What an alert means
+Every failed task of this DAG sends one alert (connections `hdh_alert_webhook`, `hdh_alert_smtp`;
+a channel without its connection is off) naming the DAG, task, run, domain, table, partition and
+object, the error and the next step, never a data value. `severity: critical, kind:
+privacy_incident` is a raw NIR: call the data protection officer first. `severity: error, kind:
+task_failure` is any other failure: follow its `next_step` and the notes above.
 """
 
 
 def _doc(template: str, domain: Domain) -> str:
     return textwrap.dedent(
-        template.format(
+        (template + ALERTS_DOC).format(
             domain=domain.name,
             description=domain.description,
             grain=domain.grain,
@@ -270,6 +316,7 @@ def _doc(template: str, domain: Domain) -> str:
             cutover=domain.cutover_partition,
             tables=", ".join(t.name for t in domain.tables),
             pool=TRANSFER_POOL,
+            expected_minutes=domain.expected_duration_minutes,
         )
     )
 
@@ -283,7 +330,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "cutover", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner),
+        default_args=default_args(domain.owner, domain.name),
         doc_md=_doc(CUTOVER_DOC, domain),
         params={"by": Param(None, type=["null", "string"], description="Who decides; default: who triggered")},
     ) as dag:
@@ -336,7 +383,7 @@ def build_rollback_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "cutover", "operations", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner),
+        default_args=default_args(domain.owner, domain.name),
         doc_md=_doc(ROLLBACK_DOC, domain),
         params={
             "reason": Param(type="string", description="Why the French copy stops being the data (mandatory)"),
@@ -368,7 +415,7 @@ def build_verify_dag(domain: Domain) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "verify", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner),
+        default_args=default_args(domain.owner, domain.name),
         doc_md=_doc(VERIFY_DOC, domain),
         params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
     ) as dag:

@@ -8,7 +8,33 @@ from __future__ import annotations
 
 
 class MigrationError(Exception):
-    """A failure that retrying cannot fix; the message says what to do next."""
+    """A failure that retrying cannot fix; the message says what to do next.
+
+    The location (domain, table, partition, object) is also kept as attributes, for alerts: the
+    message starts with the same location, written by ``where()``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        domain: str | None = None,
+        table: str | None = None,
+        partition: str | None = None,
+        obj: str | None = None,
+    ):
+        super().__init__(message)
+        self.domain = domain
+        self.table = table
+        self.partition = partition
+        self.obj = obj
+
+    def location(self) -> dict[str, str]:
+        """Where it failed: the attributes given, else the ``where()`` prefix of the message."""
+        given = {"domain": self.domain, "table": self.table, "partition": self.partition, "object": self.obj}
+        if any(given.values()):
+            return {k: v for k, v in given.items() if v}
+        return parse_where(str(self))
 
 
 class DataError(MigrationError):
@@ -63,3 +89,16 @@ def where(domain: str, table: str | None = None, partition: str | None = None, o
     if obj:
         parts.append(f"object={obj}")
     return " ".join(parts)
+
+
+_WHERE_KEYS = ("domain", "table", "partition", "object")
+
+
+def parse_where(message: str) -> dict[str, str]:
+    """The location a ``where()`` prefix names in a message (the first one, after an optional label)."""
+    found: dict[str, str] = {}
+    for token in message.split(":", 1)[0].split():
+        key, sep, value = token.partition("=")
+        if sep and key in _WHERE_KEYS and value and key not in found:
+            found[key] = value
+    return found if "domain" in found else {}

@@ -103,7 +103,9 @@ def _refuse_frozen(ledger, domain: str, partition: str) -> str:
         raise FrozenDomainError(
             f"{where(domain, partition=partition)}: the domain is cut over, so the French copy is the data "
             "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
-            "really needed"
+            "really needed",
+            domain=domain,
+            partition=partition,
         )
     return state
 
@@ -131,7 +133,10 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             error = MissingPartitionError(
                 f"{where(domain.name, table.name, partition)}: no source objects under "
                 f"{catalogue.source_container}/{prefix} (rule: planned partitions must exist in Azure). "
-                "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue"
+                "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue",
+                domain=domain.name,
+                table=table.name,
+                partition=partition,
             )
             _record_failure(domain.name, table.name, partition, error, run_id)
             raise error
@@ -381,7 +386,13 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         download_s = time.monotonic() - download_started
         source_sha256 = source_digest.hexdigest()
         if source_path.stat().st_size != obj.size:
-            raise IntegrityError(f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}")
+            raise IntegrityError(
+                f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}",
+                domain=table.domain,
+                table=table.name,
+                partition=partition,
+                obj=obj.name,
+            )
 
         grain = catalogue.domain(table.domain).grain
         suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
@@ -413,7 +424,11 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 if target_fp.hexdigest() != source_fp.hexdigest():
                     raise IntegrityError(
                         f"{label}: the converted parquet does not reconcile with the CSV source "
-                        "(rule: content fingerprint). This is a bug in the conversion: report it"
+                        "(rule: content fingerprint). This is a bug in the conversion: report it",
+                        domain=table.domain,
+                        table=table.name,
+                        partition=partition,
+                        obj=obj.name,
                     )
         except StructuralError as error:
             log.warning("%s", error)
@@ -583,7 +598,12 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
     if quarantined:
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
-        raise (PrivacyIncident if privacy else QuarantinedError)(" | ".join(str(e) for e in quarantined))
+        raise (PrivacyIncident if privacy else QuarantinedError)(
+            " | ".join(str(e) for e in quarantined),
+            domain=quarantined[0].domain,
+            table=", ".join(e.table for e in quarantined),
+            partition=quarantined[0].partition,
+        )
     return verdicts
 
 
@@ -671,7 +691,10 @@ def _quarantine(
             f"({'; '.join(n for n in located if n.startswith('expect_column_values_to_not_contain_raw_nir'))}) "
             f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, staging removed; "
             f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
-            "re-run the partition. A privacy incident cannot be waived"
+            "re-run the partition. A privacy incident cannot be waived",
+            domain=table.domain,
+            table=table.name,
+            partition=partition,
         )
         ledger.record_event(
             table.domain,
@@ -687,7 +710,10 @@ def _quarantine(
             f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(located)}. Nothing was "
             f"promoted; report {where_report}. Fix the source partition in Azure and re-run it, or accept these "
             f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
-            f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'"
+            f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'",
+            domain=table.domain,
+            table=table.name,
+            partition=partition,
         )
     ledger.record_event(
         table.domain,

@@ -31,6 +31,12 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
                 "tags": sorted(value.tags),
                 "retries": value.default_args.get("retries"),
                 "retry_policy": value.default_args.get("retry_policy") is not None,
+                "tasks_without_alerts": [
+                    t.task_id
+                    for t in value.tasks
+                    if "FailureNotifier" not in [type(c).__name__ for c in t.on_failure_callback]
+                ],
+                "deadlines": [a.callback.path for a in value.deadline or []],
                 "doc_md": value.doc_md or "",
                 "schedule_set": value.timetable is not None,
                 "catchup": value.catchup,
@@ -74,6 +80,8 @@ def test_every_dag_declares_owner_tags_retries_and_docs(probe):
         assert dag["retries"] and dag["retries"] > 0, dag_id
         assert dag["retry_policy"], dag_id
         assert "Triage notes" in dag["doc_md"], f"{dag_id}: docs lack triage notes"
+        assert "How to backfill" in dag["doc_md"], f"{dag_id}: docs do not say how to backfill"
+        assert "What an alert means" in dag["doc_md"], f"{dag_id}: docs do not explain its alerts"
         assert dag["catchup"] is False, dag_id
 
 
@@ -83,3 +91,10 @@ def test_dagbag_has_no_import_errors():
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     assert len(bag.dags) >= 4
+
+
+def test_every_task_alerts_on_failure_and_every_transfer_has_a_deadline(probe):
+    for dag_id, dag in probe["dags"].items():
+        assert dag["tasks_without_alerts"] == [], f"{dag_id}: tasks that do not alert on failure"
+        if dag_id.startswith("hdh_transfer__"):
+            assert dag["deadlines"] == ["hdh_migration.alerts.deadline_missed"], dag_id

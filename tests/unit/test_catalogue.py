@@ -35,6 +35,8 @@ def test_demo_catalogue_loads_with_expected_domains():
     assert dcir.table("ER_PRS_F").primary_key[0] == "DCT_ORD_NUM"
     assert catalogue.domain("causes_deces").table("KI_CCI_R").csv.encoding == "latin-1"
     assert catalogue.domain("pmsi_mco").partitions() == ["2022", "2023"]
+    assert dcir.expected_duration_minutes == 240, "set in the catalogue"
+    assert catalogue.domain("pmsi_mco").expected_duration_minutes == 120, "the default"
 
 
 def test_demo_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
@@ -137,6 +139,14 @@ def test_loading_imports_nothing_heavy():
             "field 'transfer_slots' must be a whole number of at least 1, got 0",
         ),
         (lambda raw: raw["waves"][1].update(colour="blue"), "wave 1: unknown field(s) colour"),
+        (
+            lambda raw: raw["domains"]["dcir"].update(expected_duration_minutes="2h"),
+            "domain 'dcir': field 'expected_duration_minutes' must be a whole number of minutes",
+        ),
+        (
+            lambda raw: raw["domains"]["dcir"].update(expected_duration_minutes=0),
+            "domain 'dcir': field 'expected_duration_minutes' must be a whole number of minutes from 1",
+        ),
     ],
 )
 def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):
