@@ -476,6 +476,10 @@ What is held back and only reported: runs in flight (`in_flight`), partitions th
 - **`error: ... HTTP 409/400`** in a request: read the detail (dates in the future, DAG paused or
   missing); `dag_paused: true` means the backfill exists but its runs wait for the DAG to be unpaused.
 - The scan only reads listings and writes its report: clearing or re-triggering it is always safe.
+
+#### How to backfill
+Not needed: every run scans every domain's whole range as it is now, so a missed day leaves no gap.
+The scan is what creates the transfer DAGs' backfills; to backfill by hand, see `hdh_transfer__<domain>`.
 """
 
 
@@ -490,7 +494,9 @@ def build_gap_scan_dag(catalogue) -> DAG:
         tags=["hdh", "operations"],
         default_args=default_args(GAP_SCAN_OWNER),
         doc_md=textwrap.dedent(
-            GAP_SCAN_DOC.format(domains=", ".join(d.name for d in catalogue.domains), owner=GAP_SCAN_OWNER)
+            (GAP_SCAN_DOC + ALERTS_DOC).format(
+                domains=", ".join(d.name for d in catalogue.domains), owner=GAP_SCAN_OWNER
+            )
         ),
         params={
             "dry_run": Param(False, type="boolean", description="Find and report the gaps; create no backfill"),
