@@ -85,6 +85,9 @@ def _wait_for_port(process: subprocess.Popen, url: str, log: Path, timeout: floa
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+pytestmark = pytest.mark.scheduler
+
+
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
     """A migration of dcir only, and a real Airflow serving a temp DAG folder over it."""
