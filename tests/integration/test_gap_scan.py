@@ -26,7 +26,7 @@ from conftest import POSTGRES_ADMIN_URL, ROOT, _drop_servers_state, write_catalo
 
 from hdh_migration.layout import manifest_key, partition_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.scheduler]
 
 DATABASE = "hdh_gapscan_test"
 API_PORT = 13080
@@ -83,9 +83,6 @@ def _wait_for_port(process: subprocess.Popen, url: str, log: Path, timeout: floa
             pass
         time.sleep(1)
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-pytestmark = pytest.mark.scheduler
 
 
 @pytest.fixture(scope="module")
