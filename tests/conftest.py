@@ -15,6 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "dags" / "domains.yaml"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+pytest_plugins = ("faults.fixtures",)
 
 
 def pytest_configure(config):
@@ -103,12 +104,19 @@ class Migration:
             domains=domains,
         )
 
-    def dag(self, domain: str):
+    def dag(self, domain: str, retry_delay_s: float | None = None):
+        """The domain's transfer DAG; ``retry_delay_s`` shortens its retry delays (fault tests)."""
+        import datetime as dt
+
         from hdh_migration.dag_factory import build_transfer_dag
 
-        return build_transfer_dag(self.catalogue.domain(domain), with_deadline=False)  # for dag.test()
+        dag = build_transfer_dag(self.catalogue.domain(domain), with_deadline=False)  # for dag.test()
+        if retry_delay_s is not None:
+            for task in dag.tasks:
+                task.retry_delay = task.max_retry_delay = dt.timedelta(seconds=retry_delay_s)
+        return dag
 
-    def run(self, domain: str, partition: str, force: bool = False, **kwargs):
+    def run(self, domain: str, partition: str, force: bool = False, retry_delay_s: float | None = None, **kwargs):
         """One transfer DAG run through Airflow's dag.test(); returns the DagRun."""
         import datetime as dt
 
@@ -116,7 +124,7 @@ class Migration:
 
         dom = self.catalogue.domain(domain)
         day = partition_start(dom.grain, partition)
-        return self.dag(domain).test(
+        return self.dag(domain, retry_delay_s).test(
             logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
             run_conf={"partition": partition, "force": force},
             **kwargs,

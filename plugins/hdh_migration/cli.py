@@ -10,7 +10,9 @@
 - ``gaps``: find partitions in Azure not committed in the sovereign store and ask Airflow to backfill them;
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
-- ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite).
+- ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite);
+- ``deployed-migrate``: backfill and cut over every domain through a running deployment's REST API,
+  scheduler and Celery workers (``scripts/prod.sh demo``).
 """
 
 from __future__ import annotations
@@ -229,6 +231,49 @@ def cmd_migrate(args) -> int:
     print(
         f"\n{total_bytes / 1e6:.1f} MB committed in {elapsed:.1f} s ({total_bytes / 1e6 / max(elapsed, 1e-6):.2f} MB/s)"
     )
+    return 1 if failures else 0
+
+
+def cmd_deployed_migrate(args) -> int:
+    """Backfills and cutovers through a running deployment; a summary per domain with durations."""
+    from collections import Counter
+
+    from hdh_migration import deployment
+    from hdh_migration.transfer import _ledger
+
+    catalogue = load_catalogue(args.catalogue)
+    ledger = _ledger()
+    api = deployment.AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
+    cut_over = {d.name for d in catalogue.domains if ledger.domain_state(d.name) == "cut_over"}
+    started = time.monotonic()
+    drives = deployment.migrate(api, catalogue, args.domain, args.timeout, skip=cut_over)
+    elapsed = time.monotonic() - started
+    rows, failures = [], 0
+    for drive in drives:
+        queues = Counter(
+            (ti["task_id"], ti["queue"])
+            for run_id in drive.run_ids
+            for ti in api.task_instances(drive.transfer_dag, run_id)
+            if ti["state"] == "success"
+        )
+        states = Counter(drive.transfer_states.values())
+        cutover = drive.cutover_run["state"] if drive.cutover_run else "-"
+        failures += sum(n for state, n in states.items() if state != "success") + (cutover != "success")
+        rows.append(
+            [
+                drive.domain.name,
+                " ".join(f"{n} {state}" for state, n in sorted(states.items())),
+                f"{drive.transfer_s:.1f}",
+                cutover,
+                f"{drive.cutover_s:.1f}",
+                " ".join(
+                    f"{task}@{queue}:{n}" for (task, queue), n in sorted(queues.items()) if task == "transfer_object"
+                ),
+            ]
+        )
+    print()
+    print(_table(rows, ["domain", "transfer runs", "transfer s", "cutover", "cutover done s", "tasks on queue"]))
+    print(f"\nbackfills and cutovers through the scheduler and the Celery workers in {elapsed:.1f} s")
     return 1 if failures else 0
 
 
@@ -458,6 +503,15 @@ def main(argv: list[str] | None = None) -> int:
     verify_domains.add_argument("--all", action="store_true", help="every cut-over domain")
     verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
     verify.set_defaults(func=cmd_verify)
+    deployed = commands.add_parser(
+        "deployed-migrate", help="backfill and cut over every domain through a running deployment's REST API"
+    )
+    deployed.add_argument("--api-url", required=True, help="the api-server, e.g. http://127.0.0.1:8080")
+    deployed.add_argument("--user", default="admin")
+    deployed.add_argument("--password-file", required=True, help="SimpleAuthManager's generated passwords file")
+    deployed.add_argument("--domain", action="append")
+    deployed.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every run")
+    deployed.set_defaults(func=cmd_deployed_migrate)
     commands.add_parser("suites", help="regenerate expectation suites").set_defaults(func=cmd_suites)
     waive = commands.add_parser("waive", help="accept failing expectations of a quarantined partition")
     waive.add_argument("--domain", required=True)

@@ -33,6 +33,9 @@ from hdh_migration.waits import WaitForWindowOperator
 
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
 GRAIN_CRON = {"monthly": "0 0 1 * *", "yearly": "0 0 1 1 *"}
+# The Celery queue of the object transfers, so that a pool of workers can be sized for them (the
+# workers of docker-compose.yml and scripts/prod.sh); every other task goes to [operators] default_queue.
+TRANSFER_QUEUE = "transfer"
 
 # Tasks returning a dict say multiple_outputs=False: Airflow infers True from a ``-> dict`` annotation and
 # would push every key again as an XCom of its own (15 rows per transferred object, its results twice).
@@ -89,6 +92,9 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   only `_staging/` objects, which the next successful run removes.
 - **Re-run a partition**: clear the DAG run (or trigger with `{{"partition": "<value>", "force": true}}`).
   A committed partition whose source is unchanged is a fast no-op unless `force` is set.
+- **`plan_partition` waits with `run … is writing this partition`**: another run of the same
+  partition holds its write lease; this one goes on when it finishes (it then usually finds the
+  partition committed and unchanged). `PartitionLeaseLost`: another run took over; nothing to do.
 - **`FrozenDomainError` in `plan_partition`**: the domain is cut over, so the French copy is the data
   and every run, backfills included, is refused. Roll back first (`hdh_rollback__{domain}`, with a reason).
 - **`wait_for_window` is deferred** ("waiting for wave {wave}'s transfer window: opens at …"): nothing
@@ -142,6 +148,8 @@ def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
         description=f"Move one {domain.grain} partition of {domain.name} from Azure to the sovereign store",
         schedule=schedule,
         start_date=_start_date(domain),
+        # The plan ends at the cutover partition: unpaused, the DAG schedules nothing after it.
+        end_date=_end_date(domain),
         catchup=False,
         max_active_runs=4,
         tags=["hdh", "transfer", f"wave-{domain.wave}"],
@@ -162,7 +170,12 @@ def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
             ti.xcom_push(key="tables", value=plan["tables"])
             return plan["objects"]
 
-        @task(pool=TRANSFER_POOL, max_active_tis_per_dag=domain.max_transfers, multiple_outputs=False)
+        @task(
+            pool=TRANSFER_POOL,
+            max_active_tis_per_dag=domain.max_transfers,
+            queue=TRANSFER_QUEUE,
+            multiple_outputs=False,
+        )
         def transfer_object(item: dict, run_id=None, task_state_store=None) -> dict:
             from hdh_migration import transfer
 
@@ -222,6 +235,12 @@ def sovereign_asset(domain: Domain) -> Asset:
 def _start_date(domain: Domain) -> dt.datetime:
     start = partition_start(domain.grain, domain.first_partition)
     return dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+
+
+def _end_date(domain: Domain) -> dt.datetime:
+    """The logical date of the cutover partition's run: the last one the plan schedules."""
+    last = partition_start(domain.grain, domain.cutover_partition)
+    return dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
 
 
 CUTOVER_DOC = """

@@ -75,8 +75,16 @@ class SovereigntyError(MigrationError):
     """The target is not an allowed sovereign host; no byte was moved."""
 
 
+class PartitionLeaseLost(MigrationError):
+    """Another run took the partition's write lease (this run's had expired): this run stops writing."""
+
+
 class FrozenDomainError(MigrationError):
     """The domain is cut over: the French copy is the data, and writes are refused."""
+
+
+class PartitionBusyError(Exception):
+    """Another run holds the partition's write lease: retried with backoff, like a network fault."""
 
 
 def where(domain: str, table: str | None = None, partition: str | None = None, obj: str | None = None) -> str:

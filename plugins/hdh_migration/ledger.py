@@ -109,6 +109,17 @@ gap_scans_table = sa.Table(
     sa.Column("report", sa.Text, nullable=False),
 )
 
+# The write lease of one domain partition: at most one DAG run plans, stages, validates and commits it
+# at a time. It expires, so a run that crashed without releasing it blocks the partition only that long.
+leases_table = sa.Table(
+    "hdh_partition_lease",
+    metadata,
+    sa.Column("domain", sa.String(64), primary_key=True),
+    sa.Column("partition", sa.String(32), primary_key=True),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class PartitionRecord:
@@ -236,6 +247,60 @@ class Ledger:
                     kind=f"partition_{state}",
                     detail=fields.get("last_error") or _counts_detail(fields),
                     run_id=run_id,
+                )
+            )
+
+    def claim_partition(
+        self, domain: str, partition: str, run_id: str, ttl: dt.timedelta, stale_holder: str | None = None
+    ) -> str | None:
+        """Take or renew a partition's write lease for a run; returns the holding run's id if another holds it.
+
+        Atomic on SQLite and PostgreSQL: the insert does nothing on a conflict, and the update only takes
+        a lease that this run already holds, that has expired, or whose holder is ``stale_holder`` (a run
+        known to have finished).
+        """
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        now = _now()
+        lease = {"domain": domain, "partition": partition}
+        dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        with self._begin() as conn:
+            inserted = conn.execute(
+                dialect_insert(leases_table)
+                .values(**lease, run_id=run_id, expires_at=now + ttl)
+                .on_conflict_do_nothing()
+            ).rowcount
+            if inserted:
+                return None
+            taken = conn.execute(
+                sa.update(leases_table)
+                .where(
+                    leases_table.c.domain == domain,
+                    leases_table.c.partition == partition,
+                    sa.or_(
+                        leases_table.c.run_id.in_([run_id, stale_holder or run_id]),
+                        leases_table.c.expires_at < now,
+                    ),
+                )
+                .values(run_id=run_id, expires_at=now + ttl)
+            ).rowcount
+            if taken:
+                return None
+            holder = conn.execute(
+                sa.select(leases_table.c.run_id).where(
+                    leases_table.c.domain == domain, leases_table.c.partition == partition
+                )
+            ).scalar()
+        return holder
+
+    def release_partition(self, domain: str, partition: str, run_id: str) -> None:
+        """Give a partition's write lease back, if this run holds it."""
+        with self._begin() as conn:
+            conn.execute(
+                sa.delete(leases_table).where(
+                    leases_table.c.domain == domain,
+                    leases_table.c.partition == partition,
+                    leases_table.c.run_id == run_id,
                 )
             )
 

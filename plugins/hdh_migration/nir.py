@@ -17,7 +17,8 @@ to check, so only its structure guards it: CIP13 drug codes start with 34 and ne
 other 13-digit number with that structure (a millisecond timestamp, a US GTIN) does.
 
 ``raw_nir_mask`` runs the structural pattern through Arrow's vectorised regex engine, then checks
-keys in Python on the few candidates only.
+keys in Python on the few candidates only; a column whose values are all shorter than 13 bytes
+skips the regex.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ _NIR = re.compile(f"(?<!{_TOKEN_EDGE}){_BODY}(?:{_KEY}(?!{_TOKEN_EDGE})|(?![A-Za
 _CANDIDATE = f"(?:^|[^0-9A-Za-z]){_BODY}(?:{_KEY})?(?:$|[^0-9A-Za-z])"
 
 _CORSICA = {"2A": "19", "2B": "18"}
+_SHORTEST = 13  # the keyless NIR, unspaced: no shorter value can hold one
 
 
 def _is_raw_nir(match: re.Match) -> bool:
@@ -77,6 +79,8 @@ def raw_nir_mask(values):
         array = pc.if_else(whole, array, pa.scalar(None, array.type)).cast(pa.int64())
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
+    if len(array) == 0 or (pc.max(pc.binary_length(array)).as_py() or 0) < _SHORTEST:
+        return np.zeros(len(array), dtype=bool)  # no value is long enough to hold a NIR: skip the regex
     candidates = pc.match_substring_regex(array, _CANDIDATE).fill_null(False)
     mask = np.asarray(candidates.to_numpy(zero_copy_only=False), dtype=bool)
     positions = np.flatnonzero(mask)

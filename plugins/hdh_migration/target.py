@@ -208,16 +208,18 @@ class SovereignTarget:
                 progress(sum(min(part_size, size - (n - 1) * part_size) for n in done))
 
         def upload_part(number: int) -> tuple[int, str]:
+            from s3transfer.utils import ReadFileChunk
+
             offset = (number - 1) * part_size
+            length = min(part_size, size - offset)
             if throttle is not None:
-                throttle.acquire(min(part_size, size - offset))
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                body = handle.read(min(part_size, size - offset))
-            response = self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-            )
-            return number, response["ETag"], len(body)
+                throttle.acquire(length)
+            # A window on the spool file, streamed: a part is never held whole in memory.
+            with ReadFileChunk.from_filename(str(path), offset, length, enable_callbacks=False) as body:
+                response = self.client.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+            return number, response["ETag"], length
 
         pool = ThreadPoolExecutor(max_workers=self.settings.concurrency)
         try:

@@ -10,7 +10,8 @@ Beyond the schema, the tests hold the deployment to its shape (CeleryExecutor, t
 services of Airflow's own docker-compose.yaml with their healthchecks and start order), and keep it
 from drifting away from the rest of the project: the connection ids of scripts/env.sh, the pinned
 versions of the stand-ins (package.json, requirements/dev.in) and of Airflow (requirements.txt),
-the catalogue's relative paths, and .env.example.
+the catalogue's relative paths, .env.example, and the local production profile scripts/prod.sh
+(the same services, queues, connections and deploy/airflow.env settings).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+AIRFLOW_ENV = ROOT / "deploy" / "airflow.env"
+PROD_SH = ROOT / "scripts" / "prod.sh"
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
 
 AIRFLOW_SERVICES = (
@@ -41,7 +44,9 @@ AIRFLOW_SERVICES = (
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "airflow-worker-transfer",
 )
+WORKERS = ("airflow-worker", "airflow-worker-transfer")
 LONG_RUNNING_AIRFLOW_SERVICES = tuple(s for s in AIRFLOW_SERVICES if s != "airflow-init")
 STANDIN_SERVICES = ("azurite", "seaweedfs")
 ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES, *STANDIN_SERVICES}
@@ -142,6 +147,25 @@ def service(name: str) -> dict:
     return compose()["services"][name]
 
 
+@cache
+def airflow_env() -> dict[str, str]:
+    """deploy/airflow.env: the settings every Airflow component of every deployment shares."""
+    values = {}
+    for line in AIRFLOW_ENV.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+def airflow_environment(name: str = "x-airflow-common") -> dict[str, str]:
+    """What an Airflow container's environment holds: the env_file, then `environment` over it."""
+    definition = compose()[name] if name == "x-airflow-common" else service(name)
+    env_files = definition.get("env_file") or []
+    assert (env_files if isinstance(env_files, list) else [env_files]) == ["deploy/airflow.env"], name
+    return {**airflow_env(), **{key: str(value) for key, value in definition["environment"].items()}}
+
+
 def connections(environment: dict) -> dict[str, dict]:
     return {
         name.removeprefix("AIRFLOW_CONN_").lower(): json.loads(value)
@@ -207,11 +231,19 @@ def test_airflow_component_commands(name, command):
     assert service(name)["command"] == command
 
 
-def test_worker_is_a_celery_worker_on_the_default_and_transfer_queues():
-    words = service("airflow-worker")["command"].split()
-    assert words[:2] == ["celery", "worker"]
-    queues = words[words.index("--queues") + 1]
-    assert set(queues.split(",")) == {"default", "transfer"}
+def worker_queues(command: str) -> set[str]:
+    words = command.split()
+    assert words[:2] == ["celery", "worker"], command
+    return set(words[words.index("--queues") + 1].split(","))
+
+
+def test_two_celery_workers_serve_the_default_and_the_transfer_queue():
+    from hdh_migration.dag_factory import TRANSFER_QUEUE
+
+    default_queue = airflow_env()["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+    assert worker_queues(service("airflow-worker")["command"]) == {default_queue}
+    assert worker_queues(service("airflow-worker-transfer")["command"]) == {TRANSFER_QUEUE}
+    assert default_queue != TRANSFER_QUEUE
 
 
 def test_init_migrates_the_metadata_database():
@@ -222,7 +254,7 @@ def test_init_migrates_the_metadata_database():
 
 
 def test_airflow_runs_celery_on_postgres_and_redis():
-    environment = compose()["x-airflow-common"]["environment"]
+    environment = airflow_environment()
     assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     database = urlparse(environment["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     assert (database.scheme, database.hostname, database.path) == ("postgresql+psycopg2", "postgres", "/airflow")
@@ -252,6 +284,7 @@ def test_airflow_service_shares_the_common_definition(name):
     svc = service(name)
     assert svc["image"] == common["image"]
     assert svc["build"] == common["build"]
+    assert svc["env_file"] == common["env_file"]
     assert svc["volumes"] == common["volumes"]
     missing = {key for key, value in common["environment"].items() if svc["environment"].get(key) != value}
     assert not missing, f"{name} overrides or drops common settings: {sorted(missing)}"
@@ -294,8 +327,9 @@ def test_airflow_component_starts_after_a_successful_init(name):
     assert service(name)["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
 
 
-def test_worker_waits_for_a_healthy_api_server():
-    assert service("airflow-worker")["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_waits_for_a_healthy_api_server(name):
+    assert service(name)["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
 
 
 @pytest.mark.parametrize("name", sorted(ALL_SERVICES - {"airflow-init"}))
@@ -307,7 +341,7 @@ def test_long_running_service_has_a_healthcheck(name):
 
 
 def test_scheduler_healthcheck_has_its_health_server():
-    assert service("airflow-scheduler")["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
+    assert airflow_environment("airflow-scheduler")["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
     assert ":8974/health" in " ".join(service("airflow-scheduler")["healthcheck"]["test"])
 
 
@@ -458,3 +492,96 @@ def test_docker_compose_accepts_the_file(tmp_path):
         env={key: value for key, value in os.environ.items() if key not in env_example()},
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- the local production profile (scripts/prod.sh) is this deployment as local processes ---------
+
+# Settings only the local profile sets: Compose gets them from the image (folders under
+# /opt/airflow, one port per container) or from the container's name (the api-server's URL).
+PROD_ONLY_SETTINGS = {
+    "AIRFLOW__API__BASE_URL",
+    "AIRFLOW__API__PORT",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+    "AIRFLOW__CORE__UNIT_TEST_MODE",
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT",
+}
+
+
+@pytest.fixture(scope="module")
+def prod_config(tmp_path_factory) -> dict:
+    """`scripts/prod.sh config` from a clean environment: the services' commands and their settings."""
+    state = tmp_path_factory.mktemp("prod-state")
+    output = subprocess.run(
+        [str(PROD_SH), "config"],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "HDH_STATE_DIR": str(state),
+        },
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    services, settings = {}, {}
+    for line in output.splitlines():
+        if line.startswith("service "):
+            name, _, command = line.removeprefix("service ").partition(": ")
+            services[name] = command.split()
+        else:
+            key, _, value = line.partition("=")
+            settings[key] = value
+    return {"services": services, "settings": settings}
+
+
+def component(words: list[str]) -> tuple[str, frozenset[str]]:
+    """What a command runs: the Airflow sub-command, and a worker's queues."""
+    if words[0].endswith("/airflow"):
+        words = words[1:]
+    if words[:2] == ["celery", "worker"]:
+        return "celery worker", frozenset(worker_queues(" ".join(words)))
+    return words[0], frozenset()
+
+
+def test_prod_profile_runs_the_services_and_queues_of_compose(prod_config):
+    in_compose = {component(service(name)["command"].split()) for name in LONG_RUNNING_AIRFLOW_SERVICES}
+    in_prod = [component(words) for words in prod_config["services"].values()]
+    assert len(in_prod) == len(set(in_prod))
+    assert set(in_prod) == in_compose
+
+
+def test_prod_profile_uses_the_shared_settings(prod_config):
+    settings = prod_config["settings"]
+    differ = {key: (value, settings.get(key)) for key, value in airflow_env().items() if settings.get(key) != value}
+    assert not differ, f"scripts/prod.sh does not run with deploy/airflow.env: {differ}"
+
+
+def test_prod_profile_sets_what_compose_sets(prod_config):
+    settings = prod_config["settings"]
+    in_compose = {key for key in airflow_environment() if key.startswith("AIRFLOW__")}
+    in_prod = {key for key in settings if key.startswith("AIRFLOW__")}
+    assert in_compose - in_prod == set(), "set in docker-compose.yml only"
+    assert in_prod - in_compose == PROD_ONLY_SETTINGS, "set in scripts/prod.sh only"
+    deployed = airflow_environment()
+    for key in (
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CELERY__BROKER_URL",
+    ):
+        assert urlparse(settings[key]).scheme == urlparse(deployed[key]).scheme, key
+    for secret in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
+        assert settings[secret] == "<secret>", f"{secret} is printed by scripts/prod.sh config"
+
+
+def test_prod_profile_has_the_connections_of_compose(prod_config):
+    local = {
+        name.removeprefix("AIRFLOW_CONN_").lower(): json.loads(value)
+        for name, value in prod_config["settings"].items()
+        if name.startswith("AIRFLOW_CONN_")
+    }
+    deployed = connections(airflow_environment())
+    assert set(local) == set(deployed)
+    assert {k: c["conn_type"] for k, c in local.items()} == {k: c["conn_type"] for k, c in deployed.items()}
+    assert local["hdh_ledger"]["schema"] == deployed["hdh_ledger"]["schema"] == "hdh_ledger"

@@ -80,3 +80,44 @@ def test_redact_keeps_counts_and_drops_values():
     totals = merge_results({}, [redacted, redacted])
     (merged,) = totals.values()
     assert merged["result"]["unexpected_count"] == 4 and merged["success"] is False
+
+
+def _digest(batch: pa.RecordBatch, hasher=None) -> str:
+
+    if hasher is None:
+        fingerprint = Fingerprint()
+        fingerprint.update(batch)
+        return fingerprint.hexdigest()
+    first, second = hasher.row_hashes(batch)
+    return f"{int(first.sum(dtype='uint64')):x}{int(second.sum(dtype='uint64')):x}"
+
+
+def test_fingerprint_is_keyed_for_every_column_type():
+    from hdh_migration.integrity import _RowHasher
+
+    numbers = pa.record_batch({"id": pa.array(range(50), pa.int64()), "amount": pa.array([i / 4 for i in range(50)])})
+    assert _digest(numbers, _RowHasher(b"key one")) != _digest(numbers, _RowHasher(b"key two"))
+    assert _digest(numbers, _RowHasher(b"key one")) == _digest(numbers, _RowHasher(b"key one"))
+    # Values moved between two columns of the same type, or in and out of a null, are other content.
+    ids = pa.array([1, 2], pa.int64())
+    swapped = pa.array([2, 1], pa.int64())
+    assert _digest(pa.record_batch({"a": ids, "b": swapped})) != _digest(pa.record_batch({"a": swapped, "b": swapped}))
+    zero, null = pa.array([0], pa.int64()), pa.array([None], pa.int64())
+    assert _digest(pa.record_batch({"a": zero})) != _digest(pa.record_batch({"a": null}))
+
+
+def test_fingerprint_tells_strings_apart_short_and_long():
+    def strings(*values):
+        return _digest(pa.record_batch({"s": pa.array(list(values), pa.string())}))
+
+    assert strings("ab") != strings("ab\x00") != strings("") != strings(None)
+    long_text = "x" * 300 + "é" * 10
+    assert strings(long_text, "short") == strings("short", long_text)
+    assert strings(long_text) != strings(long_text[:-1] + "e")
+    assert strings("a" * 256) != strings("a" * 257)
+    whole = Fingerprint()
+    whole.update(pa.record_batch({"s": pa.array(["a", long_text, None, "bc" * 40])}))
+    parts = Fingerprint()
+    for values in (["bc" * 40], ["a", None], [long_text]):
+        parts.update(pa.record_batch({"s": pa.array(values, pa.string())}))
+    assert parts.hexdigest() == whole.hexdigest()

@@ -1,0 +1,212 @@
+"""The production-shaped profile (scripts/prod.sh) migrates through its scheduler and both Celery workers.
+
+One module-scoped profile: its own state folder, Airflow database, ledger database (PostgreSQL),
+Azure container and bucket; the stand-ins and the profile's ports are those of the environment.
+causes_deces (a CSV table, two yearly partitions) is backfilled through the REST API and cut over
+by the Asset event of its cutover partition; the ledger in PostgreSQL is checked against the
+manifests, the rows against the source and the written files, and the tasks against the worker
+that ran them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, _drop_servers_state, read_table_bytes, write_catalogue
+
+# Starting the profile and some thirty task processes: minutes on a loaded machine.
+pytestmark = [pytest.mark.prod, pytest.mark.integration, pytest.mark.timeout(1800)]
+
+PROD_SH = ROOT / "scripts" / "prod.sh"
+DOMAINS = ("causes_deces",)
+POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _drop_databases(*names: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(**POSTGRES)
+    conn.autocommit = True
+    with conn.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+def _prod(command: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(PROD_SH), command], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    """The started profile; yields its environment and what starting it took."""
+    from hdh_migration.catalogue import cached_catalogue
+
+    api_port = int(os.environ.get("HDH_AIRFLOW_PORT", "8080"))
+    if _port_open(api_port):
+        pytest.fail(f"port {api_port} (HDH_AIRFLOW_PORT) is taken: stop the running profile (scripts/prod.sh stop)")
+    tmp = tmp_path_factory.mktemp("prod")
+    name = f"p{uuid.uuid4().hex[:10]}"
+    env = {
+        **os.environ,
+        "HDH_PROD_DIR": str(tmp / "prod"),
+        "HDH_AIRFLOW_DB": f"hdh_airflow_{name}",
+        "HDH_LEDGER_DB": f"hdh_ledger_{name}",
+        "HDH_CATALOGUE": str(write_catalogue(tmp / "domains.yaml", name)),
+        "HDH_SPOOL_DIR": str(tmp / "spool"),
+        # Two cores shared with the rest of the suite: fewer task processes start faster.
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
+        "HDH_PROD_START_TIMEOUT": "600",
+    }
+    # This process reads the same catalogue and ledger as the deployment.
+    ledger_conn = (
+        f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "schema": "{env["HDH_LEDGER_DB"]}", '
+        '"login": "postgres", "password": ""}'
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        for key in ("HDH_CATALOGUE", "HDH_SPOOL_DIR"):
+            patch.setenv(key, env[key])
+        patch.setenv("AIRFLOW_CONN_HDH_LEDGER", ledger_conn)
+        cached_catalogue.cache_clear()
+        started = time.monotonic()
+        try:
+            result = _prod("start", env, timeout=660)
+            assert result.returncode == 0, result.stdout + result.stderr
+            yield {"env": env, "dir": Path(env["HDH_PROD_DIR"]), "start_s": time.monotonic() - started}
+        finally:
+            stopped = _prod("stop", env, timeout=180)
+            _drop_servers_state()
+            cached_catalogue.cache_clear()
+            _drop_databases(env["HDH_AIRFLOW_DB"], env["HDH_LEDGER_DB"])
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        for variable in ("HDH_AIRFLOW_PORT", "HDH_WORKER_LOG_PORT", "HDH_TRANSFER_WORKER_LOG_PORT"):
+            if variable in os.environ:
+                assert not _port_open(int(os.environ[variable])), f"{variable} still open after stop"
+
+
+@pytest.fixture(scope="module")
+def migrated(profile):
+    """Seed the two domains, then backfill and cut them over through the deployment."""
+    from hdh_migration import deployment
+    from hdh_migration.synthetic import seed_azure
+    from hdh_migration.transfer import _catalogue
+
+    catalogue = _catalogue()
+    seeded = seed_azure(catalogue, seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
+    api = deployment.AirflowApi.from_password_file(
+        f"http://127.0.0.1:{os.environ.get('HDH_AIRFLOW_PORT', '8080')}",
+        profile["dir"] / "simple_auth_manager_passwords.json",
+    )
+    started = time.monotonic()
+    drives = deployment.migrate(api, catalogue, list(DOMAINS), timeout=1200)
+    print(f"prod profile: started in {profile['start_s']:.1f} s, migrated in {time.monotonic() - started:.1f} s")
+    return {"api": api, "catalogue": catalogue, "drives": {d.domain.name: d for d in drives}, "seeded": seeded}
+
+
+def test_every_run_succeeds_and_each_domain_is_cut_over(migrated):
+    from hdh_migration.transfer import _ledger
+
+    drives = migrated["drives"]
+    assert set(drives) == set(DOMAINS)
+    for name, drive in drives.items():
+        expected_runs = len(drive.domain.partitions())
+        assert sorted(drive.transfer_states.values()) == ["success"] * expected_runs, name
+        assert drive.cutover_run["state"] == "success", name
+        assert _ledger().domain_state(name) == "cut_over", name
+
+
+def test_ledger_in_postgres_equals_the_manifests(migrated):
+    from hdh_migration.layout import manifest_key
+    from hdh_migration.transfer import _ledger, _target
+
+    ledger, target = _ledger(), _target()
+    assert ledger.engine.url.get_backend_name() == "postgresql"
+    for name in DOMAINS:
+        domain = migrated["catalogue"].domain(name)
+        expected = {(t.name, p) for t in domain.tables for p in domain.partitions()}
+        assert {(r.table_name, r.partition) for r in ledger.partitions(name)} == expected
+        manifests = {k for k in target.list_keys(f"_manifests/{name}/") if k.endswith(".json")}
+        assert manifests == {manifest_key(name, t, domain.table(t).partition_column, p) for t, p in expected}
+        for table_name, partition in expected:
+            record = ledger.get(name, table_name, partition)
+            manifest = target.get_json(
+                manifest_key(name, table_name, domain.table(table_name).partition_column, partition)
+            )
+            assert record.state == "committed"
+            assert (record.rows, record.bytes, record.run_id) == (
+                manifest["rows"],
+                manifest["bytes"],
+                manifest["run_id"],
+            )
+            assert record.source_etags == {o["name"]: o["etag"] for o in manifest["source_objects"]}
+
+
+def test_rows_reconcile_source_manifest_and_written_files(migrated):
+    import pyarrow.parquet as pq
+
+    from hdh_migration.layout import manifest_key, partition_dir
+    from hdh_migration.transfer import _source, _target
+
+    source, target = _source(), _target()
+    total = 0
+    for name in DOMAINS:
+        domain = migrated["catalogue"].domain(name)
+        for table in domain.tables:
+            for partition in domain.partitions():
+                manifest = target.get_json(manifest_key(name, table.name, table.partition_column, partition))
+                listed = source.list_objects(
+                    partition_dir(name, table.name, table.partition_column, partition), table.source_extension
+                )
+                source_rows = sum(
+                    read_table_bytes(source.container_client.download_blob(o.name).readall(), table).num_rows
+                    for o in listed
+                )
+                written = sum(
+                    pq.read_metadata(
+                        io.BytesIO(target.client.get_object(Bucket=target.bucket, Key=f["key"])["Body"].read())
+                    ).num_rows
+                    for f in manifest["files"]
+                )
+                assert source_rows == manifest["rows"] == written, (name, table.name, partition)
+                total += written
+    assert total == sum(migrated["seeded"][name]["rows"] for name in DOMAINS)
+
+
+WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(?P<task>[^']+)', dag_id='(?P<dag>[^']+)'")
+
+
+def test_transfers_ran_on_the_transfer_worker_and_the_rest_on_the_default_worker(migrated, profile):
+    api = migrated["api"]
+    by_queue = {}
+    for drive in migrated["drives"].values():
+        for run_id in drive.run_ids:
+            for ti in api.task_instances(drive.transfer_dag, run_id):
+                if ti["state"] == "success":
+                    by_queue.setdefault(ti["queue"], set()).add(ti["task_id"])
+    assert by_queue["transfer"] == {"transfer_object"}
+    assert by_queue["default"] >= {"plan_partition", "validate_partition", "commit_partition", "reconcile_partition"}
+    assert set(by_queue) == {"default", "transfer"}
+
+    executed = {}
+    for worker in ("worker-default", "worker-transfer"):
+        log = (profile["dir"] / "logs" / f"{worker}.log").read_text()
+        executed[worker] = {m["task"] for m in WORKLOAD.finditer(log) if m["dag"].split("__")[-1] in DOMAINS}
+    assert executed["worker-transfer"] == {"transfer_object"}
+    assert "transfer_object" not in executed["worker-default"]
+    assert executed["worker-default"] >= by_queue["default"] | {"check_completeness", "write_cutover_record"}
