@@ -495,23 +495,18 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             if keys is not None:
                 keys.update(batch)
 
+        def upload(path: Path, sha256: str) -> float:
+            return _upload_and_verify(
+                target, path, staged_key, sha256, source_sha256, label, task_state_store, bucket_for(bandwidth)
+            )
+
         staged = None  # the parquet upload, running while the batches are checked
         try:
             if table.format == "parquet":
-                upload_path, upload_sha256 = source_path, source_sha256
                 # The bytes to upload are the source's, already hashed: send them to staging (and read
                 # them back) while the batches are checked. Staging is promoted only after validation.
-                staged = _background(
-                    _upload_and_verify,
-                    target,
-                    upload_path,
-                    staged_key,
-                    upload_sha256,
-                    source_sha256,
-                    label,
-                    task_state_store,
-                    bucket_for(bandwidth),
-                )
+                upload_path, upload_sha256 = source_path, source_sha256
+                staged = _background(upload, upload_path, upload_sha256)
                 for batch in _parquet_batches(source_path, table, expected, label):
                     check(batch)
                 target_fp = source_fp  # byte-identical copy: proven by the sha256 read back after upload
@@ -554,16 +549,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         elif staged is not None:
             staged.result()  # the upload's own errors (IntegrityError on a bad read-back) surface here
         else:
-            upload_s = _upload_and_verify(
-                target,
-                upload_path,
-                staged_key,
-                upload_sha256,
-                source_sha256,
-                label,
-                task_state_store,
-                bucket_for(bandwidth),
-            )
+            upload_s = upload(upload_path, upload_sha256)
         key_files = {}
         spilled = keys.close() if keys is not None else {}
         if not blocking:

@@ -235,6 +235,8 @@ def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_schedu
     assert [r["state"] for r in api.runs("hdh_gap_scan")] == ["success"]
     scan = ledger.last_gap_scan()
     report = scan["report"]
+    request = report["domains"][DOMAIN]["request"]
+    assert request["status"] == "created", request
     assert scan["dry_run"] is False and scan["partitions_checked"] == 6 and scan["gaps"] == 4 and scan["backfills"] == 1
     findings = {(f["table"], f["partition"]): f["reason"] for f in report["domains"][DOMAIN]["findings"]}
     assert findings == {
@@ -243,8 +245,7 @@ def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_schedu
         ("ER_PHA_F", "2024-03-01"): "failed",
         ("ER_PRS_F", "2024-03-01"): "missing",  # its run stopped at ER_PHA_F, before planning it
     }
-    request = report["domains"][DOMAIN]["request"]
-    assert request["status"] == "created" and request["ranges"] == [["2024-02-01", "2024-03-01"]]
+    assert request["ranges"] == [["2024-02-01", "2024-03-01"]]
     assert target.get_json(report["report_key"]) == json.loads(json.dumps(report))
 
     # The backfill the scan asked for fills both partitions through the scheduler.
