@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
 
-.PHONY: demo test test-scheduler faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -24,10 +24,7 @@ test: install stack-start  ## lint, then every test against the real servers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
-	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m "not faults and not scheduler" $(PYTEST_ARGS)
-
-test-scheduler: install stack-start  ## the gap scan's backfills through a real api-server, dag-processor and scheduler
-	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m scheduler $(PYTEST_ARGS)
+	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m "not faults" $(PYTEST_ARGS)
 
 prod-demo: install  ## the production-shaped profile (scripts/prod.sh): start it, migrate through its scheduler and Celery workers
 	scripts/prod.sh demo

@@ -4,13 +4,16 @@
   ``validate_partition`` links to the redacted Data Docs page of its quarantined partition);
 - a FastAPI app under ``/hdh``, behind Airflow's own authentication, that serves those reports from
   the sovereign store and the on-call board (``/hdh/board``, ``/hdh/board.json``);
-- the board in the UI's navigation, as the "Migration" external view.
+- the board in the UI's navigation, as the "Migration" external view;
+- the deadline reference of the transfer DAGs (``TransferQueuedAt``), which the scheduler must know.
 """
 
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
+
+from hdh_migration.alerts import TransferQueuedAt
 
 
 class ValidationReportLink(BaseOperatorLink):
@@ -50,6 +53,7 @@ def _board_app():
 class HdhMigrationPlugin(AirflowPlugin):
     name = "hdh_migration"
     global_operator_extra_links = [ValidationReportLink()]
+    deadline_references = [TransferQueuedAt]
     fastapi_apps = [{"app": _board_app(), "url_prefix": "/hdh", "name": "hdh-migration"}]
     external_views = [
         {

@@ -23,7 +23,7 @@ import html
 import logging
 from dataclasses import asdict, dataclass
 
-from airflow.sdk import BaseNotifier
+from airflow.sdk import BaseDeadlineReference, BaseNotifier, DeadlineReference, deadline_reference
 
 from hdh_migration.errors import (
     FrozenDomainError,
@@ -305,6 +305,27 @@ class FailureNotifier(BaseNotifier):
 
     def notify(self, context) -> None:
         send(failure_alert(self.domain, context), context)
+
+
+@deadline_reference(DeadlineReference.TYPES.DAGRUN_QUEUED)
+class TransferQueuedAt(BaseDeadlineReference):
+    """The moment a transfer run was queued: what a transfer's deadline counts from.
+
+    It is Airflow's ``DeadlineReference.DAGRUN_QUEUED_AT`` under another name. Airflow 3.3.2 cannot
+    clear a failed run of a DAG whose deadline uses the built-in reference: the clear recalculates
+    the deadline, reads the interval column raw and fails with HTTP 500 (apache/airflow#70368), which
+    would break the on-call "Clear" and every backfill with ``reprocess_behavior: failed``. A custom
+    reference is not recalculated on clear: a cleared run keeps the deadline of its first queueing.
+    Registered with the scheduler by the hdh_migration plugin (``deadline_references``).
+    """
+
+    required_kwargs = {"dag_id", "run_id"}
+
+    def _evaluate_with(self, *, session, dag_id: str, run_id: str, **kwargs) -> dt.datetime | None:
+        from airflow.models import DagRun
+        from sqlalchemy import select
+
+        return session.scalar(select(DagRun.queued_at).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
 
 
 async def deadline_missed(domain: str, context: dict | None = None) -> list[str]:

@@ -16,7 +16,6 @@ from airflow.sdk import (
     CronDataIntervalTimetable,
     CronTriggerTimetable,
     DeadlineAlert,
-    DeadlineReference,
     ExceptionRetryPolicy,
     Param,
     RetryAction,
@@ -26,7 +25,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
-from hdh_migration.alerts import FailureNotifier, deadline_missed
+from hdh_migration.alerts import FailureNotifier, TransferQueuedAt, deadline_missed
 from hdh_migration.catalogue import TRANSFER_POOL, Domain, partition_start
 from hdh_migration.errors import MigrationError
 from hdh_migration.waits import WaitForWindowOperator
@@ -63,7 +62,7 @@ def default_args(owner: str, domain: str | None = None) -> dict:
 def transfer_deadline(domain: Domain) -> DeadlineAlert:
     """Alert when a partition transfer is still unfinished its expected duration after it was queued."""
     return DeadlineAlert(
-        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        reference=TransferQueuedAt(),
         interval=domain.expected_duration,
         callback=AsyncCallback(deadline_missed, kwargs={"domain": domain.name}),
         name=f"hdh_transfer__{domain.name} past its expected duration",

@@ -244,7 +244,11 @@ def test_transfer_dags_carry_a_deadline_from_the_catalogue():
     for domain in load_catalogue().domains:
         # What the scheduler reads: the DAG as serialized for the metadata database.
         [deadline] = DagSerialization.from_dict(DagSerialization.to_dict(build_transfer_dag(domain))).deadline
-        assert deadline["reference"] == {"reference_type": "DagRunQueuedAtDeadline"}
+        # Our name for "queued at": the built-in one breaks clearing a failed run (apache/airflow#70368).
+        assert deadline["reference"] == {
+            "reference_type": "TransferQueuedAt",
+            "__class_path": "hdh_migration.alerts.TransferQueuedAt",
+        }
         assert deadline["interval"]["__data__"] == domain.expected_duration.total_seconds()
         assert deadline["callback"]["__classname__"] == "airflow.sdk.definitions.callback.AsyncCallback"
         assert deadline["callback"]["__data__"] == {

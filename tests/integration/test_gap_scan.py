@@ -224,6 +224,19 @@ def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_schedu
     assert _run_state(api, TRANSFER_DAG, "2024-01-01") == "success"
     assert _run_state(api, TRANSFER_DAG, "2024-03-01") == "failed"
     assert ledger.get(DOMAIN, "ER_PHA_F", "2024-03-01").state == "failed"
+    # The scheduler gave the failed run its deadline, on our reference; the backfill below must clear
+    # that run (Airflow's own queued-at reference would make the clear fail: apache/airflow#70368).
+    metadata = sa.create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{DATABASE}")
+    with metadata.connect() as conn:
+        references = conn.execute(
+            sa.text(
+                "SELECT a.reference FROM deadline d JOIN deadline_alert a ON d.deadline_alert_id = a.id "
+                "JOIN dag_run r ON d.dagrun_id = r.id WHERE r.dag_id = :dag AND r.state = 'failed'"
+            ),
+            {"dag": TRANSFER_DAG},
+        ).scalars()
+        assert [r["reference_type"] for r in references] == ["TransferQueuedAt"]
+    metadata.dispose()
     for blob, data in away.items():
         source.container_client.upload_blob(blob, data)
 
