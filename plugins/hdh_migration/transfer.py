@@ -547,7 +547,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             )
             _discard_staged(target, staged, staged_key)
         elif staged is not None:
-            staged.result()  # the upload's own errors (IntegrityError on a bad read-back) surface here
+            upload_s = staged.result()  # the upload's own errors (IntegrityError on a bad read-back) surface here
         else:
             upload_s = upload(upload_path, upload_sha256)
         key_files = {}

@@ -220,11 +220,18 @@ def test_duplicate_keys_across_files_quarantine_the_partition_and_promote_nothin
 
 def test_missing_partition_fails_with_a_clear_message(migration):
     migration.seed(domains=["dcir"])
-    run = migration.run("dcir", "2025-01-01")
+    # A partition of the plan (first..cutover) that Azure does not hold.
+    container = migration.source.container_client
+    prefix = partition_dir("dcir", "ER_PHA_F", "FLX_DIS_DTD", "2024-02-01")
+    gone = [blob.name for blob in container.list_blobs(name_starts_with=prefix)]
+    assert gone
+    for name in gone:
+        container.delete_blob(name)
+    run = migration.run("dcir", "2024-02-01")
     assert str(run.state) == "failed"
-    record = migration.ledger.get("dcir", "ER_PHA_F", "2025-01-01")
+    record = migration.ledger.get("dcir", "ER_PHA_F", "2024-02-01")
     assert record.state == "failed"
-    assert "domain=dcir table=ER_PHA_F partition=2025-01-01" in record.last_error
+    assert "domain=dcir table=ER_PHA_F partition=2024-02-01" in record.last_error
     assert "no source objects" in record.last_error and "optional: true" in record.last_error
 
 
