@@ -48,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "plugins"), str(Path(__file__).resolve().parent)]
 
+from polling import wait_until  # noqa: E402
 from scale_catalogue import write_scale_catalogue  # noqa: E402
 
 PYTHON = sys.executable
@@ -265,16 +266,6 @@ def _session():
     return create_session()
 
 
-def _wait(condition, timeout: float, what: str, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not reached after {timeout:.0f} s")
-
-
 # ---------------------------------------------------------------------------------------------
 # backfill
 
@@ -382,7 +373,12 @@ def run_backfill(args, workdir: Path) -> dict:
         dag_ids = [
             f"hdh_{kind}__{d.name}" for d in catalogue.domains for kind in ("transfer", "cutover", "rollback", "verify")
         ]
-        _wait(lambda: _serialized(dag_ids), args.timeout, "the DAG processor serializes every DAG")
+        wait_until(
+            lambda: _serialized(dag_ids),
+            args.timeout,
+            2.0,
+            f"the DAG processor serializes every DAG: not reached after {args.timeout:.0f} s",
+        )
         figures["first_parse_s"] = time.perf_counter() - started
         figures["processor_parse_s"] = _processor_parse_durations()
         subprocess.run([AIRFLOW, "dags", "unpause", dag_id], env=stack.env, capture_output=True, check=True)
@@ -418,7 +414,8 @@ def run_backfill(args, workdir: Path) -> dict:
             return progress["completed_at"] is not None
 
         try:
-            _wait(done, args.timeout, f"the backfill of {len(partitions)} partitions completes", every=5)
+            what = f"the backfill of {len(partitions)} partitions completes"
+            wait_until(done, args.timeout, 5, f"{what}: not reached after {args.timeout:.0f} s")
         except TimeoutError as timeout:
             print(f"  {timeout}: the figures below are for the runs finished so far", flush=True)
             figures["timed_out"] = True

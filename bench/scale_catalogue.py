@@ -142,6 +142,15 @@ REFERENTIELS = [
 def _domains(tables: int) -> dict[str, dict]:
     """Domain name -> grain, partitions, owner, template schema, partition column, key, format, table names."""
     pmsi_keys = {"template": "T_MCOaaB", "partition_column": "SOR_ANN", "primary_key": ["ETA_NUM", "RSA_NUM"]}
+    # The snapshot domains (beneficiaires, and the referentiels standing in for the other IR_ tables).
+    snapshot = {
+        "grain": "snapshot",
+        "first_partition": "2024-06-30",
+        "cutover_partition": "2024-06-30",
+        "template": "IR_BEN_R",
+        "partition_column": "snapshot",
+        "primary_key": ["BEN_NIR_PSA", "BEN_RNG_GEM"],
+    }
     domains = {
         "dcir": {
             "grain": "monthly",
@@ -168,15 +177,7 @@ def _domains(tables: int) -> dict[str, dict]:
             "format": "csv",
             "tables": ["KI_CCI_R", "KI_ECD_R"],
         },
-        "beneficiaires": {
-            "grain": "snapshot",
-            "first_partition": "2024-06-30",
-            "cutover_partition": "2024-06-30",
-            "template": "IR_BEN_R",
-            "partition_column": "snapshot",
-            "primary_key": ["BEN_NIR_PSA", "BEN_RNG_GEM"],
-            "tables": BENEFICIAIRES.split(),
-        },
+        "beneficiaires": {**snapshot, "tables": BENEFICIAIRES.split()},
     }
     for name, (field, suffixes) in PMSI.items():
         domains[name] = {
@@ -189,15 +190,7 @@ def _domains(tables: int) -> dict[str, dict]:
     fixed = sum(len(d["tables"]) for d in domains.values())
     wanted = max(1, tables - fixed)
     codes = REFERENTIELS[:wanted] + [f"R{i:02d}" for i in range(wanted - len(REFERENTIELS))]
-    domains["referentiels"] = {
-        "grain": "snapshot",
-        "first_partition": "2024-06-30",
-        "cutover_partition": "2024-06-30",
-        "template": "IR_BEN_R",
-        "partition_column": "snapshot",
-        "primary_key": ["BEN_NIR_PSA", "BEN_RNG_GEM"],
-        "tables": [f"IR_{code}_V" for code in codes],
-    }
+    domains["referentiels"] = {**snapshot, "tables": [f"IR_{code}_V" for code in codes]}
     return domains
 
 

@@ -63,6 +63,34 @@ def read_table_bytes(data: bytes, table):
     )
 
 
+def rewrite_source(migration, domain: str, table_name: str, partition: str, mutate) -> str:
+    """Plant values: replace the first source object of a partition by ``mutate`` of its rows, in its format."""
+    import io
+
+    from hdh_migration.layout import partition_dir
+    from hdh_migration.synthetic import write_file
+
+    table = migration.catalogue.domain(domain).table(table_name)
+    prefix = partition_dir(domain, table_name, table.partition_column, partition)
+    name = migration.source.list_objects(prefix, table.source_extension)[0].name
+    arrow = mutate(migration.read_source(domain, table_name, name))
+    sink = io.BytesIO()
+    write_file(table, arrow, sink)
+    migration.source.container_client.upload_blob(name, sink.getvalue(), overwrite=True)
+    return name
+
+
+def set_values(arrow, column: str, rows: dict[int, object]):
+    """The Arrow table with the column's values at the given row indexes replaced, in the column's type."""
+    import pyarrow as pa
+
+    values = arrow.column(column).to_pylist()
+    for row, value in rows.items():
+        values[row] = value
+    index = arrow.schema.get_field_index(column)
+    return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
+
+
 @dataclass
 class Migration:
     name: str

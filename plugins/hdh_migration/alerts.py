@@ -245,16 +245,18 @@ def _off(name: str, conn_id: str) -> None:
     log.info("alert channel %s is off: connection %r is not defined", name, conn_id)
 
 
-def send(alert: Alert, context) -> list[str]:
-    """Send through every configured channel; returns the channels that delivered."""
-    from airflow.sdk import BaseHook
+async def _deliver(alert: Alert, connection, notify) -> list[str]:
+    """The one delivery path of ``send`` and ``asend``: the alert through every configured channel, one
+    channel down not silencing the others; returns the channels that delivered. ``connection(conn_id)``
+    and ``notify(notifier)`` are the caller's halves, awaited: plain calls for ``send``, the async paths
+    for ``asend``."""
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     _log_alert(alert)
     delivered = []
     for name, conn_id, build in CHANNELS:
         try:
-            conn = BaseHook.get_connection(conn_id)
+            conn = await connection(conn_id)
         except AirflowNotFoundException:
             _off(name, conn_id)
             continue
@@ -262,38 +264,46 @@ def send(alert: Alert, context) -> list[str]:
             notifier = build(alert, conn)
             if notifier is None:
                 continue
-            # notify(), not the notifier's __call__: the text must not be rendered as a Jinja template.
-            notifier.notify(context)
+            await notify(notifier)
         except Exception as error:  # noqa: BLE001 - one channel down must not silence the others
             log.error("alert channel %s failed (%s): the alert is only in this log", name, type(error).__name__)
             continue
         delivered.append(name)
     return delivered
+
+
+def _complete(coroutine):
+    """The result of a coroutine that never suspends (its awaits are plain calls), without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("the synchronous alert path suspended: it must only make plain calls")
+
+
+def send(alert: Alert, context) -> list[str]:
+    """Send through every configured channel; returns the channels that delivered."""
+    from airflow.sdk import BaseHook
+
+    async def connection(conn_id: str):
+        return BaseHook.get_connection(conn_id)
+
+    async def notify(notifier) -> None:
+        # notify(), not the notifier's __call__: the text must not be rendered as a Jinja template.
+        notifier.notify(context)
+
+    return _complete(_deliver(alert, connection, notify))
 
 
 async def asend(alert: Alert, context) -> list[str]:
     """``send`` for the triggerer, through the notifiers' async paths."""
     from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    _log_alert(alert)
-    delivered = []
-    for name, conn_id, build in CHANNELS:
-        try:
-            conn = await BaseHook.aget_connection(conn_id)
-        except AirflowNotFoundException:
-            _off(name, conn_id)
-            continue
-        try:
-            notifier = build(alert, conn)
-            if notifier is None:
-                continue
-            await notifier.async_notify(context)
-        except Exception as error:  # noqa: BLE001 - one channel down must not silence the others
-            log.error("alert channel %s failed (%s): the alert is only in this log", name, type(error).__name__)
-            continue
-        delivered.append(name)
-    return delivered
+    async def notify(notifier) -> None:
+        await notifier.async_notify(context)
+
+    return await _deliver(alert, BaseHook.aget_connection, notify)
 
 
 class FailureNotifier(BaseNotifier):

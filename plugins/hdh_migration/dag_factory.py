@@ -142,19 +142,17 @@ def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
     schedule = None
     if domain.grain in GRAIN_CRON:
         schedule = CronDataIntervalTimetable(GRAIN_CRON[domain.grain], timezone="UTC")
-    with DAG(
-        dag_id=transfer_dag_id(domain.name),
+    with _domain_dag(
+        domain,
+        transfer_dag_id(domain.name),
+        TRANSFER_DOC,
+        ["transfer"],
         description=f"Move one {domain.grain} partition of {domain.name} from Azure to the sovereign store",
         schedule=schedule,
-        start_date=_start_date(domain),
         # The plan ends at the cutover partition: unpaused, the DAG schedules nothing after it.
         end_date=_end_date(domain),
-        catchup=False,
         max_active_runs=4,
-        tags=["hdh", "transfer", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner, domain.name),
         deadline=transfer_deadline(domain) if with_deadline else None,
-        doc_md=_doc(TRANSFER_DOC, domain),
         params={
             "partition": Param(None, type=["null", "string"], description="Partition value; default: the run's"),
             "force": Param(False, type="boolean", description="Re-transfer even if committed and unchanged"),
@@ -339,17 +337,32 @@ def _doc(template: str, domain: Domain) -> str:
     )
 
 
-def build_cutover_dag(domain: Domain) -> DAG:
-    with DAG(
-        dag_id=f"hdh_cutover__{domain.name}",
-        description=f"Prove {domain.name} complete, freeze it, record and announce its cutover",
-        schedule=[cutover_partition_committed(domain)],
+def _domain_dag(
+    domain: Domain, dag_id: str, doc: str, tags: list[str], *, schedule, max_active_runs: int = 1, **kwargs
+) -> DAG:
+    """A DAG of one domain (transfer, cutover, rollback, verify): from the domain's start, no catchup,
+    its owner's default args, tagged hdh, its kind(s) and its wave, documented from ``doc``."""
+    return DAG(
+        dag_id=dag_id,
+        schedule=schedule,
         start_date=_start_date(domain),
         catchup=False,
-        max_active_runs=1,
-        tags=["hdh", "cutover", f"wave-{domain.wave}"],
+        max_active_runs=max_active_runs,
+        tags=["hdh", *tags, f"wave-{domain.wave}"],
         default_args=default_args(domain.owner, domain.name),
-        doc_md=_doc(CUTOVER_DOC, domain),
+        doc_md=_doc(doc, domain),
+        **kwargs,
+    )
+
+
+def build_cutover_dag(domain: Domain) -> DAG:
+    with _domain_dag(
+        domain,
+        f"hdh_cutover__{domain.name}",
+        CUTOVER_DOC,
+        ["cutover"],
+        description=f"Prove {domain.name} complete, freeze it, record and announce its cutover",
+        schedule=[cutover_partition_committed(domain)],
         params={"by": Param(None, type=["null", "string"], description="Who decides; default: who triggered")},
     ) as dag:
 
@@ -393,16 +406,13 @@ def build_cutover_dag(domain: Domain) -> DAG:
 
 
 def build_rollback_dag(domain: Domain) -> DAG:
-    with DAG(
-        dag_id=f"hdh_rollback__{domain.name}",
+    with _domain_dag(
+        domain,
+        f"hdh_rollback__{domain.name}",
+        ROLLBACK_DOC,
+        ["cutover", "operations"],
         description=f"Return {domain.name} from cut_over to transferring, with a reason",
         schedule=None,
-        start_date=_start_date(domain),
-        catchup=False,
-        max_active_runs=1,
-        tags=["hdh", "cutover", "operations", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner, domain.name),
-        doc_md=_doc(ROLLBACK_DOC, domain),
         params={
             "reason": Param(type="string", description="Why the French copy stops being the data (mandatory)"),
             "by": Param(None, type=["null", "string"], description="Who decides; default: who triggered"),
@@ -425,16 +435,13 @@ def build_rollback_dag(domain: Domain) -> DAG:
 
 
 def build_verify_dag(domain: Domain) -> DAG:
-    with DAG(
-        dag_id=f"hdh_verify__{domain.name}",
+    with _domain_dag(
+        domain,
+        f"hdh_verify__{domain.name}",
+        VERIFY_DOC,
+        ["verify"],
         description=f"Re-check the sovereign copy of {domain.name} against its cutover record, without Azure",
         schedule=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
-        start_date=_start_date(domain),
-        catchup=False,
-        max_active_runs=1,
-        tags=["hdh", "verify", f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner, domain.name),
-        doc_md=_doc(VERIFY_DOC, domain),
         params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
     ) as dag:
 

@@ -126,9 +126,11 @@ _END_DATE = re.compile(r"(_DTF|_AMF)$|^SOR_")
 
 @dataclass(frozen=True)
 class _Volume:
-    seed: int
-    rows_per_partition: int
-    files_per_partition: int
+    """How much to generate: the ``**volume`` keyword arguments of the public functions, and their defaults."""
+
+    seed: int = 42
+    rows_per_partition: int = 2000
+    files_per_partition: int = 3
 
     def __post_init__(self):
         if self.rows_per_partition < 1 or self.files_per_partition < 1:
@@ -704,21 +706,20 @@ class _Frame:
 
 
 def file_batches(
-    catalogue: Catalogue,
-    table: Table,
-    partition: str,
-    file_index: int,
-    *,
-    seed: int = 42,
-    rows_per_partition: int = 2000,
-    files_per_partition: int = 3,
+    catalogue: Catalogue, table: Table, partition: str, file_index: int, **volume: int
 ) -> Iterator[pa.RecordBatch]:
     """One source file's rows, as record batches of at most BATCH_ROWS rows, in schema order and types.
 
-    Files 0 to files_per_partition - 1 split the partition's rows; a higher index is a late file:
+    ``volume``: seed, rows_per_partition, files_per_partition (defaults: ``_Volume``'s). Files 0 to
+    files_per_partition - 1 split the partition's rows; a higher index is a late file:
     ``ceil(rows_per_partition / files_per_partition)`` new rows with new keys, in the same partition.
     """
-    volume = _Volume(seed, rows_per_partition, files_per_partition)
+    yield from _file_batches(catalogue, table, partition, file_index, _Volume(**volume))
+
+
+def _file_batches(
+    catalogue: Catalogue, table: Table, partition: str, file_index: int, volume: _Volume
+) -> Iterator[pa.RecordBatch]:
     context = _context(catalogue, table, partition, volume)
     arrow_schema = context.schema.arrow_schema()
     start, end = volume.file_rows(file_index)
@@ -727,26 +728,9 @@ def file_batches(
         yield pa.RecordBatch.from_arrays([frame.column(name) for name in arrow_schema.names], schema=arrow_schema)
 
 
-def generate_file(
-    catalogue: Catalogue,
-    table: Table,
-    partition: str,
-    file_index: int,
-    *,
-    seed: int = 42,
-    rows_per_partition: int = 2000,
-    files_per_partition: int = 3,
-) -> pa.Table:
+def generate_file(catalogue: Catalogue, table: Table, partition: str, file_index: int, **volume: int) -> pa.Table:
     """One source file's rows as a single Arrow table (tests; stream file_batches for volumes)."""
-    batches = file_batches(
-        catalogue,
-        table,
-        partition,
-        file_index,
-        seed=seed,
-        rows_per_partition=rows_per_partition,
-        files_per_partition=files_per_partition,
-    )
+    batches = file_batches(catalogue, table, partition, file_index, **volume)
     return pa.Table.from_batches(list(batches), schema=load_table_schema(table.schema_path).arrow_schema())
 
 
@@ -849,15 +833,7 @@ def _container(wasb_conn_id: str, name: str):
 def _upload_file(container, catalogue: Catalogue, table: Table, partition: str, file_index: int, volume: _Volume):
     """Generate one file into a temporary spool, upload it, delete the spool; returns (name, rows, bytes)."""
     name = blob_name(table, partition, file_index)
-    batches = file_batches(
-        catalogue,
-        table,
-        partition,
-        file_index,
-        seed=volume.seed,
-        rows_per_partition=volume.rows_per_partition,
-        files_per_partition=volume.files_per_partition,
-    )
+    batches = _file_batches(catalogue, table, partition, file_index, volume)
     with tempfile.TemporaryDirectory(prefix="hdh-seed-") as spool_dir:
         spool = os.path.join(spool_dir, part_name(file_index, table.source_extension))
         rows = write_file(table, batches, spool)
@@ -871,16 +847,15 @@ def seed_azure(
     catalogue: Catalogue,
     *,
     wasb_conn_id: str = DEFAULT_WASB_CONN_ID,
-    seed: int = 42,
-    rows_per_partition: int = 2000,
-    files_per_partition: int = 3,
     domains: Iterable[str] | None = None,
+    **volume: int,
 ) -> dict[str, dict[str, int]]:
     """Upload every partition of every table of the chosen domains to the catalogue's source container.
 
-    Files are generated and uploaded one at a time. Returns {domain: {objects, rows, bytes}}.
+    ``volume`` as file_batches'. Files are generated and uploaded one at a time. Returns
+    {domain: {objects, rows, bytes}}.
     """
-    volume = _Volume(seed, rows_per_partition, files_per_partition)
+    volume = _Volume(**volume)
     chosen = [catalogue.domain(name) for name in domains] if domains else list(catalogue.domains)
     container = _container(wasb_conn_id, catalogue.source_container)
     summary = {}
@@ -888,7 +863,7 @@ def seed_azure(
         totals = {"objects": 0, "rows": 0, "bytes": 0}
         for partition in domain.partitions():
             for table in domain.tables:
-                for file_index in range(files_per_partition):
+                for file_index in range(volume.files_per_partition):
                     _, rows, size = _upload_file(container, catalogue, table, partition, file_index, volume)
                     totals["objects"] += 1
                     totals["rows"] += rows
@@ -903,9 +878,7 @@ def add_late_rows(
     partition: str,
     *,
     wasb_conn_id: str = DEFAULT_WASB_CONN_ID,
-    seed: int = 42,
-    rows_per_partition: int = 2000,
-    files_per_partition: int = 3,
+    **volume: int,
 ) -> list[str]:
     """Add one late file to every table of an already seeded partition, as a flux still arriving does.
 
@@ -915,9 +888,9 @@ def add_late_rows(
     domain = catalogue.domain(domain_name)
     if partition not in domain.partitions():
         raise ValueError(f"{domain_name}: {partition!r} is not one of its partitions {domain.partitions()}")
-    volume = _Volume(seed, rows_per_partition, files_per_partition)
+    volume = _Volume(**volume)
     container = _container(wasb_conn_id, catalogue.source_container)
-    taken = [files_per_partition - 1]
+    taken = [volume.files_per_partition - 1]
     for table in domain.tables:
         prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
         for blob in container.list_blobs(name_starts_with=prefix):

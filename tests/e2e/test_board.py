@@ -65,40 +65,31 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
 
     ledger = Ledger(url)
     mb = 1_000_000
+
+    def planned(domain: str, table: str, partition: str, run_id: str, objects: int, size: int) -> None:
+        ledger.record_event(
+            domain,
+            "planned",
+            {"objects": objects, "source_bytes": size},
+            table_name=table,
+            partition=partition,
+            run_id=run_id,
+        )
+
+    def committed(domain: str, table: str, partition: str, run_id: str, rows: int, size: int, seconds: float) -> None:
+        ledger.set_state(
+            domain, table, partition, "committed", run_id=run_id, rows=rows, bytes=size, duration_s=seconds
+        )
+
     # beneficiaires: cut over, its one snapshot committed.
-    ledger.record_event(
-        "beneficiaires",
-        "planned",
-        {"objects": 2, "source_bytes": 40 * mb},
-        table_name="IR_BEN_R",
-        partition="2024-06-30",
-        run_id="manual__b1",
-    )
-    ledger.set_state(
-        "beneficiaires",
-        "IR_BEN_R",
-        "2024-06-30",
-        "committed",
-        run_id="manual__b1",
-        rows=1000,
-        bytes=40 * mb,
-        duration_s=20.0,
-    )
+    planned("beneficiaires", "IR_BEN_R", "2024-06-30", "manual__b1", 2, 40 * mb)
+    committed("beneficiaires", "IR_BEN_R", "2024-06-30", "manual__b1", 1000, 40 * mb, 20.0)
     ledger.set_domain_state("beneficiaires", "cut_over")
     # causes_deces: 2022 committed, 2023 quarantined by two expectations.
     ledger.set_domain_state("causes_deces", "transferring")
     for partition, size in (("2022", 12 * mb), ("2023", 13 * mb)):
-        ledger.record_event(
-            "causes_deces",
-            "planned",
-            {"objects": 1, "source_bytes": size},
-            table_name="KI_CCI_R",
-            partition=partition,
-            run_id=f"manual__c{partition}",
-        )
-    ledger.set_state(
-        "causes_deces", "KI_CCI_R", "2022", "committed", run_id="manual__c2022", rows=500, bytes=10 * mb, duration_s=4.0
-    )
+        planned("causes_deces", "KI_CCI_R", partition, f"manual__c{partition}", 1, size)
+    committed("causes_deces", "KI_CCI_R", "2022", "manual__c2022", 500, 10 * mb, 4.0)
     ledger.record_event(
         "causes_deces",
         "quarantine_report",
@@ -117,58 +108,15 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
     for month in ("2024-01-01", "2024-02-01"):
         run_id = failing_run_id if month == "2024-02-01" else f"scheduled__{month}"
         for table in ("ER_PHA_F", "ER_PRS_F"):
-            ledger.record_event(
-                "dcir",
-                "planned",
-                {"objects": 4, "source_bytes": 250 * mb},
-                table_name=table,
-                partition=month,
-                run_id=run_id,
-            )
-    ledger.set_state(
-        "dcir",
-        "ER_PHA_F",
-        "2024-01-01",
-        "committed",
-        run_id="scheduled__2024-01-01",
-        rows=90_000,
-        bytes=250 * mb,
-        duration_s=50.0,
-    )
-    ledger.set_state(
-        "dcir",
-        "ER_PRS_F",
-        "2024-01-01",
-        "committed",
-        run_id="scheduled__2024-01-01",
-        rows=120_000,
-        bytes=250 * mb,
-        duration_s=125.0,
-    )
-    ledger.set_state(
-        "dcir",
-        "ER_PRS_F",
-        "2024-02-01",
-        "committed",
-        run_id=failing_run_id,
-        rows=118_000,
-        bytes=250 * mb,
-        duration_s=62.5,
-    )
+            planned("dcir", table, month, run_id, 4, 250 * mb)
+    committed("dcir", "ER_PHA_F", "2024-01-01", "scheduled__2024-01-01", 90_000, 250 * mb, 50.0)
+    committed("dcir", "ER_PRS_F", "2024-01-01", "scheduled__2024-01-01", 120_000, 250 * mb, 125.0)
+    committed("dcir", "ER_PRS_F", "2024-02-01", failing_run_id, 118_000, 250 * mb, 62.5)
     ledger.set_state("dcir", "ER_PHA_F", "2024-02-01", "failed", run_id=failing_run_id, last_error=LEAKY_ERROR)
     ledger.set_state("dcir", "ER_PRS_F", "2024-03-01", "transferring", run_id="scheduled__2024-03-01")
     # pmsi_mco: 2022 committed for one table; a privacy incident on T_MCOaaC 2023.
     ledger.set_domain_state("pmsi_mco", "transferring")
-    ledger.set_state(
-        "pmsi_mco",
-        "T_MCOaaB",
-        "2022",
-        "committed",
-        run_id="scheduled__2022",
-        rows=30_000,
-        bytes=80 * mb,
-        duration_s=16.0,
-    )
+    committed("pmsi_mco", "T_MCOaaB", "2022", "scheduled__2022", 30_000, 80 * mb, 16.0)
     ledger.record_event(
         "pmsi_mco",
         "quarantine_report",

@@ -8,17 +8,14 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
-import io
 import json
 import os
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pyarrow as pa
 import pytest
-
-from hdh_migration.layout import partition_dir
+from conftest import rewrite_source, set_values
 
 RAW_NIR = "253072B07300470"  # a valid Corsican NIR from the shared vectors
 CANARY = "ZQXCANARY"
@@ -140,27 +137,6 @@ def channels(webhook, smtp, monkeypatch):
     return webhook, smtp
 
 
-def _rewrite(migration, domain: str, table_name: str, partition: str, mutate) -> str:
-    from hdh_migration.synthetic import write_file
-
-    table = migration.catalogue.domain(domain).table(table_name)
-    prefix = partition_dir(domain, table_name, table.partition_column, partition)
-    name = migration.source.list_objects(prefix, table.source_extension)[0].name
-    arrow = mutate(migration.read_source(domain, table_name, name))
-    sink = io.BytesIO()
-    write_file(table, arrow, sink)
-    migration.source.container_client.upload_blob(name, sink.getvalue(), overwrite=True)
-    return name
-
-
-def _set(arrow: pa.Table, column: str, rows: dict[int, str]) -> pa.Table:
-    values = arrow.column(column).to_pylist()
-    for row, value in rows.items():
-        values[row] = value
-    index = arrow.schema.get_field_index(column)
-    return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
-
-
 def _webhook_alerts(webhook) -> list[dict]:
     for request in webhook.received:
         assert request["path"] == "/hooks/hdh"
@@ -179,7 +155,7 @@ def _mails(smtp) -> list[tuple[dict, str]]:
 
 
 def _plant(migration, partition: str, column: str, rows: dict[int, str]) -> None:
-    name = _rewrite(migration, "causes_deces", "KI_CCI_R", partition, lambda t: _set(t, column, rows))
+    name = rewrite_source(migration, "causes_deces", "KI_CCI_R", partition, lambda t: set_values(t, column, rows))
     assert CANARY.encode("latin-1") in migration.source_bytes(name), "the canary is in the source"
 
 

@@ -8,6 +8,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import set_values
 
 from hdh_migration.layout import partition_dir
 
@@ -28,13 +29,6 @@ def _parquet(arrow: pa.Table) -> bytes:
     return sink.getvalue()
 
 
-def _replace(arrow: pa.Table, column: str, row: int, value) -> pa.Table:
-    values = arrow.column(column).to_pylist()
-    values[row] = value
-    index = arrow.schema.get_field_index(column)
-    return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
-
-
 def added_column(migration, name):
     arrow = pq.read_table(io.BytesIO(migration.source_bytes(name)))
     _put(migration, name, _parquet(arrow.append_column("BEN_NEW_COL", pa.array(["x"] * arrow.num_rows))))
@@ -53,7 +47,7 @@ def retyped_column(migration, name):
 
 def null_key(migration, name):
     arrow = pq.read_table(io.BytesIO(migration.source_bytes(name)))
-    _put(migration, name, _parquet(_replace(arrow, "BEN_NIR_PSA", 0, None)))
+    _put(migration, name, _parquet(set_values(arrow, "BEN_NIR_PSA", {0: None})))
 
 
 def truncated_parquet(migration, name):
@@ -70,12 +64,12 @@ def empty_partition(migration, name):
 
 def date_outside_partition(migration, name):
     arrow = pq.read_table(io.BytesIO(migration.source_bytes(name)))
-    _put(migration, name, _parquet(_replace(arrow, "FLX_DIS_DTD", 1, dt.date(2024, 5, 1))))
+    _put(migration, name, _parquet(set_values(arrow, "FLX_DIS_DTD", {1: dt.date(2024, 5, 1)})))
 
 
 def negative_amount(migration, name):
     arrow = pq.read_table(io.BytesIO(migration.source_bytes(name)))
-    _put(migration, name, _parquet(_replace(arrow, "PHA_ACT_PRU", 2, -3.5)))
+    _put(migration, name, _parquet(set_values(arrow, "PHA_ACT_PRU", {2: -3.5})))
 
 
 def utf8_csv(migration, name):

@@ -23,6 +23,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from conftest import POSTGRES_ADMIN_URL, ROOT, _drop_servers_state, write_catalogue
+from polling import wait_until
 
 from hdh_migration.layout import manifest_key, partition_dir
 
@@ -62,13 +63,7 @@ class Api:
         return self("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
 
     def wait(self, what: str, check, timeout: float = 420.0, every: float = 2.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = check()
-            if result:
-                return result
-            time.sleep(every)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        return wait_until(check, timeout, every, f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _wait_for_port(process: subprocess.Popen, url: str, log: Path, timeout: float = 300.0) -> None:

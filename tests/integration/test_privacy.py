@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import pyarrow as pa
 import sqlalchemy as sa
+from conftest import rewrite_source, set_values
 
 from hdh_migration.cli import main
-from hdh_migration.layout import partition_dir
 
 RAW_NIR = "253072B07300470"  # a valid Corsican NIR from the shared vectors
 CANARY = "ZQXCANARY"
-
-
-def _rewrite(migration, domain: str, table_name: str, partition: str, mutate) -> str:
-    """Replace a column's values in the first source object of a partition, keeping its format."""
-    from hdh_migration.synthetic import write_file
-
-    table = migration.catalogue.domain(domain).table(table_name)
-    prefix = partition_dir(domain, table_name, table.partition_column, partition)
-    name = migration.source.list_objects(prefix, table.source_extension)[0].name
-    arrow = mutate(migration.read_source(domain, table_name, name))
-    sink = io.BytesIO()
-    write_file(table, arrow, sink)
-    migration.source.container_client.upload_blob(name, sink.getvalue(), overwrite=True)
-    return name
-
-
-def _set(arrow: pa.Table, column: str, rows: dict[int, str]) -> pa.Table:
-    values = arrow.column(column).to_pylist()
-    for row, value in rows.items():
-        values[row] = value
-    index = arrow.schema.get_field_index(column)
-    return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
 
 
 def _airflow_xcoms(dag_id: str) -> list[str]:
@@ -59,13 +35,15 @@ def _ledger_dump(migration) -> str:
 
 def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration, capfd):
     migration.seed(domains=["causes_deces"])
-    name = _rewrite(
+    name = rewrite_source(
         migration,
         "causes_deces",
         "KI_CCI_R",
         "2022",
-        lambda t: _set(
-            _set(t, "DCD_LIE_LIB", {3: f"vu le {RAW_NIR} à Ajaccio {CANARY}", 5: f"2 53 07 2B 073 004 70 {CANARY}"}),
+        lambda t: set_values(
+            set_values(
+                t, "DCD_LIE_LIB", {3: f"vu le {RAW_NIR} à Ajaccio {CANARY}", 5: f"2 53 07 2B 073 004 70 {CANARY}"}
+            ),
             "DCD_CIM_COD",
             {7: CANARY[:4]},
         ),
@@ -130,7 +108,7 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
 
 def test_a_quarantined_partition_is_released_by_a_recorded_waiver(migration):
     migration.seed(domains=["pmsi_mco"])
-    _rewrite(migration, "pmsi_mco", "T_MCOaaB", "2023", lambda t: _set(t, "DGN_REL", {0: "9ZZ", 1: "9ZZ"}))
+    rewrite_source(migration, "pmsi_mco", "T_MCOaaB", "2023", lambda t: set_values(t, "DGN_REL", {0: "9ZZ", 1: "9ZZ"}))
     run = migration.run("pmsi_mco", "2023")
     assert str(run.state) == "failed"
     record = migration.ledger.get("pmsi_mco", "T_MCOaaB", "2023")
@@ -160,7 +138,9 @@ def test_on_call_reaches_the_redacted_data_docs_from_the_failed_task(migration):
     from hdh_migration_plugin import ValidationReportLink
 
     migration.seed(domains=["beneficiaires"])
-    _rewrite(migration, "beneficiaires", "IR_BEN_R", "2024-06-30", lambda t: _set(t, "BEN_RES_COM", {2: CANARY}))
+    rewrite_source(
+        migration, "beneficiaires", "IR_BEN_R", "2024-06-30", lambda t: set_values(t, "BEN_RES_COM", {2: CANARY})
+    )
     run = migration.run("beneficiaires", "2024-06-30")
     assert str(run.state) == "failed"
     validate = next(ti for ti in run.get_task_instances() if ti.task_id == "validate_partition")

@@ -1,0 +1,21 @@
+"""Waiting for a condition, for the benches and the tests (bench/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float, every: float, timed_out: str) -> T:
+    """Call ``check`` every ``every`` seconds until it returns something truthy, and return that;
+    after ``timeout`` seconds, raise ``TimeoutError(timed_out)``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(timed_out)
