@@ -1,6 +1,7 @@
 # Environment of the embedded default: SQLite Airflow in an ignored AIRFLOW_HOME, local
 # Azurite and SeaweedFS, connections as AIRFLOW_CONN_* JSON. Sourced by the Makefile and .ci/run.
-# The Azurite account key is the emulator's published development key, not a secret.
+# The Azurite account key is the emulator's published development key, not a secret; the S3 and
+# gap scan passwords below are local-only defaults too (scripts/prod.sh and .env generate real ones).
 HDH_ROOT="${HDH_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 export HDH_ROOT
 export HDH_STATE_DIR="${HDH_STATE_DIR:-$HDH_ROOT/.local}"
@@ -20,8 +21,14 @@ export HDH_WEED_FILER_PORT="${HDH_WEED_FILER_PORT:-8888}"
 export HDH_API_PORT="${HDH_API_PORT:-8080}"  # the api-server of the browser tests
 export HDH_S3_ACCESS_KEY="${HDH_S3_ACCESS_KEY:-hdh-local}"
 export HDH_S3_SECRET_KEY="${HDH_S3_SECRET_KEY:-hdh-local-secret}"
+export HDH_GAP_SCAN_PASSWORD="${HDH_GAP_SCAN_PASSWORD:-hdh-local-gap-scan}"
 
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export AIRFLOW_CONN_HDH_AZURE_SOURCE="{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$HDH_AZURITE_PORT/devstoreaccount1;\"}}"
 export AIRFLOW_CONN_HDH_SOVEREIGN_TARGET="{\"conn_type\": \"aws\", \"login\": \"$HDH_S3_ACCESS_KEY\", \"password\": \"$HDH_S3_SECRET_KEY\", \"extra\": {\"endpoint_url\": \"http://127.0.0.1:$HDH_S3_PORT\", \"region_name\": \"fr-par\", \"provider_profile\": \"generic\"}}"
 export AIRFLOW_CONN_HDH_LEDGER="${AIRFLOW_CONN_HDH_LEDGER:-{\"conn_type\": \"sqlite\", \"host\": \"$HDH_STATE_DIR/ledger.db\"}}"
+# The gap scan's backfills go through the api-server's REST API as the least-privilege user
+# hdh_gap_scan (SimpleAuthManager role user). No api-server runs by default here: one started by
+# hand needs AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,hdh_gap_scan:user and this
+# password in its passwords file (the tests start their own, with their own users).
+export AIRFLOW_CONN_HDH_AIRFLOW_API="{\"conn_type\": \"http\", \"host\": \"127.0.0.1\", \"port\": $HDH_API_PORT, \"schema\": \"http\", \"login\": \"hdh_gap_scan\", \"password\": \"$HDH_GAP_SCAN_PASSWORD\"}"

@@ -12,6 +12,10 @@
 #   demo    start, then a full migration of the demo domains through the scheduler and the workers
 #   config  the services' commands and the Airflow settings they run with (secrets masked)
 #
+# Users (SimpleAuthManager): admin, and hdh_gap_scan (role user) for the gap scan's connection
+# hdh_airflow_api; the passwords are in HDH_PROD_DIR/simple_auth_manager_passwords.json, the gap
+# scan's generated into HDH_PROD_DIR/secrets.env with the other secrets.
+#
 # The Airflow settings come from deploy/airflow.env (shared with docker-compose.yml); a setting
 # already exported in the environment wins. Everything else is overridable with these variables:
 #   HDH_AIRFLOW_PORT (8080) api-server, HDH_API_WORKERS (2) its processes;
@@ -58,13 +62,18 @@ while IFS='=' read -r name value; do
   [[ $CALLER_ENV == *" $name "* ]] || export "$name=$value"
 done <"$HDH_ROOT/deploy/airflow.env"
 
+# The secrets, generated once each: one missing from an older secrets.env is added to it.
 SECRETS="$PROD_DIR/secrets.env"
-if [[ ! -s "$SECRETS" ]]; then
-  (umask 077 && "$PYTHON" - >"$SECRETS" <<'PY'
-import base64, os, secrets
-print(f"AIRFLOW__CORE__FERNET_KEY={base64.urlsafe_b64encode(os.urandom(32)).decode()}")
-print(f"AIRFLOW__API_AUTH__JWT_SECRET={secrets.token_hex(32)}")
-print(f"AIRFLOW__API__SECRET_KEY={secrets.token_hex(32)}")
+missing_secrets=()
+for name in AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY HDH_GAP_SCAN_PASSWORD; do
+  grep -q "^$name=" "$SECRETS" 2>/dev/null || missing_secrets+=("$name")
+done
+if ((${#missing_secrets[@]})); then
+  (umask 077 && "$PYTHON" - "${missing_secrets[@]}" >>"$SECRETS" <<'PY'
+import base64, os, secrets, sys
+for name in sys.argv[1:]:
+    value = base64.urlsafe_b64encode(os.urandom(32)).decode() if name == "AIRFLOW__CORE__FERNET_KEY" else secrets.token_hex(32)
+    print(f"{name}={value}")
 PY
   )
 fi
@@ -81,9 +90,31 @@ export AIRFLOW__API__PORT="$HDH_AIRFLOW_PORT"
 export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT="$HDH_SCHEDULER_HEALTH_PORT"
 export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="$HDH_TRIGGERER_LOG_PORT"
 export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$HDH_WORKER_LOG_PORT"
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+# The admin, and the gap scan's own least-privilege user (role user: DAG access, enough to create
+# backfills and trigger runs) with the generated password of secrets.env.
+GAP_SCAN_USER=hdh_gap_scan
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,$GAP_SCAN_USER:user"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$PROD_DIR/simple_auth_manager_passwords.json"
 export AIRFLOW_CONN_HDH_LEDGER="{\"conn_type\": \"postgres\", \"host\": \"$HDH_PG_HOST\", \"port\": $HDH_PG_PORT, \"schema\": \"$HDH_LEDGER_DB\", \"login\": \"$HDH_PG_USER\", \"password\": \"$HDH_PG_PASSWORD\"}"
+export AIRFLOW_CONN_HDH_AIRFLOW_API="{\"conn_type\": \"http\", \"host\": \"127.0.0.1\", \"port\": $HDH_AIRFLOW_PORT, \"schema\": \"http\", \"login\": \"$GAP_SCAN_USER\", \"password\": \"$HDH_GAP_SCAN_PASSWORD\"}"
+
+# SimpleAuthManager reads the passwords of its users from the passwords file and generates the
+# missing ones (the admin's) at the api-server's start: the gap scan user's password is merged in
+# before, under the file lock the api-server takes, keeping the others.
+"$PYTHON" - "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" "$GAP_SCAN_USER" <<'PY'
+import fcntl, json, os, sys
+
+path, user = sys.argv[1:]
+with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as file:
+    fcntl.flock(file, fcntl.LOCK_EX)
+    passwords = json.loads(file.read().strip() or "{}")
+    if passwords.get(user) != os.environ["HDH_GAP_SCAN_PASSWORD"]:
+        passwords[user] = os.environ["HDH_GAP_SCAN_PASSWORD"]
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps(passwords) + "\n")
+os.chmod(path, 0o600)
+PY
 
 # --- the services -------------------------------------------------------------------------------------
 SERVICES=(api-server scheduler dag-processor triggerer worker-default worker-transfer)
@@ -275,7 +306,7 @@ cmd_config() {
   local name
   for name in "${SERVICES[@]}"; do echo "service $name: $(service_command "$name")"; done
   env | grep -E '^AIRFLOW__' | sort | sed -E 's/^(AIRFLOW__(CORE__FERNET_KEY|API_AUTH__JWT_SECRET|API__SECRET_KEY))=.*/\1=<secret>/'
-  env | grep -E '^AIRFLOW_CONN_' | sort
+  env | grep -E '^AIRFLOW_CONN_' | sort | sed -E 's/("password": ")[^"]+"/\1<secret>"/'
 }
 
 cmd_demo() {

@@ -21,7 +21,9 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,7 +55,19 @@ ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES, *STANDIN_SERVICES}
 CODE_MOUNTS = ("dags", "plugins", "expectations", "schemas")
 
 # Empty in .env.example: an operator generates them, so none is ever committed.
-SECRET_VARIABLES = {"AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "HDH_POSTGRES_PASSWORD"}
+SECRET_VARIABLES = {
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "HDH_POSTGRES_PASSWORD",
+    "HDH_GAP_SCAN_PASSWORD",
+}
+
+# The gap scan's connection to the REST API, and the least-privilege SimpleAuthManager user it logs
+# in as: role user (DAG access: create backfills, trigger runs), not admin.
+API_CONN_ID = "hdh_airflow_api"
+GAP_SCAN_USER = "hdh_gap_scan"
+AUTH_VOLUME = "/opt/airflow/auth"
 
 # Compose's interpolation: $$ escapes, ${NAME}, ${NAME:-default}, ${NAME-default},
 # ${NAME:?error}, ${NAME?error}, ${NAME:+alt}, ${NAME+alt}, $NAME.
@@ -184,18 +198,27 @@ def env_sh_text() -> str:
     return (ROOT / "scripts" / "env.sh").read_text()
 
 
-@cache
-def env_sh_connections() -> dict[str, dict]:
-    """The connections that scripts/env.sh exports, as bash computes them from a clean environment."""
+def env_sh_exports(**given: str) -> dict[str, str]:
+    """What scripts/env.sh exports, as bash computes it from a clean environment plus ``given``."""
     output = subprocess.run(
         ["bash", "-c", 'source "$1" && env -0', "bash", str(ROOT / "scripts" / "env.sh")],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")},
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"), **given},
         capture_output=True,
         check=True,
         text=True,
     ).stdout
-    exported = dict(item.split("=", 1) for item in output.split("\0") if "=" in item)
-    return connections(exported)
+    return dict(item.split("=", 1) for item in output.split("\0") if "=" in item)
+
+
+@cache
+def env_sh_connections() -> dict[str, dict]:
+    """The connections that scripts/env.sh exports from a clean environment."""
+    return connections(env_sh_exports())
+
+
+def simple_auth_users(setting: str) -> dict[str, str]:
+    """[core] simple_auth_manager_users (``name:role,...``) as {name: role}."""
+    return {name.strip(): role.strip() for name, role, *_ in (user.split(":") for user in setting.split(","))}
 
 
 def lock_pin(lock: Path, distribution: str) -> str:
@@ -401,6 +424,87 @@ def test_connections_have_the_shape_of_env_sh():
     assert {"endpoint_url", "region_name", "provider_profile"} <= set(deployed["hdh_sovereign_target"]["extra"])
 
 
+def test_gap_scan_api_connection_has_the_shape_of_env_sh():
+    from hdh_migration.gaps import API_CONN_ID as used_by_the_gap_scan
+
+    assert used_by_the_gap_scan == API_CONN_ID
+    local = env_sh_connections()[API_CONN_ID]
+    environment = airflow_environment()
+    deployed = connections(environment)[API_CONN_ID]
+    assert deployed["conn_type"] == local["conn_type"] == "http"
+    assert set(deployed) == set(local) == {"conn_type", "schema", "host", "port", "login", "password"}
+    assert deployed["login"] == local["login"] == GAP_SCAN_USER
+    # Compose: the api-server's container, on the port of its healthcheck and of the Execution API.
+    assert deployed["host"] in compose()["services"] and deployed["host"] == "airflow-apiserver"
+    execution_api = urlparse(environment["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert (deployed["schema"], deployed["host"], deployed["port"]) == (
+        execution_api.scheme,
+        execution_api.hostname,
+        execution_api.port,
+    )
+    assert f"localhost:{deployed['port']}/" in " ".join(service("airflow-apiserver")["healthcheck"]["test"])
+    assert deployed["password"] == f"generated-{'HDH_GAP_SCAN_PASSWORD'.lower()}"
+    # env.sh: the local api-server of the browser tests, on HDH_API_PORT; a local-only password.
+    assert (local["schema"], local["host"], local["port"]) == ("http", "127.0.0.1", 8080)
+    moved = connections(env_sh_exports(HDH_API_PORT="18080", HDH_GAP_SCAN_PASSWORD="given"))[API_CONN_ID]
+    assert (moved["port"], moved["password"]) == (18080, "given")
+
+
+def test_gap_scan_user_has_role_user_next_to_the_admin():
+    users = simple_auth_users(airflow_environment()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])
+    assert users == {env_example()["AIRFLOW_ADMIN_USERNAME"]: "admin", GAP_SCAN_USER: "user"}
+    assert connections(airflow_environment())[API_CONN_ID]["login"] == GAP_SCAN_USER
+
+
+def test_role_user_may_backfill_and_no_more():
+    """What SimpleAuthManager lets role user do: the gap scan's calls (DAG reads and writes: backfills,
+    runs, unpause), not connections, pools, variables or configuration."""
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    manager = SimpleAuthManager()
+    user = SimpleAuthManagerUser(username=GAP_SCAN_USER, role="user")
+    for method in ("GET", "POST", "PUT"):
+        assert manager.is_authorized_dag(method=method, user=user), method
+    assert not manager.is_authorized_connection(method="GET", user=user)
+    assert not manager.is_authorized_pool(method="POST", user=user)
+    assert not manager.is_authorized_variable(method="GET", user=user)
+    assert not manager.is_authorized_configuration(method="PUT", user=user)
+
+
+def test_init_merges_the_gap_scan_password_into_the_passwords_file(tmp_path):
+    init = service("airflow-init")
+    script = init["command"][-1]
+    step = re.search(r"^python3 -c '\n(.*?)^'$", script, re.MULTILINE | re.DOTALL)
+    assert step, "airflow-init does not write the gap scan user's password"
+    assert script.index("python3 -c") < script.index("chown -R"), "the file must be handed to the Airflow user"
+    assert init["user"] == "0:0"
+    environment = airflow_environment("airflow-init")
+    in_container = environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    assert posixpath.dirname(in_container) == AUTH_VOLUME
+    assert f"airflow-auth:{AUTH_VOLUME}" in compose()["x-airflow-common"]["volumes"]
+    assert re.search(rf"^chown -R \S+ .*{re.escape(AUTH_VOLUME)}", script, re.MULTILINE)
+    password = connections(environment)[API_CONN_ID]["password"]
+
+    def run(passwords_file: Path) -> dict:
+        subprocess.run(
+            [sys.executable, "-c", step[1]],
+            env={
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+                "AIRFLOW_CONN_HDH_AIRFLOW_API": environment["AIRFLOW_CONN_HDH_AIRFLOW_API"],
+            },
+            check=True,
+        )
+        assert stat.S_IMODE(passwords_file.stat().st_mode) == 0o600
+        return json.loads(passwords_file.read_text())
+
+    assert run(tmp_path / "new.json") == {GAP_SCAN_USER: password}
+    existing = tmp_path / "existing.json"
+    existing.write_text(json.dumps({"admin": "the-admin-password", GAP_SCAN_USER: "an-old-password"}))
+    existing.chmod(0o644)
+    assert run(existing) == {"admin": "the-admin-password", GAP_SCAN_USER: password}
+
+
 def test_ledger_is_a_database_of_the_postgres_service():
     ledger = connections(compose()["x-airflow-common"]["environment"])["hdh_ledger"]
     assert (ledger["conn_type"], ledger["host"], ledger["port"]) == ("postgres", "postgres", 5432)
@@ -514,7 +618,20 @@ PROD_ONLY_SETTINGS = {
 def prod_config(tmp_path_factory) -> dict:
     """`scripts/prod.sh config` from a clean environment: the services' commands and their settings."""
     state = tmp_path_factory.mktemp("prod-state")
-    output = subprocess.run(
+    output = run_prod_config(state)
+    services, settings = {}, {}
+    for line in output.splitlines():
+        if line.startswith("service "):
+            name, _, command = line.removeprefix("service ").partition(": ")
+            services[name] = command.split()
+        else:
+            key, _, value = line.partition("=")
+            settings[key] = value
+    return {"services": services, "settings": settings, "dir": state / "prod"}
+
+
+def run_prod_config(state: Path) -> str:
+    return subprocess.run(
         [str(PROD_SH), "config"],
         env={
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -525,15 +642,10 @@ def prod_config(tmp_path_factory) -> dict:
         check=True,
         text=True,
     ).stdout
-    services, settings = {}, {}
-    for line in output.splitlines():
-        if line.startswith("service "):
-            name, _, command = line.removeprefix("service ").partition(": ")
-            services[name] = command.split()
-        else:
-            key, _, value = line.partition("=")
-            settings[key] = value
-    return {"services": services, "settings": settings}
+
+
+def env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 def component(words: list[str]) -> tuple[str, frozenset[str]]:
@@ -585,3 +697,49 @@ def test_prod_profile_has_the_connections_of_compose(prod_config):
     assert set(local) == set(deployed)
     assert {k: c["conn_type"] for k, c in local.items()} == {k: c["conn_type"] for k, c in deployed.items()}
     assert local["hdh_ledger"]["schema"] == deployed["hdh_ledger"]["schema"] == "hdh_ledger"
+
+
+def test_prod_profile_has_the_gap_scan_user_of_compose(prod_config):
+    settings = prod_config["settings"]
+    local = json.loads(settings["AIRFLOW_CONN_HDH_AIRFLOW_API"])
+    deployed = connections(airflow_environment())[API_CONN_ID]
+    assert set(local) == set(deployed)
+    assert (local["conn_type"], local["login"]) == (deployed["conn_type"], deployed["login"]) == ("http", GAP_SCAN_USER)
+    assert (local["schema"], local["host"], local["port"]) == ("http", "127.0.0.1", int(settings["AIRFLOW__API__PORT"]))
+    assert local["password"] == "<secret>", "scripts/prod.sh config prints the gap scan user's password"
+    assert simple_auth_users(settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]) == {
+        "admin": "admin",
+        GAP_SCAN_USER: "user",
+    }
+
+
+def test_prod_profile_generates_the_gap_scan_password_into_the_passwords_file(prod_config):
+    secrets_file = prod_config["dir"] / "secrets.env"
+    password = env_file(secrets_file)["HDH_GAP_SCAN_PASSWORD"]
+    assert len(password) >= 32
+    passwords_file = Path(prod_config["settings"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    assert passwords_file.parent == prod_config["dir"]
+    assert json.loads(passwords_file.read_text()) == {GAP_SCAN_USER: password}
+    for path in (secrets_file, passwords_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_prod_profile_adds_the_gap_scan_password_to_an_older_state(tmp_path):
+    """A profile started before the gap scan user: its secrets stay, the admin's password stays."""
+    prod_dir = tmp_path / "prod"
+    prod_dir.mkdir()
+    older = {
+        "AIRFLOW__CORE__FERNET_KEY": "fernet",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "jwt",
+        "AIRFLOW__API__SECRET_KEY": "key",
+    }
+    (prod_dir / "secrets.env").write_text("".join(f"{name}={value}\n" for name, value in older.items()))
+    passwords_file = prod_dir / "simple_auth_manager_passwords.json"
+    passwords_file.write_text(json.dumps({"admin": "the-admin-password"}) + "\n")
+    run_prod_config(tmp_path)
+    secrets = env_file(prod_dir / "secrets.env")
+    assert {name: secrets[name] for name in older} == older
+    password = secrets["HDH_GAP_SCAN_PASSWORD"]
+    assert json.loads(passwords_file.read_text()) == {"admin": "the-admin-password", GAP_SCAN_USER: password}
+    run_prod_config(tmp_path)
+    assert env_file(prod_dir / "secrets.env")["HDH_GAP_SCAN_PASSWORD"] == password, "generated once"
