@@ -33,7 +33,8 @@ def test_s3_store_killed_mid_multipart_upload_then_restarted(migration, s3_proxy
             threading.Timer(DOWN_S, seaweedfs.start).start()
 
     s3_proxy.on_request = kill_on_second_part
-    run = migration.run("beneficiaires", "2024-06-30", retry_delay_s=5)
+    # Retries spaced so that the four of them outlast the outage and the restart.
+    run = migration.run("beneficiaires", "2024-06-30", retry_delay_s=DOWN_S / 2)
 
     assert struck.is_set(), "the store was never killed: no multipart upload reached its second part"
     assert str(run.state) == "success"
