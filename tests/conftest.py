@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "dags" / "domains.yaml"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-pytest_plugins = ("faults.fixtures",)
+pytest_plugins = ("faults.fixtures", "prod.profile")
 
 
 def pytest_configure(config):

@@ -11,111 +11,30 @@ that ran them.
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
 import time
-import uuid
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, _drop_servers_state, read_table_bytes, write_catalogue
+from conftest import read_table_bytes
 
 # Starting the profile and some thirty task processes: minutes on a loaded machine.
 pytestmark = [pytest.mark.prod, pytest.mark.integration, pytest.mark.timeout(1800)]
 
-PROD_SH = ROOT / "scripts" / "prod.sh"
 DOMAINS = ("causes_deces",)
-POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _drop_databases(*names: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(**POSTGRES)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
-
-
-def _prod(command: str, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(PROD_SH), command], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory):
-    """The started profile; yields its environment and what starting it took."""
-    from hdh_migration.catalogue import cached_catalogue
-
-    api_port = int(os.environ.get("HDH_AIRFLOW_PORT", "8080"))
-    if _port_open(api_port):
-        pytest.fail(f"port {api_port} (HDH_AIRFLOW_PORT) is taken: stop the running profile (scripts/prod.sh stop)")
-    tmp = tmp_path_factory.mktemp("prod")
-    name = f"p{uuid.uuid4().hex[:10]}"
-    env = {
-        **os.environ,
-        "HDH_PROD_DIR": str(tmp / "prod"),
-        "HDH_AIRFLOW_DB": f"hdh_airflow_{name}",
-        "HDH_LEDGER_DB": f"hdh_ledger_{name}",
-        "HDH_CATALOGUE": str(write_catalogue(tmp / "domains.yaml", name)),
-        "HDH_SPOOL_DIR": str(tmp / "spool"),
-        # Two cores shared with the rest of the suite: fewer task processes start faster.
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
-        "HDH_PROD_START_TIMEOUT": "600",
-    }
-    # This process reads the same catalogue and ledger as the deployment.
-    ledger_conn = (
-        f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "schema": "{env["HDH_LEDGER_DB"]}", '
-        '"login": "postgres", "password": ""}'
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        for key in ("HDH_CATALOGUE", "HDH_SPOOL_DIR"):
-            patch.setenv(key, env[key])
-        patch.setenv("AIRFLOW_CONN_HDH_LEDGER", ledger_conn)
-        cached_catalogue.cache_clear()
-        started = time.monotonic()
-        try:
-            result = _prod("start", env, timeout=660)
-            assert result.returncode == 0, result.stdout + result.stderr
-            yield {"env": env, "dir": Path(env["HDH_PROD_DIR"]), "start_s": time.monotonic() - started}
-        finally:
-            stopped = _prod("stop", env, timeout=180)
-            _drop_servers_state()
-            cached_catalogue.cache_clear()
-            _drop_databases(env["HDH_AIRFLOW_DB"], env["HDH_LEDGER_DB"])
-        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        for variable in ("HDH_AIRFLOW_PORT", "HDH_WORKER_LOG_PORT", "HDH_TRANSFER_WORKER_LOG_PORT"):
-            if variable in os.environ:
-                assert not _port_open(int(os.environ[variable])), f"{variable} still open after stop"
 
 
 @pytest.fixture(scope="module")
 def migrated(profile):
     """Seed the two domains, then backfill and cut them over through the deployment."""
     from hdh_migration import deployment
-    from hdh_migration.synthetic import seed_azure
     from hdh_migration.transfer import _catalogue
 
     catalogue = _catalogue()
-    seeded = seed_azure(catalogue, seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
-    api = deployment.AirflowApi.from_password_file(
-        f"http://127.0.0.1:{os.environ.get('HDH_AIRFLOW_PORT', '8080')}",
-        profile["dir"] / "simple_auth_manager_passwords.json",
-    )
+    seeded = profile.migration.seed(seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
+    api = profile.api
     started = time.monotonic()
     drives = deployment.migrate(api, catalogue, list(DOMAINS), timeout=1200)
-    print(f"prod profile: started in {profile['start_s']:.1f} s, migrated in {time.monotonic() - started:.1f} s")
+    print(f"prod profile: started in {profile.start_s:.1f} s, migrated in {time.monotonic() - started:.1f} s")
     return {"api": api, "catalogue": catalogue, "drives": {d.domain.name: d for d in drives}, "seeded": seeded}
 
 
@@ -205,7 +124,7 @@ def test_transfers_ran_on_the_transfer_worker_and_the_rest_on_the_default_worker
 
     executed = {}
     for worker in ("worker-default", "worker-transfer"):
-        log = (profile["dir"] / "logs" / f"{worker}.log").read_text()
+        log = (profile.dir / "logs" / f"{worker}.log").read_text()
         executed[worker] = {m["task"] for m in WORKLOAD.finditer(log) if m["dag"].split("__")[-1] in DOMAINS}
     assert executed["worker-transfer"] == {"transfer_object"}
     assert "transfer_object" not in executed["worker-default"]
