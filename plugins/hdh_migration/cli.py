@@ -239,11 +239,12 @@ def cmd_deployed_migrate(args) -> int:
     from collections import Counter
 
     from hdh_migration import deployment
+    from hdh_migration.airflow_api import AirflowApi
     from hdh_migration.transfer import _ledger
 
     catalogue = load_catalogue(args.catalogue)
     ledger = _ledger()
-    api = deployment.AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
+    api = AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
     cut_over = {d.name for d in catalogue.domains if ledger.domain_state(d.name) == "cut_over"}
     started = time.monotonic()
     drives = deployment.migrate(api, catalogue, args.domain, args.timeout, skip=cut_over)

@@ -11,15 +11,10 @@ partition, whose commit announces the cutover, is the last one.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
+from hdh_migration.airflow_api import AirflowApi
 from hdh_migration.catalogue import Catalogue, Domain, partition_start
 
 TERMINAL = {"success", "failed"}
@@ -27,64 +22,6 @@ TERMINAL = {"success", "failed"}
 
 class DeploymentError(RuntimeError):
     pass
-
-
-class AirflowApi:
-    """The few calls of Airflow's public REST API (v2) the drive needs, with a SimpleAuthManager token."""
-
-    def __init__(self, url: str, username: str, password: str, timeout: float = 60.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.session = requests.Session()
-        # A busy api-server (it also serves every task's Execution API calls) may answer late:
-        # reads and idempotent calls are retried with backoff, a POST never is.
-        retry = Retry(total=6, backoff_factor=2, status_forcelist=(502, 503, 504))
-        self.session.mount("http://", HTTPAdapter(max_retries=retry))
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
-        response = self.session.post(
-            f"{self.url}/auth/token", json={"username": username, "password": password}, timeout=timeout
-        )
-        self._check(response, "log in")
-        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-
-    @classmethod
-    def from_password_file(cls, url: str, password_file: str | Path, username: str = "admin") -> AirflowApi:
-        passwords = json.loads(Path(password_file).read_text())
-        return cls(url, username, passwords[username])
-
-    @staticmethod
-    def _check(response: requests.Response, what: str) -> None:
-        if response.status_code >= 400:
-            raise DeploymentError(f"{what}: HTTP {response.status_code} {response.text[:500]}")
-
-    def call(self, method: str, path: str, what: str, **kwargs) -> dict:
-        response = self.session.request(method, f"{self.url}/api/v2{path}", timeout=self.timeout, **kwargs)
-        self._check(response, what)
-        return response.json() if response.content else {}
-
-    def wait_for_dag(self, dag_id: str, timeout: float) -> None:
-        """Until the dag-processor has serialized the DAG."""
-        deadline = time.monotonic() + timeout
-        while True:
-            response = self.session.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=self.timeout)
-            if response.status_code == 200:
-                return
-            if time.monotonic() > deadline:
-                raise DeploymentError(
-                    f"{dag_id} is not in the deployment after {timeout:.0f} s: is the dag-processor up?"
-                )
-            time.sleep(2)
-
-    def unpause(self, dag_id: str) -> None:
-        self.call("PATCH", f"/dags/{dag_id}", f"unpause {dag_id}", json={"is_paused": False})
-
-    def dag_runs(self, dag_id: str, **filters) -> list[dict]:
-        params = {"limit": 100, "order_by": "run_after", **filters}
-        return self.call("GET", f"/dags/{dag_id}/dagRuns", f"list the runs of {dag_id}", params=params)["dag_runs"]
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-        return self.call("GET", path, f"list the tasks of {dag_id} {run_id}", params={"limit": 1000})["task_instances"]
 
 
 @dataclass
@@ -116,32 +53,18 @@ def _start_transfers(api: AirflowApi, drive: DomainDrive) -> None:
     first = partition_start(domain.grain, domain.partitions()[0])
     last = partition_start(domain.grain, domain.partitions()[-1])
     if domain.grain == "snapshot":
-        run = api.call(
-            "POST",
-            f"/dags/{drive.transfer_dag}/dagRuns",
-            f"trigger {drive.transfer_dag}",
-            json={"logical_date": None, "conf": {"partition": domain.cutover_partition}},
-        )
+        run = api.trigger(drive.transfer_dag, {"partition": domain.cutover_partition})
         drive.run_ids = [run["dag_run_id"]]
         return
-    backfill = api.call(
-        "POST",
-        "/backfills",
-        f"backfill {drive.transfer_dag}",
-        json={
-            "dag_id": drive.transfer_dag,
-            "from_date": _utc(first),
-            "to_date": _utc(last),
-            "reprocess_behavior": "failed",
-            "max_active_runs": 1,
-        },
+    backfill = api.create_backfill(
+        drive.transfer_dag, _utc(first), _utc(last), reprocess_behavior="failed", max_active_runs=1
     )
     drive.backfill_id = backfill["id"]
 
 
 def _transfers_done(api: AirflowApi, drive: DomainDrive) -> bool:
     if drive.backfill_id is not None:
-        backfill = api.call("GET", f"/backfills/{drive.backfill_id}", f"read backfill {drive.backfill_id}")
+        backfill = api.backfill(drive.backfill_id)
         if backfill["completed_at"] is None:
             return False
         domain = drive.domain
@@ -164,9 +87,7 @@ def _cutover_done(api: AirflowApi, drive: DomainDrive, since: str, trigger_after
     runs = api.dag_runs(drive.cutover_dag, run_after_gte=since)
     if not runs and time.monotonic() - drive.started - drive.transfer_s > trigger_after_s:
         # No Asset event came (the cutover partition failed, or was committed before this drive).
-        api.call(
-            "POST", f"/dags/{drive.cutover_dag}/dagRuns", f"trigger {drive.cutover_dag}", json={"logical_date": None}
-        )
+        api.trigger(drive.cutover_dag)
         return False
     if runs and runs[-1]["state"] in TERMINAL:
         drive.cutover_run = runs[-1]

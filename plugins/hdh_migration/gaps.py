@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from hdh_migration.airflow_api import AirflowApi, AirflowApiError
 from hdh_migration.catalogue import Catalogue, Domain, partition_start
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
@@ -37,7 +38,6 @@ from hdh_migration.layout import (
 
 log = logging.getLogger(__name__)
 
-API_CONN_ID = "hdh_airflow_api"
 REPROCESS_BEHAVIOR = "failed"
 BACKFILL_MAX_ACTIVE_RUNS = 4
 MAX_FAILED_ATTEMPTS = 3
@@ -308,83 +308,7 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 # ---------------------------------------------------------------------------------------------
-# Airflow's REST API
-
-
-class AirflowApiError(RuntimeError):
-    """The Airflow REST API refused a request."""
-
-
-class AirflowApi:
-    """The few calls the scan makes to Airflow's public REST API (v2), with a JWT from ``/auth/token``.
-
-    The connection (type http) gives the api-server's URL and a user's login and password; with no
-    login, the token is asked for without credentials (the simple auth manager's all-admins mode).
-    """
-
-    def __init__(self, conn_id: str = API_CONN_ID, timeout: float = 120.0):
-        import requests
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
-        host = (conn.host or "").rstrip("/")
-        if "://" not in host:
-            host = f"{conn.schema or 'http'}://{host}" + (f":{conn.port}" if conn.port else "")
-        self.base_url = host
-        self.timeout = timeout
-        self.session = requests.Session()
-        if conn.login:
-            response = self.session.post(
-                f"{self.base_url}/auth/token",
-                json={"username": conn.login, "password": conn.password or ""},
-                timeout=timeout,
-            )
-        else:
-            response = self.session.get(f"{self.base_url}/auth/token", timeout=timeout)
-        if response.status_code not in (200, 201):
-            raise AirflowApiError(
-                f"Airflow API at {self.base_url} refused a token (HTTP {response.status_code}): check the login "
-                f"and password of the connection {conn_id!r}"
-            )
-        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
-
-    def _call(self, method: str, path: str, **kwargs):
-        response = self.session.request(method, f"{self.base_url}/api/v2{path}", timeout=self.timeout, **kwargs)
-        if response.status_code >= 400:
-            detail = response.json().get("detail") if "json" in response.headers.get("content-type", "") else ""
-            raise AirflowApiError(f"{method} /api/v2{path}: HTTP {response.status_code}: {detail}")
-        return response.json()
-
-    def dag(self, dag_id: str) -> dict:
-        return self._call("GET", f"/dags/{dag_id}")
-
-    def create_backfill(self, plan: dict) -> dict:
-        return self._call(
-            "POST",
-            "/backfills",
-            json={
-                "dag_id": plan["dag_id"],
-                "from_date": plan["from_date"],
-                "to_date": plan["to_date"],
-                "reprocess_behavior": plan["reprocess_behavior"],
-                "max_active_runs": BACKFILL_MAX_ACTIVE_RUNS,
-            },
-        )
-
-    def active_backfill(self, dag_id: str) -> dict | None:
-        # At most one backfill per DAG is active, and it is the newest one.
-        backfills = self._call("GET", "/backfills", params={"dag_id": dag_id, "limit": 1, "order_by": "-id"})
-        backfills = backfills["backfills"]
-        return next((b for b in backfills if b["completed_at"] is None), None)
-
-    def active_runs(self, dag_id: str) -> int:
-        runs = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"state": ["queued", "running"], "limit": 1})
-        return runs["total_entries"]
-
-    def trigger(self, dag_id: str, partition: str) -> dict:
-        return self._call(
-            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {"partition": partition}}
-        )
+# the requests, through Airflow's REST API
 
 
 def request_backfills(plans: dict[str, dict], api: AirflowApi, frozen: set[str]) -> list[str]:
@@ -402,7 +326,7 @@ def request_backfills(plans: dict[str, dict], api: AirflowApi, frozen: set[str])
                 if api.active_runs(plan["dag_id"]):
                     plan["status"] = "skipped: a run is already queued or running"
                     continue
-                plan["dag_run_id"] = api.trigger(plan["dag_id"], plan["partition"])["dag_run_id"]
+                plan["dag_run_id"] = api.trigger(plan["dag_id"], {"partition": plan["partition"]})["dag_run_id"]
                 plan["status"] = "triggered"
                 continue
             running = api.active_backfill(plan["dag_id"])
@@ -410,7 +334,13 @@ def request_backfills(plans: dict[str, dict], api: AirflowApi, frozen: set[str])
                 plan["backfill_id"] = running["id"]
                 plan["status"] = "skipped: a backfill of this DAG is already running; the next scan retries"
                 continue
-            plan["backfill_id"] = api.create_backfill(plan)["id"]
+            plan["backfill_id"] = api.create_backfill(
+                plan["dag_id"],
+                plan["from_date"],
+                plan["to_date"],
+                plan["reprocess_behavior"],
+                max_active_runs=BACKFILL_MAX_ACTIVE_RUNS,
+            )["id"]
             plan["status"] = "created"
         except AirflowApiError as error:
             plan["status"] = f"error: {error}"
@@ -484,7 +414,7 @@ def run_gap_scan(
             plan["status"] = "dry run: not created"
     elif plans:
         frozen = {name for name in plans if ledger.domain_state(name) == "cut_over"}
-        failures = request_backfills(plans, api or AirflowApi(), frozen)
+        failures = request_backfills(plans, api or AirflowApi.from_connection(), frozen)
     report_key = gap_scan_report_key(started_at)
     report = build_report(
         catalogue,

@@ -425,7 +425,7 @@ def test_connections_have_the_shape_of_env_sh():
 
 
 def test_gap_scan_api_connection_has_the_shape_of_env_sh():
-    from hdh_migration.gaps import API_CONN_ID as used_by_the_gap_scan
+    from hdh_migration.airflow_api import API_CONN_ID as used_by_the_gap_scan
 
     assert used_by_the_gap_scan == API_CONN_ID
     local = env_sh_connections()[API_CONN_ID]

@@ -68,7 +68,7 @@ class Profile:
 
     @cached_property
     def api(self):
-        from hdh_migration.deployment import AirflowApi
+        from hdh_migration.airflow_api import AirflowApi
 
         return AirflowApi.from_password_file(self.api_url, self.dir / "simple_auth_manager_passwords.json")
 
