@@ -64,6 +64,7 @@ def write_catalogue(path: Path, domains: int, tables: int, months: int) -> Path:
         "version": 1,
         "source_container": NAME,
         "target_bucket": NAME,
+        "waves": {1: {"start": "2024-01-01", "window": {"timezone": "UTC", "weekdays": "all", "weekends": "all"}}},
         "domains": {
             f"bench_d{d:02d}": {
                 "owner": "team-bench",
