@@ -24,6 +24,8 @@
 #   HDH_PG_HOST (127.0.0.1) HDH_PG_PORT (5432) HDH_PG_USER (postgres) HDH_PG_PASSWORD (empty);
 #   HDH_AIRFLOW_DB (hdh_airflow) HDH_LEDGER_DB (hdh_ledger): created when missing;
 #   HDH_REDIS_URL (redis://127.0.0.1:6379/0): the Celery broker;
+#   HDH_PROD_CONN_<ID> (unset): the connection <ID> of the services instead of the one built here
+#   (AIRFLOW_CONN_<ID> JSON; the fault tests route the services through their fault proxies);
 #   the stand-ins' ports of scripts/env.sh. State (logs, pids, secrets, AIRFLOW_HOME) lives in
 #   HDH_PROD_DIR ($HDH_STATE_DIR/prod). Stand-ins already running when the profile starts are left
 #   running by stop.
@@ -97,6 +99,7 @@ export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,$GAP_SCAN_USER:user
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$PROD_DIR/simple_auth_manager_passwords.json"
 export AIRFLOW_CONN_HDH_LEDGER="{\"conn_type\": \"postgres\", \"host\": \"$HDH_PG_HOST\", \"port\": $HDH_PG_PORT, \"schema\": \"$HDH_LEDGER_DB\", \"login\": \"$HDH_PG_USER\", \"password\": \"$HDH_PG_PASSWORD\"}"
 export AIRFLOW_CONN_HDH_AIRFLOW_API="{\"conn_type\": \"http\", \"host\": \"127.0.0.1\", \"port\": $HDH_AIRFLOW_PORT, \"schema\": \"http\", \"login\": \"$GAP_SCAN_USER\", \"password\": \"$HDH_GAP_SCAN_PASSWORD\"}"
+for name in $(compgen -e | grep '^HDH_PROD_CONN_' || true); do export "AIRFLOW_CONN_${name#HDH_PROD_CONN_}=${!name}"; done
 
 # SimpleAuthManager reads the passwords of its users from the passwords file and generates the
 # missing ones (the admin's) at the api-server's start: the gap scan user's password is merged in

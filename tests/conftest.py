@@ -132,19 +132,13 @@ class Migration:
             domains=domains,
         )
 
-    def dag(self, domain: str, retry_delay_s: float | None = None):
-        """The domain's transfer DAG; ``retry_delay_s`` shortens its retry delays (fault tests)."""
-        import datetime as dt
-
+    def dag(self, domain: str):
+        """The domain's transfer DAG, for dag.test()."""
         from hdh_migration.dag_factory import build_transfer_dag
 
-        dag = build_transfer_dag(self.catalogue.domain(domain), with_deadline=False)  # for dag.test()
-        if retry_delay_s is not None:
-            for task in dag.tasks:
-                task.retry_delay = task.max_retry_delay = dt.timedelta(seconds=retry_delay_s)
-        return dag
+        return build_transfer_dag(self.catalogue.domain(domain), with_deadline=False)  # for dag.test()
 
-    def run(self, domain: str, partition: str, force: bool = False, retry_delay_s: float | None = None, **kwargs):
+    def run(self, domain: str, partition: str, force: bool = False, **kwargs):
         """One transfer DAG run through Airflow's dag.test(); returns the DagRun."""
         import datetime as dt
 
@@ -152,7 +146,7 @@ class Migration:
 
         dom = self.catalogue.domain(domain)
         day = partition_start(dom.grain, partition)
-        return self.dag(domain, retry_delay_s).test(
+        return self.dag(domain).test(
             logical_date=dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC),
             run_conf={"partition": partition, "force": force},
             **kwargs,

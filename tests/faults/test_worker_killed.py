@@ -35,11 +35,7 @@ def _transfers(api, run_id: str) -> list[dict]:
 def test_transfer_worker_killed_mid_transfer_then_restarted(profile):
     migration, api = profile.migration, profile.api
     migration.seed(domains=[DOMAIN], rows_per_partition=ROWS, files_per_partition=1)
-    api.wait_for_dag(DAG, timeout=180)
-    api.unpause(DAG)
-    run_id = api.call(
-        "POST", f"/dags/{DAG}/dagRuns", "trigger", json={"logical_date": None, "conf": {"partition": PARTITION}}
-    )["dag_run_id"]
+    run_id = profile.trigger(DAG, PARTITION)
 
     def transfer_running():
         running = [ti for ti in _transfers(api, run_id) if ti["state"] == "running"]
@@ -54,12 +50,7 @@ def test_transfer_worker_killed_mid_transfer_then_restarted(profile):
     assert not migration.target_keys("_manifests/"), "the partition was committed before the kill"
     killed_at = time.monotonic()
     restart_s = profile.start()
-
-    def run_done():
-        run = api.call("GET", f"/dags/{DAG}/dagRuns/{run_id}", "read the run")
-        return run if run["state"] in ("success", "failed") else None
-
-    run = wait_until(run_done, 900, f"{DAG} {run_id} finished")
+    run = profile.wait_for_run(DAG, run_id, 900)
     recovered_s = time.monotonic() - killed_at
     assert run["state"] == "success", run
     (transfer,) = _transfers(api, run_id)

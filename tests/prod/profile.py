@@ -3,7 +3,8 @@
 ``profile`` (module scope) starts the profile with its own state folder, Airflow database, ledger
 database (PostgreSQL), Azure container and bucket, on the environment's ports, and stops it and
 drops its databases afterwards. A test module tunes it with two optional module attributes:
-``PROFILE_ENV`` (extra environment of every service, e.g. Airflow settings) and
+``PROFILE_ENV`` (extra environment of every service, e.g. Airflow settings; or a function of the
+profile's environment returning it, for values that depend on it such as the ledger database) and
 ``PROFILE_CATALOGUE`` (a function that changes the raw catalogue, see ``write_catalogue``).
 """
 
@@ -84,6 +85,22 @@ class Profile:
         assert result.returncode == 0, result.stdout + result.stderr
         return time.monotonic() - started
 
+    def trigger(self, dag_id: str, partition: str, logical_date: str | None = None) -> str:
+        """A run of a transfer DAG for ``partition``, through the REST API; returns its run id."""
+        self.api.wait_for_dag(dag_id, timeout=180)
+        self.api.unpause(dag_id)
+        body = {"logical_date": logical_date, "conf": {"partition": partition}}
+        return self.api.call("POST", f"/dags/{dag_id}/dagRuns", "trigger", json=body)["dag_run_id"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        """The run once it has finished (success or failed), read through the REST API."""
+
+        def finished():
+            run = self.api.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}", "read the run")
+            return run if run["state"] in ("success", "failed") else None
+
+        return wait_until(finished, timeout, f"{dag_id} {run_id} finished")
+
     def pid(self, service: str) -> int:
         return int((self.dir / "pids" / f"{service}.pid").read_text())
 
@@ -125,8 +142,9 @@ def profile(request, tmp_path_factory):
         # Two cores shared with the rest of the suite: fewer task processes start faster.
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "3",
         "HDH_PROD_START_TIMEOUT": "600",
-        **getattr(request.module, "PROFILE_ENV", {}),
     }
+    extra_env = getattr(request.module, "PROFILE_ENV", {})
+    env.update(extra_env(env) if callable(extra_env) else extra_env)
     ledger_conn = (
         f'{{"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "schema": "{env["HDH_LEDGER_DB"]}", '
         '"login": "postgres", "password": ""}'
