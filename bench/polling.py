@@ -9,13 +9,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout: float, every: float, timed_out: str) -> T:
+def wait_until(check: Callable[[], T], timeout: float, what: str, every: float = 2.0) -> T:
     """Call ``check`` every ``every`` seconds until it returns something truthy, and return that;
-    after ``timeout`` seconds, raise ``TimeoutError(timed_out)``."""
+    after ``timeout`` seconds, raise ``TimeoutError`` naming ``what`` was awaited."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(every)
-    raise TimeoutError(timed_out)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")

@@ -373,12 +373,7 @@ def run_backfill(args, workdir: Path) -> dict:
         dag_ids = [
             f"hdh_{kind}__{d.name}" for d in catalogue.domains for kind in ("transfer", "cutover", "rollback", "verify")
         ]
-        wait_until(
-            lambda: _serialized(dag_ids),
-            args.timeout,
-            2.0,
-            f"the DAG processor serializes every DAG: not reached after {args.timeout:.0f} s",
-        )
+        wait_until(lambda: _serialized(dag_ids), args.timeout, "the DAG processor serializes every DAG")
         figures["first_parse_s"] = time.perf_counter() - started
         figures["processor_parse_s"] = _processor_parse_durations()
         subprocess.run([AIRFLOW, "dags", "unpause", dag_id], env=stack.env, capture_output=True, check=True)
@@ -414,8 +409,7 @@ def run_backfill(args, workdir: Path) -> dict:
             return progress["completed_at"] is not None
 
         try:
-            what = f"the backfill of {len(partitions)} partitions completes"
-            wait_until(done, args.timeout, 5, f"{what}: not reached after {args.timeout:.0f} s")
+            wait_until(done, args.timeout, f"the backfill of {len(partitions)} partitions completes", every=5)
         except TimeoutError as timeout:
             print(f"  {timeout}: the figures below are for the runs finished so far", flush=True)
             figures["timed_out"] = True

@@ -103,11 +103,10 @@ class AirflowApi:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
         return self.call("GET", path, f"list the tasks of {dag_id} {run_id}", params={"limit": 1000})["task_instances"]
 
-    def trigger(self, dag_id: str, conf: dict | None = None) -> dict:
-        """A run with no logical date (a snapshot partition, a cutover), its partition in ``conf``."""
-        return self.call(
-            "POST", f"/dags/{dag_id}/dagRuns", f"trigger {dag_id}", json={"logical_date": None, "conf": conf or {}}
-        )
+    def trigger(self, dag_id: str, conf: dict | None = None, logical_date: str | None = None) -> dict:
+        """A run, by default with no logical date (a snapshot partition, a cutover); a partition in ``conf``."""
+        body = {"logical_date": logical_date, "conf": conf or {}}
+        return self.call("POST", f"/dags/{dag_id}/dagRuns", f"trigger {dag_id}", json=body)
 
     # -- backfills --------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from faults.invariants import assert_survived
-from prod.profile import wait_until
+from polling import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.prod, pytest.mark.timeout(2400)]
 

@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 from faults.fixtures import proxied_connections
 from faults.invariants import assert_survived
-from prod.profile import wait_until
+from polling import wait_until
 
 pytestmark = [pytest.mark.faults, pytest.mark.prod, pytest.mark.timeout(1800)]
 

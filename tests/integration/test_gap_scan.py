@@ -63,7 +63,7 @@ class Api:
         return self("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]
 
     def wait(self, what: str, check, timeout: float = 420.0, every: float = 2.0):
-        return wait_until(check, timeout, every, f"timed out after {timeout:.0f} s waiting for {what}")
+        return wait_until(check, timeout, what, every)
 
 
 def _wait_for_port(process: subprocess.Popen, url: str, log: Path, timeout: float = 300.0) -> None:

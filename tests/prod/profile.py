@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Migration, _drop_servers_state, write_catalogue
+from polling import wait_until
 
 PROD_SH = ROOT / "scripts" / "prod.sh"
 POSTGRES = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
@@ -42,18 +43,6 @@ def drop_databases(*names: str) -> None:
         for name in names:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
-
-
-def wait_until(check, timeout: float, what: str, every: float = 2.0):
-    """Call ``check`` until it returns something true, and return that; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(every)
 
 
 @dataclass
@@ -89,8 +78,7 @@ class Profile:
         """A run of a transfer DAG for ``partition``, through the REST API; returns its run id."""
         self.api.wait_for_dag(dag_id, timeout=180)
         self.api.unpause(dag_id)
-        body = {"logical_date": logical_date, "conf": {"partition": partition}}
-        return self.api.call("POST", f"/dags/{dag_id}/dagRuns", "trigger", json=body)["dag_run_id"]
+        return self.api.trigger(dag_id, {"partition": partition}, logical_date)["dag_run_id"]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         """The run once it has finished (success or failed), read through the REST API."""
