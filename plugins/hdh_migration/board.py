@@ -168,13 +168,15 @@ def _gap_scan(scan: dict | None) -> dict | None:
 
 def _throughput(events: list[dict]) -> list[dict]:
     """One point per committed partition: when, its bytes, its duration (plan to commit)."""
+    from hdh_migration.ledger import as_utc
+
     points = []
     for event in events:
         counts = json.loads(event["detail"] or "{}")
         if counts.get("bytes") and counts.get("duration_s"):
             points.append(
                 {
-                    "at": _utc(event["at"]).isoformat(timespec="seconds"),
+                    "at": as_utc(event["at"]).isoformat(timespec="seconds"),
                     "domain": event["domain"],
                     "bytes": counts["bytes"],
                     "duration_s": counts["duration_s"],
@@ -182,11 +184,6 @@ def _throughput(events: list[dict]) -> list[dict]:
                 }
             )
     return points
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    # SQLite hands timezone-aware columns back naive; they were written in UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -85,6 +85,11 @@ class Domain:
         """How long a partition transfer may run (from queued) before its deadline alert fires."""
         return dt.timedelta(minutes=self.expected_duration_minutes)
 
+    def logical_date(self, partition: str) -> dt.datetime:
+        """The logical date (data interval start, midnight UTC) of the transfer run of ``partition``."""
+        day = partition_start(self.grain, partition)
+        return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
     def run_partition(self, explicit: str | None, interval_start: dt.date | None) -> str:
         """The partition a run moves: the one asked for (checked), else the run's data interval's."""
         if explicit:

@@ -27,7 +27,7 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowSkipException
 
 from hdh_migration.alerts import FailureNotifier, TransferQueuedAt, deadline_missed
-from hdh_migration.catalogue import TRANSFER_POOL, Domain, partition_start
+from hdh_migration.catalogue import TRANSFER_POOL, Domain
 from hdh_migration.errors import MigrationError
 from hdh_migration.waits import WaitForWindowOperator
 
@@ -136,6 +136,10 @@ def transfer_dag_id(domain_name: str) -> str:
     return f"hdh_transfer__{domain_name}"
 
 
+def cutover_dag_id(domain_name: str) -> str:
+    return f"hdh_cutover__{domain_name}"
+
+
 def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
     """The transfer DAG of a domain.
 
@@ -156,7 +160,7 @@ def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
         description=f"Move one {domain.grain} partition of {domain.name} from Azure to the sovereign store",
         schedule=schedule,
         # The plan ends at the cutover partition: unpaused, the DAG schedules nothing after it.
-        end_date=_end_date(domain),
+        end_date=domain.logical_date(domain.cutover_partition),
         max_active_runs=4,
         deadline=transfer_deadline(domain) if with_deadline else None,
         params={
@@ -233,17 +237,6 @@ def sovereign_asset(domain: Domain) -> Asset:
     bucket, so the asset stays the same whichever store a deployment points at.
     """
     return Asset(name=f"hdh_sovereign__{domain.name}", uri=f"x-hdh://sovereign/{domain.name}")
-
-
-def _start_date(domain: Domain) -> dt.datetime:
-    start = partition_start(domain.grain, domain.first_partition)
-    return dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
-
-
-def _end_date(domain: Domain) -> dt.datetime:
-    """The logical date of the cutover partition's run: the last one the plan schedules."""
-    last = partition_start(domain.grain, domain.cutover_partition)
-    return dt.datetime(last.year, last.month, last.day, tzinfo=dt.UTC)
 
 
 CUTOVER_DOC = """
@@ -351,7 +344,7 @@ def _domain_dag(
     return DAG(
         dag_id=dag_id,
         schedule=schedule,
-        start_date=_start_date(domain),
+        start_date=domain.logical_date(domain.first_partition),
         catchup=False,
         max_active_runs=max_active_runs,
         tags=["hdh", *tags, f"wave-{domain.wave}"],
@@ -364,7 +357,7 @@ def _domain_dag(
 def build_cutover_dag(domain: Domain) -> DAG:
     with _domain_dag(
         domain,
-        f"hdh_cutover__{domain.name}",
+        cutover_dag_id(domain.name),
         CUTOVER_DOC,
         ["cutover"],
         description=f"Prove {domain.name} complete, freeze it, record and announce its cutover",
@@ -519,7 +512,7 @@ def build_gap_scan_dag(catalogue) -> DAG:
         dag_id="hdh_gap_scan",
         description="Find partitions in Azure not committed in the sovereign store and backfill them",
         schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
-        start_date=min(_start_date(domain) for domain in catalogue.domains),
+        start_date=min(domain.logical_date(domain.first_partition) for domain in catalogue.domains),
         catchup=False,
         max_active_runs=1,
         tags=["hdh", "operations"],

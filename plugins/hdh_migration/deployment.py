@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi
-from hdh_migration.catalogue import Catalogue, Domain, partition_start
+from hdh_migration.catalogue import Catalogue, Domain
+from hdh_migration.dag_factory import cutover_dag_id, transfer_dag_id
 
 TERMINAL = {"success", "failed"}
 
@@ -37,27 +38,27 @@ class DomainDrive:
 
     @property
     def transfer_dag(self) -> str:
-        return f"hdh_transfer__{self.domain.name}"
+        return transfer_dag_id(self.domain.name)
 
     @property
     def cutover_dag(self) -> str:
-        return f"hdh_cutover__{self.domain.name}"
+        return cutover_dag_id(self.domain.name)
 
 
-def _utc(day: dt.date) -> str:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).isoformat()
+def _plan_dates(domain: Domain) -> tuple[str, str]:
+    """The logical dates of the first and the last planned partition's runs."""
+    partitions = domain.partitions()
+    return domain.logical_date(partitions[0]).isoformat(), domain.logical_date(partitions[-1]).isoformat()
 
 
 def _start_transfers(api: AirflowApi, drive: DomainDrive) -> None:
     domain = drive.domain
-    first = partition_start(domain.grain, domain.partitions()[0])
-    last = partition_start(domain.grain, domain.partitions()[-1])
     if domain.grain == "snapshot":
         run = api.trigger(drive.transfer_dag, {"partition": domain.cutover_partition})
         drive.run_ids = [run["dag_run_id"]]
         return
     backfill = api.create_backfill(
-        drive.transfer_dag, _utc(first), _utc(last), reprocess_behavior="failed", max_active_runs=1
+        drive.transfer_dag, *_plan_dates(domain), reprocess_behavior="failed", max_active_runs=1
     )
     drive.backfill_id = backfill["id"]
 
@@ -70,8 +71,8 @@ def _transfers_done(api: AirflowApi, drive: DomainDrive) -> bool:
         domain = drive.domain
         runs = api.dag_runs(
             drive.transfer_dag,
-            logical_date_gte=_utc(partition_start(domain.grain, domain.partitions()[0])),
-            logical_date_lte=_utc(partition_start(domain.grain, domain.partitions()[-1])),
+            logical_date_gte=_plan_dates(domain)[0],
+            logical_date_lte=_plan_dates(domain)[1],
         )
     else:
         runs = [r for r in api.dag_runs(drive.transfer_dag) if r["dag_run_id"] in drive.run_ids]

@@ -25,7 +25,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi, AirflowApiError
-from hdh_migration.catalogue import Catalogue, Domain, partition_start
+from hdh_migration.catalogue import Catalogue, Domain
+from hdh_migration.dag_factory import transfer_dag_id
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
     MANIFEST_PREFIX,
@@ -35,6 +36,7 @@ from hdh_migration.layout import (
     partition_from_dir,
     table_prefix,
 )
+from hdh_migration.ledger import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,7 @@ def list_manifests(target) -> set[tuple[str, str, str]]:
 
 def ledger_rows(ledger) -> dict[tuple[str, str, str], LedgerRow]:
     return {
-        (r.domain, r.table_name, r.partition): LedgerRow(r.state, r.attempts, _aware(r.updated_at))
+        (r.domain, r.table_name, r.partition): LedgerRow(r.state, r.attempts, as_utc(r.updated_at))
         for r in ledger.partitions()
     }
 
@@ -237,9 +239,9 @@ def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: 
             partition_dir(finding.domain, finding.table, table.partition_column, finding.partition),
             table.source_extension,
         )
-        changed = any(_aware(dt.datetime.fromisoformat(o.last_modified)) > since for o in listed)
+        changed = any(as_utc(dt.datetime.fromisoformat(o.last_modified)) > since for o in listed)
         waived = any(
-            _aware(dt.datetime.fromisoformat(w["at"])) > since
+            as_utc(dt.datetime.fromisoformat(w["at"])) > since
             for w in ledger.waivers(finding.domain, finding.table, finding.partition)
         )
         refined.append(
@@ -280,7 +282,7 @@ def plan_backfills(catalogue: Catalogue, findings: list[Finding]) -> dict[str, d
     for name in sorted(wanted):
         domain = catalogue.domain(name)
         ranges = contiguous_ranges(domain, wanted[name])
-        dag_id = f"hdh_transfer__{name}"
+        dag_id = transfer_dag_id(name)
         if domain.grain == "snapshot":
             plans[name] = {"dag_id": dag_id, "kind": "trigger", "partition": ranges[0][0], "ranges": ranges}
             continue
@@ -288,23 +290,12 @@ def plan_backfills(catalogue: Catalogue, findings: list[Finding]) -> dict[str, d
             "dag_id": dag_id,
             "kind": "backfill",
             "ranges": ranges,
-            "from_date": _logical_date(domain, ranges[0][0]).isoformat(),
-            "to_date": _logical_date(domain, ranges[-1][1]).isoformat(),
+            "from_date": domain.logical_date(ranges[0][0]).isoformat(),
+            "to_date": domain.logical_date(ranges[-1][1]).isoformat(),
             "reprocess_behavior": REPROCESS_BEHAVIOR,
             "partitions": len(wanted[name]),
         }
     return plans
-
-
-def _logical_date(domain: Domain, partition: str) -> dt.datetime:
-    """The logical date (data interval start) of the transfer run of one partition."""
-    day = partition_start(domain.grain, partition)
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    # SQLite hands timezone-aware columns back naive; the ledger writes UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,6 +142,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """A ledger time made timezone-aware: SQLite hands timezone-aware columns back naive; they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def engine_url_from_connection(conn_id: str = "hdh_ledger") -> str:
     """The SQLAlchemy URL of the ledger, from its Airflow connection (sqlite or postgres)."""
     from airflow.sdk import BaseHook
