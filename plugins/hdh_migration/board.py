@@ -47,10 +47,11 @@ def board_view(catalogue, ledger, failed_task_instances: dict | None = None, ui_
     from hdh_migration.dag_factory import transfer_dag_id
 
     failed_task_instances = failed_task_instances or {}
-    records = {(r.domain, r.table_name, r.partition): r for r in ledger.partitions()}
+    rows = ledger.partitions()
+    records = {(r.domain, r.table_name, r.partition): r for r in rows}
     planned_bytes = _latest_details(ledger.events(kinds=("planned",)))
     quarantine_reports = _latest_details(ledger.events(kinds=("quarantine_report",)))
-    status = {row["domain"]: row for row in status_rows(catalogue, ledger)}
+    status = {row["domain"]: row for row in status_rows(catalogue, ledger, rows)}
     domains = []
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         row = status[domain.name]

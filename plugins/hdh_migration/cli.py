@@ -104,10 +104,11 @@ def _cutover_summary(domain: str, ledger) -> dict:
     }
 
 
-def status_rows(catalogue, ledger) -> list[dict]:
+def status_rows(catalogue, ledger, records=None) -> list[dict]:
     """Per domain: state, partitions committed of expected, rows, bytes, failures, quarantined partitions,
-    last error, cutover and last verification (for status and the board)."""
-    records = ledger.partitions()
+    last error, cutover and last verification (for status and the board, which passes the ledger's
+    ``records`` it has already read)."""
+    records = ledger.partitions() if records is None else records
     result = []
     for domain in catalogue.domains:
         expected = [(t.name, p) for t in domain.tables for p in domain.partitions()]
