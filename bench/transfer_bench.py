@@ -114,12 +114,17 @@ def blob_service(read_chunk: int = 8 * MiB):
 
 
 def s3_client(pool: int = 10):
+    """A plain boto3 client on the target connection, behind the same sovereignty guard as ours."""
     import boto3
     from botocore.config import Config
 
+    from hdh_migration.target import check_sovereign_endpoint, check_target_connection, guard_client
+
     conn = _connection(TARGET_ENV)
     extra = conn.get("extra", {})
-    return boto3.client(
+    check_target_connection(conn.get("login"), conn.get("password"), extra, None)
+    endpoint = check_sovereign_endpoint(extra.get("endpoint_url"), extra.get("provider_profile", "generic"))
+    client = boto3.client(
         "s3",
         endpoint_url=extra["endpoint_url"],
         region_name=extra.get("region_name"),
@@ -134,6 +139,7 @@ def s3_client(pool: int = 10):
             max_pool_connections=pool,
         ),
     )
+    return guard_client(client, endpoint)
 
 
 def clear_bucket(s3, bucket: str, delete: bool = False) -> None:
@@ -350,6 +356,9 @@ def run_operator(spec: dict, phases: Phases) -> dict:
     """(b) The amazon provider's AzureBlobStorageToS3Operator, executed directly."""
     from airflow.providers.amazon.aws.transfers.azure_blob_to_s3 import AzureBlobStorageToS3Operator
 
+    # The operator builds its own S3 client, which the guard cannot hook: its connection is checked
+    # (a local comparison on the stand-in's synthetic data; the package never uses this operator).
+    s3_client().close()
     operator = AzureBlobStorageToS3Operator(
         task_id="bench_azure_blob_to_s3",
         wasb_conn_id=SOURCE_CONN_ID,

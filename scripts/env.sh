@@ -22,6 +22,8 @@ export HDH_API_PORT="${HDH_API_PORT:-8080}"  # the api-server of the browser tes
 export HDH_S3_ACCESS_KEY="${HDH_S3_ACCESS_KEY:-hdh-local}"
 export HDH_S3_SECRET_KEY="${HDH_S3_SECRET_KEY:-hdh-local-secret}"
 export HDH_GAP_SCAN_PASSWORD="${HDH_GAP_SCAN_PASSWORD:-hdh-local-gap-scan}"
+# The sovereignty guard accepts a loopback target (the SeaweedFS stand-in) only where this is 1.
+export HDH_ALLOW_LOCAL_STANDINS="${HDH_ALLOW_LOCAL_STANDINS:-1}"
 
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export AIRFLOW_CONN_HDH_AZURE_SOURCE="{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$HDH_AZURITE_PORT/devstoreaccount1;\"}}"

@@ -310,6 +310,7 @@ cmd_config() {
   for name in "${SERVICES[@]}"; do echo "service $name: $(service_command "$name")"; done
   env | grep -E '^AIRFLOW__' | sort | sed -E 's/^(AIRFLOW__(CORE__FERNET_KEY|API_AUTH__JWT_SECRET|API__SECRET_KEY))=.*/\1=<secret>/'
   env | grep -E '^AIRFLOW_CONN_' | sort | sed -E 's/("password": ")[^"]+"/\1<secret>"/'
+  echo "HDH_ALLOW_LOCAL_STANDINS=${HDH_ALLOW_LOCAL_STANDINS:-}"
 }
 
 cmd_demo() {

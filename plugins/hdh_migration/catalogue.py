@@ -136,6 +136,10 @@ class Catalogue:
     waves: tuple[Wave, ...] = field(default_factory=tuple)
     transfer_slots: int = DEFAULT_TRANSFER_SLOTS
     bandwidth_mb_s: float | None = None
+    # The sovereignty guard's settings (target.py): the regions outside France the target may use,
+    # and the one CA bundle its connection may name (extra.verify).
+    target_eea_regions: tuple[str, ...] = ()
+    target_ca_bundle: str | None = None
 
     def domain(self, name: str) -> Domain:
         for domain in self.domains:
@@ -421,7 +425,17 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
         raise CatalogueError(f"{where}: expected a mapping with 'source_container', 'target_bucket' and 'domains'")
     _check_keys(
         raw,
-        {"version", "source_container", "target_bucket", "bandwidth_mb_s", "transfer_slots", "waves", "domains"},
+        {
+            "version",
+            "source_container",
+            "target_bucket",
+            "target_eea_regions",
+            "target_ca_bundle",
+            "bandwidth_mb_s",
+            "transfer_slots",
+            "waves",
+            "domains",
+        },
         where,
     )
     if raw.get("version") != 1:
@@ -438,7 +452,34 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
         waves=tuple(waves.values()),
         transfer_slots=_positive_int(raw, "transfer_slots", DEFAULT_TRANSFER_SLOTS, where),
         bandwidth_mb_s=_bandwidth(raw, where),
+        target_eea_regions=_eea_regions(raw, where),
+        target_ca_bundle=_ca_bundle(raw, where),
     )
+
+
+def _eea_regions(raw: dict, where: str) -> tuple[str, ...]:
+    """``target_eea_regions``: regions outside France, in the EEA, that the plan names for the target."""
+    from hdh_migration.target import eea_region_names
+
+    regions = raw.get("target_eea_regions", [])
+    known = eea_region_names()
+    if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
+        raise CatalogueError(f"{where}: field 'target_eea_regions' must be a list of region names")
+    unknown = sorted(set(regions) - known)
+    if unknown:
+        raise CatalogueError(
+            f"{where}: target_eea_regions names {', '.join(unknown)}, not an EEA region of a provider profile "
+            f"(France needs no entry; a region outside the EEA is never allowed). Known: {', '.join(sorted(known))}"
+        )
+    return tuple(regions)
+
+
+def _ca_bundle(raw: dict, where: str) -> str | None:
+    """``target_ca_bundle``: the absolute path of the one CA bundle the target connection may name."""
+    path = raw.get("target_ca_bundle")
+    if path is not None and not (isinstance(path, str) and os.path.isabs(path)):
+        raise CatalogueError(f"{where}: field 'target_ca_bundle' must be an absolute path to a CA bundle file")
+    return path
 
 
 @lru_cache(maxsize=4)

@@ -1,8 +1,15 @@
 """The sovereign S3 target: provider profiles, the sovereignty guard, streamed multipart upload.
 
-The amazon provider's S3Hook (boto3) is used only as an S3 protocol client: every endpoint must be
-a French sovereign host (or loopback for local runs), and the guard refuses anything else before
-a single byte moves.
+The amazon provider's S3Hook (boto3) is used only as an S3 protocol client. The guard decides where
+it may connect, in three steps, each refusing with a ``SovereigntyError`` before any socket opens:
+
+1. the connection: only the extra keys listed in ``TARGET_EXTRA_KEYS`` (none that reroutes the
+   client, weakens TLS or fetches credentials elsewhere), and a canonical endpoint (scheme, host,
+   port) on the allow-list of its provider profile, in France unless the catalogue names an EEA
+   region, never outside the EEA; local stand-ins only with ``HDH_ALLOW_LOCAL_STANDINS=1``;
+2. the client the hook built: its endpoint, proxy and certificate checks are the guarded ones;
+3. every request that client sends (botocore's ``before-send`` event): its scheme, host and port
+   are the guarded endpoint's, whatever option or later change produced it.
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ import fnmatch
 import ipaddress
 import logging
 import math
+import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from hdh_migration.errors import IntegrityError, SovereigntyError
 
@@ -24,32 +32,96 @@ log = logging.getLogger(__name__)
 SHA256_METADATA = "hdh-sha256"
 MiB = 1 << 20
 
+# Where a region lies. HDS requires the EEA; the migration's purpose is France.
+FRANCE, EEA, OUTSIDE_EEA = "France", "EEA", "outside the EEA"
+# Set to 1 only on a machine running local stand-ins (scripts/env.sh, the local profiles, .env.example).
+LOCAL_STANDINS_ENV = "HDH_ALLOW_LOCAL_STANDINS"
+# A customer's own DNS label inside a provider's host name (Cloud Temple's namespace).
+NAMESPACE = "{namespace}"
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a provider: its S3 host names, and where it lies."""
+
+    name: str
+    area: str
+    hosts: tuple[str, ...]
+
+
+def _ovh_region(name: str, area: str) -> Region:
+    return Region(name, area, (f"s3.{name}.io.cloud.ovh.net", f"s3.{name}.cloud.ovh.net"))
+
 
 @dataclass(frozen=True)
 class ProviderProfile:
-    """Known quirks of one sovereign S3 provider (see shared/reference/sovereign-s3.md)."""
+    """Known quirks and regions of one sovereign S3 provider (see shared/reference/sovereign-s3.md)."""
 
     name: str
-    hosts: tuple[str, ...]
+    regions: tuple[Region, ...] = ()
+    source: str = ""
     max_parts: int = 10_000
     addressing_style: str = "path"
     signature_version: str = "s3v4"
     checksum_when_required: bool = True
     refreshable_credentials: bool = False
-    allow_http: bool = False
+    # The path an endpoint of this provider may carry (a regular expression); none by default.
+    endpoint_path: str = ""
+    # Compose service names of stand-ins, reached over plain http (local setting required).
+    standin_hosts: tuple[str, ...] = ()
 
 
+# The allow-list: every host a target may use, by provider and region, with its public source.
+# A region outside the EEA is listed so that its refusal says why; it is never allowed.
 PROFILES = {
     p.name: p
     for p in (
-        ProviderProfile("scaleway", ("s3.fr-par.scw.cloud", "*.s3.fr-par.scw.cloud", "s3.*.scw.cloud"), max_parts=1000),
-        ProviderProfile("ovhcloud", ("s3.*.io.cloud.ovh.net", "*.s3.*.io.cloud.ovh.net")),
-        ProviderProfile("cloud_temple", ("*.s3.fr1.cloud-temple.com",), signature_version="s3"),
-        ProviderProfile("outscale_secnumcloud", ("oos.cloudgouv-eu-west-1.outscale.com",)),
-        ProviderProfile("numspot", ("objectstorage.*.numspot.com",), refreshable_credentials=True),
-        ProviderProfile("generic", ()),
-        # The SeaweedFS stand-in of docker-compose's "standins" profile, reached by its service name.
-        ProviderProfile("standin", ("seaweedfs",), allow_http=True),
+        ProviderProfile(
+            "scaleway",
+            (
+                Region("fr-par", FRANCE, ("s3.fr-par.scw.cloud",)),
+                Region("nl-ams", EEA, ("s3.nl-ams.scw.cloud",)),
+                Region("pl-waw", EEA, ("s3.pl-waw.scw.cloud",)),
+            ),
+            source="https://www.scaleway.com/en/docs/object-storage/concepts/#region-and-availability-zone",
+            max_parts=1000,
+        ),
+        ProviderProfile(
+            "ovhcloud",
+            (
+                *(_ovh_region(name, FRANCE) for name in ("gra", "rbx", "sbg", "eu-west-par")),
+                *(_ovh_region(name, EEA) for name in ("de", "waw", "eu-south-mil")),
+                *(_ovh_region(name, OUTSIDE_EEA) for name in ("bhs", "ca-east-tor", "uk", "sgp", "syd")),
+            ),
+            source="https://help.ovhcloud.com/csm/en-public-cloud-storage-s3-location",
+        ),
+        ProviderProfile(
+            "cloud_temple",
+            (Region("fr1", FRANCE, (f"{NAMESPACE}.s3.fr1.cloud-temple.com",)),),
+            source="https://docs.cloud-temple.com/storage/oss/quickstart",
+            signature_version="s3",
+        ),
+        ProviderProfile(
+            "outscale_secnumcloud",
+            (
+                Region("cloudgouv-eu-west-1", FRANCE, ("oos.cloudgouv-eu-west-1.outscale.com",)),
+                *(
+                    Region(name, OUTSIDE_EEA, (f"oos.{name}.outscale.com",))
+                    for name in ("us-east-2", "us-west-1", "ap-northeast-1")
+                ),
+            ),
+            source="https://docs.outscale.com/en/userguide/Reference-of-Regions-Endpoints-and-Availability-Zones.html",
+        ),
+        ProviderProfile(
+            "numspot",
+            (Region("eu-west-2", FRANCE, ("objectstorage.eu-west-2.numspot.com",)),),
+            source="https://docs.numspot.com/docs/object-storage",
+            refreshable_credentials=True,
+            endpoint_path=r"/spaces/[A-Za-z0-9-]+",
+        ),
+        # Local stand-ins only (loopback; the compose service seaweedfs for standin).
+        ProviderProfile("generic"),
+        ProviderProfile("standin", standin_hosts=("seaweedfs",)),
     )
 }
 
@@ -63,58 +135,350 @@ NON_SOVEREIGN_HOSTS = (
     "*.r2.cloudflarestorage.com",
 )
 
+# The target connection's extra may hold these keys and no other: any other option of the amazon
+# provider (service_config, role_arn, config_kwargs, profile_name, ...) could route the client, or
+# its credential lookups, around the guard.
+TARGET_EXTRA_KEYS = frozenset(
+    {"endpoint_url", "region_name", "provider_profile", "verify", "part_size_mb", "upload_concurrency", "read_chunk_mb"}
+)
+# Why the known dangerous keys are refused, by key prefix (any other key is refused too).
+_REFUSED_EXTRA_REASONS = (
+    (("service_config",), "gives the S3 client (or STS, or any service) an endpoint other than endpoint_url"),
+    (
+        ("role_arn", "assume_role"),
+        "makes the hook fetch credentials from STS, an AWS service (US CLOUD Act), or an identity provider",
+    ),
+    (("config_kwargs",), "can set proxies and endpoint options; the target's botocore settings come from its profile"),
+    (("proxies", "proxy"), "would send the requests through a proxy"),
+    (
+        ("profile", "s3_config", "session_kwargs", "aws_"),
+        "takes credentials or settings from outside the connection's login and password (AWS config files, "
+        "credential processes, session tokens)",
+    ),
+)
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_URL = re.compile(r"(?P<scheme>[^:/]*)://(?P<host>\[[^\]]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?(?P<path>/.*)?")
+
+
+@dataclass(frozen=True)
+class GuardedEndpoint:
+    """The one place the target's client may connect to: scheme, host and port."""
+
+    profile: ProviderProfile
+    scheme: str
+    host: str
+    port: int
+    region: str
+
+    @property
+    def netloc(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+
+def local_standins_allowed() -> bool:
+    return os.environ.get(LOCAL_STANDINS_ENV) == "1"
+
+
+def eea_region_names() -> set[str]:
+    """The regions outside France a catalogue may name in ``target_eea_regions``."""
+    return {r.name for p in PROFILES.values() for r in p.regions if r.area == EEA}
+
+
+def _refuse_syntax(what: str) -> SovereigntyError:
+    # The URL itself is never echoed: it may hold a secret (userinfo, a signed query).
+    return SovereigntyError(
+        f"the target connection's endpoint_url {what}. Write it as https://<host> (a port only if the "
+        "provider requires one), exactly as the provider publishes it"
+    )
+
+
+def _parse_canonical(endpoint_url: str) -> tuple[str, str, int | None, str]:
+    """(scheme, host, port, path) of a canonical endpoint; every other form is refused.
+
+    Only plain forms pass, so that every URL parser (urllib, urllib3, botocore) reads the same host.
+    """
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in endpoint_url):
+        raise _refuse_syntax("contains whitespace or a control character")
+    if not endpoint_url.isascii():
+        raise _refuse_syntax("contains non-ASCII characters (an internationalised host can imitate an allowed one)")
+    for char, what in (
+        ("\\", "contains a backslash (URL parsers disagree on where its host ends)"),
+        ("@", "contains '@': userinfo (a user or password before the host) is refused"),
+        ("%", "contains percent-encoding"),
+        ("?", "contains a query"),
+        ("#", "contains a fragment"),
+    ):
+        if char in endpoint_url:
+            raise _refuse_syntax(what)
+    match = _URL.fullmatch(endpoint_url)
+    if not match:
+        raise _refuse_syntax("is not of the form scheme://host[:port]")
+    scheme, host, port_text, path = match["scheme"], match["host"], match["port"], match["path"] or ""
+    if scheme not in ("https", "http"):
+        raise _refuse_syntax("has a scheme other than https (or http, for a local stand-in only)")
+    port = None
+    if port_text is not None:
+        if not re.fullmatch(r"[1-9][0-9]{0,4}", port_text) or int(port_text) > 65535:
+            raise _refuse_syntax("has a port that is not a plain number from 1 to 65535")
+        port = int(port_text)
+    return scheme, _canonical_host(host), port, path
+
+
+def _canonical_host(host: str) -> str:
+    if host.startswith("["):
+        try:
+            address = ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise _refuse_syntax("has a malformed IPv6 address") from None
+        if f"[{address.compressed}]" != host:
+            raise _refuse_syntax(f"writes an IPv6 address in a non-canonical form (write [{address.compressed}])")
+        return host
+    if not host:
+        raise _refuse_syntax("has no host")
+    if host.endswith("."):
+        raise _refuse_syntax("has a host ending with a dot")
+    if re.fullmatch(r"0x[0-9a-f]*|[0-9]+", host.rsplit(".", 1)[-1], re.IGNORECASE):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise _refuse_syntax(
+                "has an IPv4 address not written as four decimal numbers (a.b.c.d); octal, hexadecimal, "
+                "short or integer forms are refused"
+            ) from None
+    if host != host.lower():
+        raise _refuse_syntax("has upper-case letters in its host (write it in lower case)")
+    if not _DNS_NAME.fullmatch(host):
+        raise _refuse_syntax("has a host that is not a DNS name of letters, digits and hyphens")
+    if any(label.startswith("xn--") for label in host.split(".")):
+        raise _refuse_syntax("has a punycode (internationalised) label, which can imitate an allowed host")
+    return host
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
 
-def check_sovereign_endpoint(endpoint_url: str | None, profile_name: str) -> ProviderProfile:
-    """Refuse a target that is not provably a sovereign host; return its profile otherwise."""
+def _host_matches(host: str, pattern: str) -> bool:
+    return re.fullmatch(re.escape(pattern).replace(re.escape(NAMESPACE), _LABEL), host) is not None
+
+
+def _region_of(profile: ProviderProfile, host: str) -> Region | None:
+    return next((r for r in profile.regions if any(_host_matches(host, h) for h in r.hosts)), None)
+
+
+def _local_refusal(what: str) -> SovereigntyError:
+    return SovereigntyError(
+        f"target endpoint {what} is a local stand-in, allowed only where {LOCAL_STANDINS_ENV}=1 "
+        "(scripts/env.sh, the local production profile and .env.example's stand-ins set it; a production "
+        "deployment never does). Point the target connection at the sovereign provider's https endpoint, "
+        f"or set {LOCAL_STANDINS_ENV}=1 on a machine that runs the stand-ins"
+    )
+
+
+def check_sovereign_endpoint(
+    endpoint_url: str | None,
+    profile_name: str,
+    eea_regions: tuple[str, ...] = (),
+    allow_local: bool | None = None,
+) -> GuardedEndpoint:
+    """Refuse a target that is not provably a sovereign host; return the endpoint the client must use.
+
+    ``eea_regions`` are the regions outside France the catalogue names (``target_eea_regions``);
+    ``allow_local`` defaults to ``HDH_ALLOW_LOCAL_STANDINS``.
+    """
     if profile_name not in PROFILES:
         raise SovereigntyError(
             f"target profile {profile_name!r} is unknown; set 'provider_profile' in the target connection's "
             f"extra to one of {', '.join(sorted(PROFILES))}"
         )
     profile = PROFILES[profile_name]
+    allow_local = local_standins_allowed() if allow_local is None else allow_local
     if not endpoint_url:
         raise SovereigntyError(
             "the target connection has no 'endpoint_url': boto3 would default to AWS (a US provider). "
             "Set endpoint_url to the sovereign provider's S3 endpoint"
         )
-    parsed = urlparse(endpoint_url)
-    host = (parsed.hostname or "").lower()
+    if not isinstance(endpoint_url, str):
+        raise _refuse_syntax("is not a string")
+    scheme, host, port, path = _parse_canonical(endpoint_url)
     for pattern in NON_SOVEREIGN_HOSTS:
         if fnmatch.fnmatch(host, pattern):
             raise SovereigntyError(
                 f"target host {host} matches the non-sovereign pattern {pattern}: data may not leave the "
                 "French sovereign store (US CLOUD Act). Point the target connection at a SecNumCloud/HDS host"
             )
-    loopback = _is_loopback(host)
-    standin = profile.allow_http and host in profile.hosts
-    if parsed.scheme != "https" and not (loopback or standin):
+    default_port = 443 if scheme == "https" else 80
+    local = _is_loopback(host) or host in profile.standin_hosts
+    if local:
+        if not allow_local:
+            raise _local_refusal(host)
+        if path not in ("", "/"):
+            raise _refuse_syntax("has a path")
+        return GuardedEndpoint(profile, scheme, host, port or default_port, "local")
+    standin_of = next((p.name for p in PROFILES.values() if host in p.standin_hosts), None)
+    if standin_of:
         raise SovereigntyError(
-            f"target endpoint {endpoint_url} uses {parsed.scheme or 'no scheme'}: only https is allowed "
-            "outside loopback. Use the provider's https endpoint"
+            f"target host {host} is the compose stand-in of profile {standin_of!r}, not of {profile.name!r}: "
+            f"set 'provider_profile' to {standin_of!r} (with {LOCAL_STANDINS_ENV}=1), or use a sovereign endpoint"
         )
-    if loopback or standin:
-        return profile
-    allowed = [pattern for p in PROFILES.values() for pattern in p.hosts]
-    if not any(fnmatch.fnmatch(host, pattern) for pattern in allowed):
+    if scheme != "https":
         raise SovereigntyError(
-            f"target host {host} is not on the sovereign allow-list ({', '.join(allowed)}). "
-            "Add a provider profile for it after checking its SecNumCloud qualification and HDS certification"
+            f"target endpoint {host} uses {scheme}: only https is allowed outside loopback. "
+            "Use the provider's https endpoint"
         )
-    if profile.hosts and not any(fnmatch.fnmatch(host, pattern) for pattern in profile.hosts):
+    if port not in (None, 443):
+        raise _refuse_syntax(f"has port {port}: a provider's S3 endpoint is on 443")
+    region = _region_of(profile, host)
+    if region is None:
+        owner = next((p.name for p in PROFILES.values() if p is not profile and _region_of(p, host)), None)
+        if owner:
+            raise SovereigntyError(
+                f"target host {host} does not belong to profile {profile.name!r} but to {owner!r}; "
+                "fix 'provider_profile' in the target connection's extra"
+            )
+        allowed = ", ".join(h for r in profile.regions if r.area != OUTSIDE_EEA for h in r.hosts) or "loopback only"
         raise SovereigntyError(
-            f"target host {host} does not belong to profile {profile.name!r} ({', '.join(profile.hosts)}); "
-            "fix 'provider_profile' in the target connection's extra"
+            f"target host {host} is not on the sovereign allow-list of profile {profile.name!r} ({allowed}). "
+            "Add it to the profile (target.py PROFILES) only after checking its SecNumCloud qualification, "
+            "HDS certification and region"
         )
-    return profile
+    if region.area == OUTSIDE_EEA:
+        raise SovereigntyError(
+            f"target host {host} is region {region.name} of {profile.name}, outside the EEA: HDS hosting must "
+            "stay in the EEA, whatever the configuration says. Use a French region of the provider"
+        )
+    if region.area == EEA and region.name not in eea_regions:
+        raise SovereigntyError(
+            f"target host {host} is region {region.name} of {profile.name}, in the EEA but outside France: "
+            f"allowed only when the catalogue names it (target_eea_regions: [{region.name}]). Use a French "
+            "region, or name this one in the reviewed catalogue"
+        )
+    if path not in ("", "/") and not (profile.endpoint_path and re.fullmatch(profile.endpoint_path, path)):
+        raise _refuse_syntax("has a path" + (f" other than {profile.endpoint_path!r}" if profile.endpoint_path else ""))
+    return GuardedEndpoint(profile, scheme, host, port or default_port, region.name)
+
+
+def _trusted_certificates(verify, ca_bundle: str | None) -> bool:
+    """Whether TLS checks the store against the public trust store or the catalogue's declared bundle.
+
+    ``verify`` is botocore's: True (its default bundle), False, or a CA bundle path. The system's
+    and certifi's public bundles are no custom CA (many hosts point AWS_CA_BUNDLE at the former).
+    """
+    if verify is True:
+        return True
+    if not isinstance(verify, str):
+        return False
+    import ssl
+
+    from botocore.httpsession import where
+
+    public = {ssl.get_default_verify_paths().openssl_cafile, where()}
+    return verify == ca_bundle or os.path.realpath(verify) in {os.path.realpath(p) for p in public if p}
+
+
+def check_target_connection(login: str | None, password: str | None, extra: dict, ca_bundle: str | None) -> None:
+    """Refuse connection settings that would reroute the client, weaken TLS or fetch credentials elsewhere.
+
+    ``ca_bundle`` is the CA bundle the catalogue declares (``target_ca_bundle``): the only path
+    ``extra.verify`` may name.
+    """
+    for key in sorted(set(extra) - TARGET_EXTRA_KEYS):
+        why = next((reason for prefixes, reason in _REFUSED_EXTRA_REASONS if key.startswith(prefixes)), None)
+        raise SovereigntyError(
+            f"the target connection's extra has {key!r}, which "
+            + (why or "the sovereignty guard does not know")
+            + f". Remove it: the extra may hold only {', '.join(sorted(TARGET_EXTRA_KEYS))}"
+        )
+    verify = extra.get("verify", True)
+    if verify is False or (isinstance(verify, str) and verify.strip().lower() in ("false", "0", "no", "off")):
+        raise SovereigntyError(
+            "the target connection's extra has verify: false, which turns off TLS certificate checks (anyone "
+            "on the path could pose as the store). Remove it"
+        )
+    if not _trusted_certificates(verify, ca_bundle):
+        raise SovereigntyError(
+            "the target connection's extra.verify names a CA bundle that the catalogue does not declare. "
+            "Declare it as target_ca_bundle in the catalogue (reviewed with the plan), or remove it"
+        )
+    if not (login and password):
+        raise SovereigntyError(
+            "the target connection has no login and password: botocore would then look for credentials in the "
+            "environment, AWS config files and cloud metadata services, outside the guard. Set the store's "
+            "access key as login and its secret key as password"
+        )
+
+
+def _transport(client):
+    """The built client's HTTP session (botocore's URLLib3Session): what actually opens connections."""
+    try:
+        session = client._endpoint.http_session
+        session._proxy_config.proxy_url_for  # noqa: B018 (fail closed if botocore changed shape)
+        session._verify  # noqa: B018
+    except AttributeError:
+        raise SovereigntyError(
+            "cannot inspect the S3 client's transport (botocore changed its internals): the guard refuses "
+            "rather than guess. Pin botocore to a version the guard supports"
+        ) from None
+    return session
+
+
+def _netloc(url: str) -> tuple[str | None, str | None, int | None]:
+    """(scheme, host, port) as urllib3, which opens the connection, reads ``url``."""
+    from urllib3.util import parse_url
+
+    parsed = parse_url(url)
+    default_port = {"https": 443, "http": 80}.get(parsed.scheme or "")
+    return parsed.scheme, parsed.host, parsed.port or default_port
+
+
+class RequestGuard:
+    """botocore ``before-send`` handler: refuses a request that would not go straight to the guarded endpoint."""
+
+    def __init__(self, endpoint: GuardedEndpoint, transport, ca_bundle: str | None):
+        self.endpoint, self.transport, self.ca_bundle = endpoint, transport, ca_bundle
+
+    def check_url(self, url: str) -> None:
+        scheme, host, port = _netloc(url)
+        if (scheme, host, port) != self.endpoint.netloc:
+            raise SovereigntyError(
+                f"refused a request to {scheme}://{host}:{port}: the target client may only reach the guarded "
+                f"endpoint {self.endpoint.scheme}://{self.endpoint.host}:{self.endpoint.port}. No byte was sent"
+            )
+        if self.transport._proxy_config.proxy_url_for(url):
+            raise SovereigntyError(
+                f"refused a request to {host}: it would go through a proxy (HTTPS_PROXY/HTTP_PROXY in the "
+                "environment or the client's proxies). Add the store's host to NO_PROXY or remove the proxy"
+            )
+        if scheme == "https" and not _trusted_certificates(self.transport._verify, self.ca_bundle):
+            raise SovereigntyError(
+                f"refused a request to {host}: the client's certificate check is off or uses a CA bundle the "
+                "catalogue does not declare (verify, AWS_CA_BUNDLE, REQUESTS_CA_BUNDLE or an AWS config file's "
+                "ca_bundle). Remove it, or declare it as target_ca_bundle"
+            )
+
+    def __call__(self, request, **_):
+        self.check_url(request.url)
+
+
+def guard_client(client, endpoint: GuardedEndpoint, ca_bundle: str | None = None):
+    """Check the client the hook built against ``endpoint``, and hook every request it will send."""
+    built = _netloc(client.meta.endpoint_url)
+    if built != endpoint.netloc:
+        raise SovereigntyError(
+            f"the S3 client was built for {built[1]}, not for the guarded endpoint {endpoint.host}: a "
+            "connection option overrode endpoint_url. Remove it from the target connection"
+        )
+    guard = RequestGuard(endpoint, _transport(client), ca_bundle)
+    guard.check_url(client.meta.endpoint_url)
+    client.meta.events.register_first("before-send.s3", guard)
+    return client
 
 
 @dataclass(frozen=True)
@@ -135,14 +499,19 @@ class TransferSettings:
 class SovereignTarget:
     """One bucket of the sovereign store, reached through the amazon provider's S3Hook."""
 
-    def __init__(self, conn_id: str, bucket: str):
+    def __init__(self, conn_id: str, bucket: str, eea_regions: tuple[str, ...] = (), ca_bundle: str | None = None):
+        """``eea_regions`` and ``ca_bundle``: the catalogue's ``target_eea_regions`` and ``target_ca_bundle``."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk import BaseHook
         from botocore.config import Config
 
         connection = BaseHook.get_connection(conn_id)
         extra = connection.extra_dejson
-        self.profile = check_sovereign_endpoint(extra.get("endpoint_url"), extra.get("provider_profile", "generic"))
+        check_target_connection(connection.login, connection.password, extra, ca_bundle)
+        endpoint = check_sovereign_endpoint(
+            extra.get("endpoint_url"), extra.get("provider_profile", "generic"), eea_regions
+        )
+        self.profile = endpoint.profile
         self.settings = TransferSettings.from_extra(extra)
         config_kwargs = {
             "s3": {"addressing_style": self.profile.addressing_style},
@@ -156,7 +525,7 @@ class SovereignTarget:
             config_kwargs["request_checksum_calculation"] = "when_required"
             config_kwargs["response_checksum_validation"] = "when_required"
         self.hook = S3Hook(aws_conn_id=conn_id, config=Config(**config_kwargs))
-        self.client = self.hook.get_conn()
+        self.client = guard_client(self.hook.get_conn(), endpoint, ca_bundle)
         self.bucket = bucket
 
     def ensure_bucket(self) -> None:

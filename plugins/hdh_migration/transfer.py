@@ -71,7 +71,10 @@ def _ledger():
 def _target():
     from hdh_migration.target import SovereignTarget
 
-    return SovereignTarget(TARGET_CONN_ID, _catalogue().target_bucket)
+    catalogue = _catalogue()
+    return SovereignTarget(
+        TARGET_CONN_ID, catalogue.target_bucket, catalogue.target_eea_regions, catalogue.target_ca_bundle
+    )
 
 
 def _source():
