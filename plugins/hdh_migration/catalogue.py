@@ -459,9 +459,11 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
 
 def _eea_regions(raw: dict, where: str) -> tuple[str, ...]:
     """``target_eea_regions``: regions outside France, in the EEA, that the plan names for the target."""
+    if "target_eea_regions" not in raw:
+        return ()  # France only; target.py is imported only for a plan that names regions
     from hdh_migration.target import eea_region_names
 
-    regions = raw.get("target_eea_regions", [])
+    regions = raw["target_eea_regions"]
     known = eea_region_names()
     if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
         raise CatalogueError(f"{where}: field 'target_eea_regions' must be a list of region names")

@@ -547,6 +547,30 @@ def test_env_example_points_the_connections_at_the_standins():
     assert service("seaweedfs")["configs"] == [{"source": "seaweedfs-s3", "target": "/etc/seaweedfs/s3.json"}]
 
 
+def test_local_standins_are_allowed_only_where_the_setting_says():
+    """The sovereignty guard's local setting: on with the stand-ins, off in a deployment that does not set it."""
+    raw = raw_compose()["x-airflow-common"]["environment"]["HDH_ALLOW_LOCAL_STANDINS"]
+    assert interpolate(raw, {}) == "0", "a .env without the setting must refuse the stand-ins"
+    assert airflow_environment()["HDH_ALLOW_LOCAL_STANDINS"] == "1", ".env.example points at the stand-ins"
+    assert env_sh_exports()["HDH_ALLOW_LOCAL_STANDINS"] == "1"
+    assert env_sh_exports(HDH_ALLOW_LOCAL_STANDINS="0")["HDH_ALLOW_LOCAL_STANDINS"] == "0"
+
+
+@pytest.mark.parametrize("where", ["compose", "env.sh"])
+def test_the_guard_accepts_the_standin_target_only_with_the_local_setting(where):
+    from hdh_migration.errors import SovereigntyError
+    from hdh_migration.target import check_sovereign_endpoint, check_target_connection
+
+    environment = airflow_environment() if where == "compose" else env_sh_exports()
+    target = connections(environment)["hdh_sovereign_target"]
+    extra = target["extra"]
+    check_target_connection(target["login"], target["password"], extra, None)
+    allowed = environment["HDH_ALLOW_LOCAL_STANDINS"] == "1"
+    assert check_sovereign_endpoint(extra["endpoint_url"], extra["provider_profile"], allow_local=allowed)
+    with pytest.raises(SovereigntyError, match="allowed only where HDH_ALLOW_LOCAL_STANDINS=1"):
+        check_sovereign_endpoint(extra["endpoint_url"], extra["provider_profile"], allow_local=False)
+
+
 def test_seaweedfs_keeps_writable_volumes():
     command = service("seaweedfs")["command"]
     assert "-master.volumeSizeLimitMB=1024" in command
@@ -685,6 +709,10 @@ def test_prod_profile_sets_what_compose_sets(prod_config):
         assert urlparse(settings[key]).scheme == urlparse(deployed[key]).scheme, key
     for secret in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
         assert settings[secret] == "<secret>", f"{secret} is printed by scripts/prod.sh config"
+
+
+def test_prod_profile_allows_the_local_standins(prod_config):
+    assert prod_config["settings"]["HDH_ALLOW_LOCAL_STANDINS"] == "1"
 
 
 def test_prod_profile_has_the_connections_of_compose(prod_config):

@@ -6,6 +6,8 @@ test_sovereign_target_guard.py builds clients and proves that no socket opens.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from hdh_migration.catalogue import CatalogueError, load_catalogue
@@ -178,16 +180,32 @@ def test_a_refused_endpoint_is_never_echoed(endpoint):
     assert "the target connection's endpoint_url" in str(excinfo.value)
 
 
-def test_the_extra_allow_list_is_the_documented_one():
-    assert TARGET_EXTRA_KEYS == {
-        "endpoint_url",
-        "region_name",
-        "provider_profile",
-        "verify",
-        "part_size_mb",
-        "upload_concurrency",
-        "read_chunk_mb",
-    }
+def readme_guard_rows() -> dict[str, list[set[str]]]:
+    """The README's allow-list table: for each profile, the words of its France, EEA and outside columns."""
+    from conftest import ROOT
+
+    rows = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("  | `") and len(cells) == 4:
+            rows[cells[0].strip("`")] = [set(re.findall(r"[a-z0-9-]+", cell)) for cell in cells[1:]]
+    return rows
+
+
+def test_the_readme_lists_the_allow_list_exactly():
+    rows = readme_guard_rows()
+    for profile in PROFILES.values():
+        for region in profile.regions:
+            columns = rows[profile.name]
+            where = [region.name in words for words in columns]
+            assert where == [area == region.area for area in (FRANCE, EEA, OUTSIDE_EEA)], (profile.name, region.name)
+
+
+def test_the_readme_lists_the_accepted_connection_extras():
+    from conftest import ROOT
+
+    row = next(line for line in (ROOT / "README.md").read_text().splitlines() if "| `hdh_sovereign_target` |" in line)
+    assert set(re.findall(r"`(?:extra\.)?([a-z_]+)`", row)) >= TARGET_EXTRA_KEYS
 
 
 @pytest.mark.parametrize(
@@ -220,6 +238,9 @@ def test_a_declared_ca_bundle_and_plain_extras_pass():
     check_target_connection("key", "secret", extra, None)
     check_target_connection("key", "secret", {**extra, "verify": True}, None)
     check_target_connection("key", "secret", {**extra, "verify": "/etc/ssl/hdh-ca.pem"}, "/etc/ssl/hdh-ca.pem")
+    from botocore.httpsession import where  # botocore's own public bundle (certifi's) is no custom CA
+
+    check_target_connection("key", "secret", {**extra, "verify": where()}, None)
 
 
 def test_credentials_must_be_the_connection_login_and_password():
