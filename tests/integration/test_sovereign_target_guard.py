@@ -127,6 +127,7 @@ CORPUS = [
     Hostile("config_kwargs-proxies", scw(config_kwargs={"proxies": {"https": f"http://{ATTACKER}"}}), "'config_kwargs'"),
     Hostile("config_kwargs-accelerate", scw(config_kwargs={"s3": {"use_accelerate_endpoint": True}}), "'config_kwargs'"),
     Hostile("profile_name", scw(profile_name="attacker"), "outside the connection"),
+    Hostile("s3_config_file", scw(s3_config_file="/tmp/attacker.ini"), "outside the connection"),
     Hostile("no-credentials", scw(), "no login and password", login=None),
     Hostile("env-https-proxy", scw(), "through a proxy", env={"HTTPS_PROXY": f"http://{ATTACKER}"}),
     Hostile("env-aws-ca-bundle", scw(), "CA bundle", env={"AWS_CA_BUNDLE": "/tmp/attacker-ca.pem"}),
@@ -189,7 +190,7 @@ def fill(value, port: int):
 
 
 def test_the_corpus_is_large_and_covers_the_issue():
-    assert len(CORPUS) >= 40
+    assert len(CORPUS) >= 60  # the README says: over 60
     assert len({case.id for case in CORPUS}) == len(CORPUS)
 
 
