@@ -389,7 +389,9 @@ def check_target_connection(login: str | None, password: str | None, extra: dict
     ``ca_bundle`` is the CA bundle the catalogue declares (``target_ca_bundle``): the only path
     ``extra.verify`` may name.
     """
-    for key in sorted(set(extra) - TARGET_EXTRA_KEYS):
+    refused = sorted(set(extra) - TARGET_EXTRA_KEYS)
+    if refused:
+        key = refused[0]
         why = next((reason for prefixes, reason in _REFUSED_EXTRA_REASONS if key.startswith(prefixes)), None)
         raise SovereigntyError(
             f"the target connection's extra has {key!r}, which "
@@ -419,8 +421,7 @@ def _transport(client):
     """The built client's HTTP session (botocore's URLLib3Session): what actually opens connections."""
     try:
         session = client._endpoint.http_session
-        session._proxy_config.proxy_url_for  # noqa: B018 (fail closed if botocore changed shape)
-        session._verify  # noqa: B018
+        _ = session._proxy_config.proxy_url_for, session._verify  # what RequestGuard reads: fail closed without it
     except AttributeError:
         raise SovereigntyError(
             "cannot inspect the S3 client's transport (botocore changed its internals): the guard refuses "

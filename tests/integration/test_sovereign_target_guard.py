@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hdh_migration.errors import SovereigntyError
-from hdh_migration.target import SovereignTarget, TransferSettings
+from hdh_migration.target import FRANCE, NAMESPACE, PROFILES, SovereignTarget, TransferSettings
 
 CONN_ID = "hdh_guard_target"
 CONN_ENV = "AIRFLOW_CONN_HDH_GUARD_TARGET"
@@ -310,6 +310,24 @@ def test_hook_guards_the_multipart_upload_threads(french_target, attacker, tmp_p
 
 
 # --- what is allowed ------------------------------------------------------------------------------
+
+
+FRENCH_ENDPOINTS = [
+    (profile.name, "https://" + host.replace(NAMESPACE, "hdh-snds"))
+    for profile in PROFILES.values()
+    for region in profile.regions
+    if region.area == FRANCE
+    for host in region.hosts
+]
+
+
+@pytest.mark.parametrize(("profile", "endpoint"), FRENCH_ENDPOINTS, ids=[e for _, e in FRENCH_ENDPOINTS])
+def test_every_french_endpoint_builds_a_guarded_client_without_connecting(profile, endpoint, attacker, monkeypatch):
+    set_target(monkeypatch, at(endpoint, profile))
+    target = SovereignTarget(CONN_ID, "hdh-guard")
+    assert target.client.meta.endpoint_url == endpoint
+    assert target.profile.name == profile
+    assert (attacker.connections, attacker.lookups) == (0, [])
 
 
 def test_a_named_eea_region_reaches_the_target_through_the_catalogue(migration, monkeypatch):
