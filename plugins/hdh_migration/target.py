@@ -293,7 +293,7 @@ def check_sovereign_endpoint(
     ``eea_regions`` are the regions outside France the catalogue names (``target_eea_regions``);
     ``allow_local`` defaults to ``HDH_ALLOW_LOCAL_STANDINS``.
     """
-    if profile_name not in PROFILES:
+    if not isinstance(profile_name, str) or profile_name not in PROFILES:
         raise SovereigntyError(
             f"target profile {profile_name!r} is unknown; set 'provider_profile' in the target connection's "
             f"extra to one of {', '.join(sorted(PROFILES))}"

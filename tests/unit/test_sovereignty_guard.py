@@ -139,6 +139,8 @@ def test_a_region_outside_the_eea_is_refused_whatever_the_catalogue_names(region
         ("http://seaweedfs:8333", "generic", "compose stand-in of profile 'standin'"),
         (None, "generic", "no 'endpoint_url'"),
         ("https://s3.fr-par.scw.cloud", "aws", "profile 'aws' is unknown"),
+        ("https://s3.fr-par.scw.cloud", ["scaleway"], "profile ['scaleway'] is unknown"),
+        (["https://s3.fr-par.scw.cloud"], "scaleway", "is not a string"),
         ("https://s3.fr-par.scw.cloud:8443", "scaleway", "has port 8443"),
         ("https://s3.fr-par.scw.cloud/hdh", "scaleway", "has a path"),
         ("https://objectstorage.eu-west-2.numspot.com/other/x", "numspot", "has a path other than"),
