@@ -71,7 +71,8 @@ class ProviderProfile:
     standin_hosts: tuple[str, ...] = ()
 
 
-# The allow-list: every host a target may use, by provider and region, with its public source.
+# The allow-list: every host a target may use, by provider and region, with its public source
+# (shared/reference/sovereign-s3.md, "Regions"; re-check the provider's current list before a wave).
 # A region outside the EEA is listed so that its refusal says why; it is never allowed.
 PROFILES = {
     p.name: p
