@@ -61,7 +61,11 @@ NEXT_STEPS: tuple[tuple[type[BaseException], str], ...] = (
         IntegrityError,
         "The copy differs from its source; nothing was promoted. Re-run the partition; if it persists, report a bug.",
     ),
-    (SovereigntyError, "No byte moved. Fix the hdh_sovereign_target connection (endpoint, provider profile)."),
+    (
+        SovereigntyError,
+        "The guard refused the request before it was sent. Fix what the message names: the hdh_sovereign_target "
+        "connection, the catalogue's target_eea_regions or target_ca_bundle, or the worker's environment.",
+    ),
     (
         FrozenDomainError,
         "The domain is cut over and refuses writes. Roll it back (hdh_rollback__<domain>, with a reason) only if "
