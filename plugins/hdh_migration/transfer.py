@@ -64,6 +64,10 @@ MANIFEST_VERSION = 1
 PARTITION_LEASE = dt.timedelta(hours=1)
 LEASE_RENEW_EVERY = dt.timedelta(minutes=5)
 LEFTOVERS_LISTED = 100  # keys named in a leftover report (and its event); the count is always whole
+# A leftover sweep outside any run (the gap scan) holds the partition's lease under this name, briefly.
+SWEEPER_PREFIX = "leftover-sweep:"
+SWEEP_LEASE = dt.timedelta(minutes=10)
+SWEEPABLE_STATES = ("committed", "quarantined")
 LEASE_WAIT_S = 600
 LEASE_POLL_S = 5
 
@@ -159,7 +163,7 @@ def _wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
         ledger.record_event(domain, "partition_busy", {"holder": holder}, partition=partition, run_id=run_id)
     deadline = time.monotonic() + LEASE_WAIT_S
     while holder and time.monotonic() < deadline:
-        if _run_finished(holder):
+        if not holder.startswith(SWEEPER_PREFIX) and _run_finished(holder):
             log.info("%s: run %s finished without releasing its lease; taking it over", where(domain), holder)
             holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE, stale_holder=holder)
             continue
@@ -249,6 +253,33 @@ def _sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: s
             report["keys"],
         )
     return report
+
+
+def sweep_partition(domain: Domain, partition: str, tables: list[str], sweeper: str) -> dict:
+    """The gap scan's sweep of one partition's leftover staging, when no run is writing it.
+
+    It takes the partition's lease as ``SWEEPER_PREFIX + sweeper`` (a run that wants it waits the few
+    seconds of the sweep), and sweeps a table only if its ledger state is terminal (committed or
+    quarantined): a run in flight, or a failed one that may be cleared, keeps its staging.
+    """
+    ledger, target = _ledger(), _target()
+    holder_id = SWEEPER_PREFIX + sweeper
+    holder = ledger.claim_partition(domain.name, partition, holder_id, SWEEP_LEASE)
+    if holder:
+        return {"swept": [], "kept": [{"table": t, "reason": f"run {holder} holds the partition"} for t in tables]}
+    swept, kept = [], []
+    try:
+        for name in sorted(tables):
+            record = ledger.get(domain.name, name, partition)
+            state = record.state if record else None
+            if state not in SWEEPABLE_STATES:
+                kept.append({"table": name, "reason": f"ledger state {state}: a run may still resume it"})
+                continue
+            report = _sweep_leftovers(target, ledger, domain.table(name), partition, None, holder_id)
+            swept.append({"table": name, **report})
+    finally:
+        ledger.release_partition(domain.name, partition, holder_id)
+    return {"swept": swept, "kept": kept}
 
 
 def _clean_after(target, ledger, table: Table, partition: str, token: str, run_id: str, stale: list[str]) -> dict:
