@@ -799,7 +799,7 @@ def _results_by_table(results: list[dict]) -> dict[str, list[dict]]:
 def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> dict:
     """Whole-partition checks GX cannot make batch by batch, then the verdict per table.
 
-    A table that fails is quarantined (redacted report under ``_quarantine/``, staging removed,
+    A table that fails is quarantined (redacted report under ``_quarantine/``, the run's staging removed,
     nothing promoted); the others are validated. Any quarantine fails the task, so nothing commits.
     """
     from hdh_migration.integrity import Fingerprint

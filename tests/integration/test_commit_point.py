@@ -257,3 +257,47 @@ def test_commit_and_quarantine_leave_another_runs_staging_untouched(migration, s
     assert uploads(f"{STAGING_PREFIX}/pmsi_mco/T_MCOaaB/") == [other_pmsi[0].replace("00000", "00001")]
     assert migration.target_keys(_run_staging(migration, "run-2", "T_MCOaaB", "pmsi_mco", "2022")) == []
     assert migration.ledger.get("pmsi_mco", "T_MCOaaB", "2022").state == "quarantined"
+
+
+def test_the_gap_scan_sweeps_leftover_staging_only_where_no_run_may_resume_it(migration):
+    from hdh_migration.gaps import run_gap_scan
+
+    target, ledger = migration.target, migration.ledger
+    target.ensure_bucket()
+    migration.source.container_client.create_container()  # an empty Azure: no gap, so no backfill to ask for
+
+    def leftover(domain: str, table: str, partition: str, state: str) -> str:
+        key = _run_staging(migration, f"run-{state}", table, domain, partition) + "part-00000.parquet"
+        target.put_bytes(key, b"staged bytes", "application/octet-stream")
+        ledger.set_state(domain, table, partition, state, run_id="run-last")
+        return key
+
+    committed = leftover("dcir", "ER_PRS_F", "2024-01-01", "committed")
+    quarantined = leftover("pmsi_mco", "T_MCOaaB", "2022", "quarantined")
+    in_flight = leftover("dcir", "ER_PRS_F", "2024-02-01", "transferring")
+    failed = leftover("dcir", "ER_PHA_F", "2024-03-01", "failed")  # a failed run may be cleared: it keeps them
+    leased = leftover("pmsi_mco", "T_MCOaaB", "2023", "committed")
+    assert ledger.claim_partition("pmsi_mco", "2023", "run-writing", HOUR) is None  # a run is writing it now
+    planted = sorted([committed, quarantined, in_flight, failed, leased])
+
+    dry = run_gap_scan(dry_run=True, run_id="scan-dry")["staging_leftovers"]
+    assert (dry["objects_found"], dry["objects_swept"]) == (5, 0)
+    assert migration.target_keys(f"{STAGING_PREFIX}/") == planted
+
+    report = run_gap_scan(run_id="scan-1")["staging_leftovers"]
+
+    assert migration.target_keys(f"{STAGING_PREFIX}/") == sorted([in_flight, failed, leased])
+    assert (report["objects_found"], report["objects_swept"]) == (5, 2)
+    swept = sorted(k for p in report["partitions"] for s in p["swept"] for k in s["keys"])
+    assert swept == sorted([committed, quarantined])
+    kept = {(p["domain"], p["partition"], k["table"]): k["reason"] for p in report["partitions"] for k in p["kept"]}
+    assert kept == {
+        ("dcir", "2024-02-01", "ER_PRS_F"): "ledger state transferring: a run may still resume it",
+        ("dcir", "2024-03-01", "ER_PHA_F"): "ledger state failed: a run may still resume it",
+        ("pmsi_mco", "2023", "T_MCOaaB"): "run run-writing holds the partition",
+    }
+    assert ledger.last_gap_scan()["report"]["staging_leftovers"] == report
+    assert ledger.partition_lease("dcir", "2024-01-01") is None, "the sweep kept the lease"
+    assert ledger.partition_lease("pmsi_mco", "2023").run_id == "run-writing"
+    events = ledger.events(kinds=("leftovers_swept",))
+    assert {e["run_id"] for e in events} == {"leftover-sweep:scan-1"}
