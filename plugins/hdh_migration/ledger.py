@@ -155,8 +155,8 @@ class LeaseRenewer:
 
     Bound to a task (see ``transfer._renews_lease``): while the task runs, its lease keeps moving
     ``ttl`` ahead of the database's clock; once the task returns or its process dies, renewal stops and
-    the lease expires ``ttl`` later. A lease found taken over or released is never taken back: ``lost``
-    says so, and the task's next write under the lease refuses.
+    the lease expires ``ttl`` later. A lease found taken over or released is never taken back: renewal
+    stops and ``lost`` says so; the task's next write checks the lease in the ledger and refuses.
     """
 
     def __init__(self, ledger: Ledger, domain: str, partition: str, run_id: str, ttl: dt.timedelta, every: float):
@@ -172,6 +172,10 @@ class LeaseRenewer:
         return self
 
     def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop renewing (idempotent); returns once no renewal is in flight."""
         self._stopped.set()
         self._thread.join()
 

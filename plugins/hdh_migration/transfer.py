@@ -112,7 +112,7 @@ def _spool_dir() -> Path:
 def _record_failure(domain: str, table: str, partition: str, error: Exception, run_id: str) -> None:
     ledger = _ledger()
     ledger.set_state(domain, table, partition, "failed", run_id=run_id, last_error=str(error)[:2000])
-    ledger.release_partition(domain, partition, run_id)  # a failed run writes no more: let the next one in
+    _release_lease(ledger, domain, partition, run_id)  # a failed run writes no more: let the next one in
 
 
 class _TaskLeases:
@@ -153,6 +153,15 @@ def _keep_renewing(ledger, domain: str, partition: str, run_id: str) -> None:
         return
     renewer = LeaseRenewer(ledger, domain, partition, run_id, PARTITION_LEASE, LEASE_RENEW_EVERY.total_seconds())
     leases.renewers[(domain, partition, run_id)] = leases.stack.enter_context(renewer)
+
+
+def _release_lease(ledger, domain: str, partition: str, run_id: str) -> None:
+    """Stop renewing the run's lease in this task, then give it back."""
+    leases = _task_leases.get()
+    renewer = leases.renewers.pop((domain, partition, run_id), None) if leases else None
+    if renewer is not None:
+        renewer.stop()
+    ledger.release_partition(domain, partition, run_id)
 
 
 def _wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
@@ -437,7 +446,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             domain.name, table.name, partition, "transferring", run_id=run_id, new_attempt=True, last_error=None
         )
     if not tables:
-        ledger.release_partition(domain.name, partition, run_id)
+        _release_lease(ledger, domain.name, partition, run_id)
     log.info(
         "%s: %d table(s) to transfer, %d object(s), %.1f MB",
         where(domain.name, partition=partition),
@@ -885,7 +894,7 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         verdicts[table.name] = summary
         ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
     if quarantined:
-        ledger.release_partition(tables[0]["domain"], tables[0]["partition"], run_id)
+        _release_lease(ledger, tables[0]["domain"], tables[0]["partition"], run_id)
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
         raise (PrivacyIncident if privacy else QuarantinedError)(
             " | ".join(str(e) for e in quarantined),
@@ -1088,7 +1097,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         )
         committed.append({"domain": table.domain, "table": table.name, "partition": partition, "manifest": key})
     for domain_name in sorted({planned["domain"] for planned in tables}):
-        ledger.release_partition(domain_name, tables[0]["partition"], run_id)
+        _release_lease(ledger, domain_name, tables[0]["partition"], run_id)
     return committed
 
 
