@@ -12,7 +12,12 @@ successful runs are left alone, and a partition inside the span without a run ge
 unchanged partition is then a fast no-op). A snapshot domain has no schedule to backfill: its
 partition is triggered as one run.
 
-The report (names, partitions, reasons and counts only; never a data value) goes to
+The scan also sweeps leftover staging (``_staging/``, one more listing): objects that a run's
+best-effort cleanup could not remove, or that a crashed run left, in partitions whose tables are
+committed or quarantined, under the partition's lease (``transfer.sweep_partition``); a dry run only
+lists them.
+
+The report (names, partitions, reasons, counts and object keys only; never a data value) goes to
 ``_reports/gap_scan/<started>.json`` in the sovereign store and to the ledger (``record_gap_scan``).
 """
 
@@ -30,8 +35,10 @@ from hdh_migration.dag_factory import transfer_dag_id
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
     MANIFEST_PREFIX,
+    STAGING_PREFIX,
     gap_scan_report_key,
     parse_manifest_key,
+    parse_staging_key,
     partition_dir,
     partition_from_dir,
     table_prefix,
@@ -299,6 +306,39 @@ def plan_backfills(catalogue: Catalogue, findings: list[Finding]) -> dict[str, d
 
 
 # ---------------------------------------------------------------------------------------------
+# leftover staging
+
+
+def sweep_staging(catalogue: Catalogue, target, sweeper: str, dry_run: bool = False) -> dict:
+    """Find leftover staging (one listing) and sweep it partition by partition; counts and keys only."""
+    from hdh_migration.transfer import sweep_partition
+
+    found: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for key in target.list_keys(f"{STAGING_PREFIX}/"):
+        parsed = parse_staging_key(key)
+        if parsed is not None:
+            domain, table, partition, _run_token = parsed
+            found[(domain, partition)][table] += 1
+    known = {domain.name: domain for domain in catalogue.domains}
+    partitions = []
+    for (domain, partition), tables in sorted(found.items()):
+        entry = {"domain": domain, "partition": partition, "objects": sum(tables.values())}
+        if dry_run:
+            entry.update(swept=[], kept=[{"table": t, "reason": "dry run"} for t in sorted(tables)])
+        elif domain not in known:
+            entry.update(swept=[], kept=[{"table": t, "reason": "domain not in the catalogue"} for t in sorted(tables)])
+        else:
+            entry.update(sweep_partition(known[domain], partition, sorted(tables), sweeper))
+        partitions.append(entry)
+    return {
+        "objects_found": sum(p["objects"] for p in partitions),
+        "objects_swept": sum(s["swept"] for p in partitions for s in p["swept"]),
+        "partitions": partitions[:REPORT_LIST_LIMIT],
+        "partitions_truncated": max(0, len(partitions) - REPORT_LIST_LIMIT),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # the requests, through Airflow's REST API
 
 
@@ -394,6 +434,11 @@ def run_gap_scan(
     catalogue, ledger, source, target = _catalogue(), _ledger(), _source(), _target()
     target.ensure_bucket()  # a store with no bucket yet holds no manifest; the report goes there
     observed = observe(catalogue, source, target, ledger)
+    try:
+        leftovers = sweep_staging(catalogue, target, run_id or started_at.isoformat(), dry_run=dry_run)
+    except Exception as error:  # noqa: BLE001 - leftovers never block the scan's backfills; the next scan retries
+        log.warning("gap scan: leftover staging not swept (%s)", type(error).__name__)
+        leftovers = {"error": type(error).__name__}
     compare_clock = time.perf_counter()
     compared = compare(catalogue, observed, started_at, max_attempts=max_attempts)
     findings = refine_quarantined(compared["findings"], catalogue, observed, source, ledger)
@@ -417,6 +462,7 @@ def run_gap_scan(
             "dry_run": dry_run,
             "run_id": run_id,
             "report_key": report_key,
+            "staging_leftovers": leftovers,
             "seconds": {
                 **{f"list_{k}": round(v, 3) for k, v in observed.listing_seconds.items()},
                 "compare": round(compare_seconds, 3),

@@ -39,6 +39,21 @@ def staging_prefix(domain: str, table: str, partition_column: str, partition: st
     return f"{STAGING_PREFIX}/{partition_dir(domain, table, partition_column, partition)}"
 
 
+def run_staging_prefix(domain: str, table: str, partition_column: str, partition: str, run_token: str) -> str:
+    """Where one run stages a partition's objects (and their key-hash files): the run cleans only this."""
+    return f"{staging_prefix(domain, table, partition_column, partition)}{run_token}/"
+
+
+def parse_staging_key(key: str) -> tuple[str, str, str, str] | None:
+    """``(domain, table, partition, run_token)`` of a staging key, or None for any other key."""
+    if not key.startswith(f"{STAGING_PREFIX}/"):
+        return None
+    parts = key[len(STAGING_PREFIX) + 1 :].split("/")
+    if len(parts) < 5 or "=" not in parts[2] or not parts[3]:
+        return None
+    return parts[0], parts[1], parts[2].split("=", 1)[1], parts[3]
+
+
 def staging_key(final_key: str, run_token: str) -> str:
     """Where a run stages a final key; one token per DAG run, so retries resume the same upload."""
     directory, name = final_key.rsplit("/", 1)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
 
 PARTITION_STATES = ("planned", "transferring", "validated", "committed", "failed", "quarantined")
 DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over")
@@ -111,6 +115,7 @@ gap_scans_table = sa.Table(
 
 # The write lease of one domain partition: at most one DAG run plans, stages, validates and commits it
 # at a time. It expires, so a run that crashed without releasing it blocks the partition only that long.
+# ``expires_at`` is written and compared with the database's clock only: workers' clocks may disagree.
 leases_table = sa.Table(
     "hdh_partition_lease",
     metadata,
@@ -136,6 +141,58 @@ class PartitionRecord:
     manifest_sha256: str | None
     source_etags: dict[str, str]
     updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class PartitionLease:
+    run_id: str
+    expires_at: dt.datetime
+    database_now: dt.datetime
+
+
+class LeaseRenewer:
+    """Renews one run's partition lease every ``every`` seconds, in a thread of its own, until stopped.
+
+    Bound to a task (see ``transfer._renews_lease``): while the task runs, its lease keeps moving
+    ``ttl`` ahead of the database's clock; once the task returns or its process dies, renewal stops and
+    the lease expires ``ttl`` later. A lease found taken over or released is never taken back: renewal
+    stops and ``lost`` says so; the task's next write checks the lease in the ledger and refuses.
+    """
+
+    def __init__(self, ledger: Ledger, domain: str, partition: str, run_id: str, ttl: dt.timedelta, every: float):
+        self.ledger, self.domain, self.partition, self.run_id = ledger, domain, partition, run_id
+        self.ttl, self.every = ttl, every
+        self.renewals = 0
+        self.lost = False
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"hdh-lease-{domain}-{partition}", daemon=True)
+
+    def __enter__(self) -> LeaseRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop renewing (idempotent); returns once no renewal is in flight."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._stopped.wait(self.every):
+            try:
+                renewed = self.ledger.renew_partition(self.domain, self.partition, self.run_id, self.ttl)
+            except Exception as error:  # noqa: BLE001 - a ledger outage: try again at the next beat
+                log.warning(
+                    "%s/%s: lease not renewed (%s); retrying", self.domain, self.partition, type(error).__name__
+                )
+                continue
+            if not renewed:
+                self.lost = True
+                log.warning("%s/%s: run %s no longer holds the write lease", self.domain, self.partition, self.run_id)
+                return
+            self.renewals += 1
 
 
 def _now() -> dt.datetime:
@@ -255,24 +312,31 @@ class Ledger:
                 )
             )
 
+    def _database_time(self, offset: dt.timedelta = dt.timedelta(0)):
+        """The database's clock plus ``offset``, as an SQL expression: the one clock that judges leases."""
+        if self.engine.dialect.name == "sqlite":
+            # SQLAlchemy's own storage format for SQLite datetimes, so stored times compare as text.
+            return sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now", f"{offset.total_seconds():+.6f} seconds")
+        return sa.func.now() + sa.literal(offset, sa.Interval)
+
     def claim_partition(
         self, domain: str, partition: str, run_id: str, ttl: dt.timedelta, stale_holder: str | None = None
     ) -> str | None:
         """Take or renew a partition's write lease for a run; returns the holding run's id if another holds it.
 
         Atomic on SQLite and PostgreSQL: the insert does nothing on a conflict, and the update only takes
-        a lease that this run already holds, that has expired, or whose holder is ``stale_holder`` (a run
-        known to have finished).
+        a lease that this run already holds, that has expired by the database's clock, or whose holder is
+        ``stale_holder`` (a run known to have finished).
         """
         from sqlalchemy.dialects import postgresql, sqlite
 
-        now = _now()
         lease = {"domain": domain, "partition": partition}
         dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        expires_at = self._database_time(ttl)
         with self._begin() as conn:
             inserted = conn.execute(
                 dialect_insert(leases_table)
-                .values(**lease, run_id=run_id, expires_at=now + ttl)
+                .values(**lease, run_id=run_id, expires_at=expires_at)
                 .on_conflict_do_nothing()
             ).rowcount
             if inserted:
@@ -284,10 +348,10 @@ class Ledger:
                     leases_table.c.partition == partition,
                     sa.or_(
                         leases_table.c.run_id.in_([run_id, stale_holder or run_id]),
-                        leases_table.c.expires_at < now,
+                        leases_table.c.expires_at < self._database_time(),
                     ),
                 )
-                .values(run_id=run_id, expires_at=now + ttl)
+                .values(run_id=run_id, expires_at=expires_at)
             ).rowcount
             if taken:
                 return None
@@ -297,6 +361,37 @@ class Ledger:
                 )
             ).scalar()
         return holder
+
+    def renew_partition(self, domain: str, partition: str, run_id: str, ttl: dt.timedelta) -> bool:
+        """Move the expiry of a lease this run holds to ``ttl`` from now (database clock); False if it does not.
+
+        Never takes a lease: one released, or taken over by another run, stays so.
+        """
+        with self._begin() as conn:
+            renewed = conn.execute(
+                sa.update(leases_table)
+                .where(
+                    leases_table.c.domain == domain,
+                    leases_table.c.partition == partition,
+                    leases_table.c.run_id == run_id,
+                )
+                .values(expires_at=self._database_time(ttl))
+            ).rowcount
+        return bool(renewed)
+
+    def partition_lease(self, domain: str, partition: str) -> PartitionLease | None:
+        """Who holds a partition's write lease, until when, and the database's time now; None if free."""
+        query = sa.select(
+            leases_table.c.run_id, leases_table.c.expires_at, self._database_time().label("database_now")
+        ).where(leases_table.c.domain == domain, leases_table.c.partition == partition)
+        with self._begin() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        now = row.database_now
+        if isinstance(now, str):  # SQLite returns the expression's text as is
+            now = dt.datetime.fromisoformat(now)
+        return PartitionLease(row.run_id, as_utc(row.expires_at), as_utc(now))
 
     def release_partition(self, domain: str, partition: str, run_id: str) -> None:
         """Give a partition's write lease back, if this run holds it."""

@@ -681,32 +681,42 @@ class SovereignTarget:
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
             )
 
-    def abort_uploads(self, prefix: str) -> int:
-        """Abort unfinished multipart uploads under a prefix (left by crashed runs)."""
+    def abort_uploads(self, prefix: str, keep: str | None = None) -> int:
+        """Abort unfinished multipart uploads under a prefix (left by crashed runs), except under ``keep``."""
         response = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        uploads = response.get("Uploads", [])
+        uploads = [u for u in response.get("Uploads", []) if keep is None or not u["Key"].startswith(keep)]
         for upload in uploads:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         return len(uploads)
 
-    def put_json(self, key: str, document: dict) -> str:
-        """Write a small JSON document (manifest, report); returns its sha256."""
+    def put_json(self, key: str, document: dict, *, if_match: str | None = None, if_absent: bool = False) -> str:
+        """Write a small JSON document (manifest, report); returns its sha256. See ``put_bytes`` for the conditions."""
         import json
 
-        return self.put_bytes(key, json.dumps(document, indent=2, sort_keys=True).encode("utf-8"), "application/json")
+        body = json.dumps(document, indent=2, sort_keys=True).encode("utf-8")
+        return self.put_bytes(key, body, "application/json", if_match=if_match, if_absent=if_absent)
 
-    def put_bytes(self, key: str, body: bytes, content_type: str) -> str:
-        """Write a small document in one request, with its sha256 as metadata; returns the sha256."""
+    def put_bytes(
+        self, key: str, body: bytes, content_type: str, *, if_match: str | None = None, if_absent: bool = False
+    ) -> str:
+        """Write a small document in one request, with its sha256 as metadata; returns the sha256.
+
+        A conditional write (S3 ``If-Match`` / ``If-None-Match: *``; SeaweedFS honours both) replaces only
+        the object of ETag ``if_match``, or only creates one ``if_absent``; otherwise the store answers
+        ``PreconditionFailed`` (412), raised as botocore's ``ClientError``.
+        """
         from hdh_migration.integrity import sha256_stream
 
         digest = sha256_stream()
         digest.update(body)
+        conditions = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
         self.client.put_object(
             Bucket=self.bucket,
             Key=key,
             Body=body,
             ContentType=content_type,
             Metadata={SHA256_METADATA: digest.hexdigest()},
+            **conditions,
         )
         return digest.hexdigest()
 

@@ -3,15 +3,19 @@
 Each function is one Airflow task body. They exchange only metadata through XCom (names, sizes,
 hashes, counts), never data values. Heavy libraries are imported inside the functions.
 
-Commit protocol: objects are uploaded under ``_staging/``, checked, promoted to final keys by
-server-side copy, and only then is the partition manifest written: the manifest is the commit
-point. Staging and unfinished uploads are cleaned once the manifest exists. A run that dies at any
-step leaves either the previous manifest (and the next run redoes the work) or the new one.
+Commit protocol: objects are uploaded under the run's own ``_staging/…/<run token>/`` folder,
+checked, promoted to final keys by server-side copy, and only then is the partition manifest
+written, by the lease holder only (a re-check under the lease, then a conditional PUT): the manifest
+is the commit point. The ledger records it at once; the cleanup that follows (the run's staging, its
+unfinished uploads, stale final keys) is best effort: what it leaves is reported and swept under the
+lease by the partition's next run or by the gap scan. A run that dies at any step leaves either the
+previous manifest (and the next run redoes the work) or the new one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
@@ -19,6 +23,8 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
+from contextvars import ContextVar
 from pathlib import Path
 
 from hdh_migration.catalogue import Catalogue, Domain, Table, cached_catalogue
@@ -38,6 +44,7 @@ from hdh_migration.layout import (
     manifest_key,
     partition_dir,
     quarantine_key,
+    run_staging_prefix,
     staging_key,
     staging_prefix,
     target_key,
@@ -51,9 +58,16 @@ LEDGER_CONN_ID = "hdh_ledger"
 BATCH_ROWS = 16_384  # bounded memory per batch; smaller batches cost nothing measurable in Arrow
 KEY_BUCKET_BYTES = 64 << 20
 MANIFEST_VERSION = 1
-# One run writes a partition at a time (see Ledger.claim_partition). Every task of the run renews the
-# lease; a run that crashed blocks its partition at most this long after its last task.
+# One run writes a partition at a time (see Ledger.claim_partition). Every task of the run takes the
+# lease back when it starts and renews it every LEASE_RENEW_EVERY while it runs, by the database's
+# clock; a run that crashed blocks its partition at most this long after its last renewal.
 PARTITION_LEASE = dt.timedelta(hours=1)
+LEASE_RENEW_EVERY = dt.timedelta(minutes=5)
+LEFTOVERS_LISTED = 100  # keys named in a leftover report (and its event); the count is always whole
+# A leftover sweep outside any run (the gap scan) holds the partition's lease under this name, briefly.
+SWEEPER_PREFIX = "leftover-sweep:"
+SWEEP_LEASE = dt.timedelta(minutes=10)
+SWEEPABLE_STATES = ("committed", "quarantined")
 LEASE_WAIT_S = 600
 LEASE_POLL_S = 5
 
@@ -101,7 +115,56 @@ def _spool_dir() -> Path:
 def _record_failure(domain: str, table: str, partition: str, error: Exception, run_id: str) -> None:
     ledger = _ledger()
     ledger.set_state(domain, table, partition, "failed", run_id=run_id, last_error=str(error)[:2000])
-    ledger.release_partition(domain, partition, run_id)  # a failed run writes no more: let the next one in
+    _release_lease(ledger, domain, partition, run_id)  # a failed run writes no more: let the next one in
+
+
+class _TaskLeases:
+    """The lease renewers a task body started, stopped when the body returns (see ``_renews_lease``)."""
+
+    def __init__(self, stack: ExitStack):
+        self.stack = stack
+        self.renewers: dict[tuple[str, str, str], object] = {}
+
+
+_task_leases: ContextVar[_TaskLeases | None] = ContextVar("hdh_task_leases", default=None)
+
+
+def _renews_lease(task_body):
+    """Bind lease renewal to a task body: a lease it takes is renewed in the background until it returns.
+
+    A task that makes progress for longer than the lease (a large object, a slow store) keeps it; a task
+    whose process dies stops renewing, and its lease expires ``PARTITION_LEASE`` later.
+    """
+
+    @functools.wraps(task_body)
+    def run(*args, **kwargs):
+        with ExitStack() as stack:
+            token = _task_leases.set(_TaskLeases(stack))
+            try:
+                return task_body(*args, **kwargs)
+            finally:
+                _task_leases.reset(token)
+
+    return run
+
+
+def _keep_renewing(ledger, domain: str, partition: str, run_id: str) -> None:
+    from hdh_migration.ledger import LeaseRenewer
+
+    leases = _task_leases.get()
+    if leases is None or (domain, partition, run_id) in leases.renewers:
+        return
+    renewer = LeaseRenewer(ledger, domain, partition, run_id, PARTITION_LEASE, LEASE_RENEW_EVERY.total_seconds())
+    leases.renewers[(domain, partition, run_id)] = leases.stack.enter_context(renewer)
+
+
+def _release_lease(ledger, domain: str, partition: str, run_id: str) -> None:
+    """Stop renewing the run's lease in this task, then give it back."""
+    leases = _task_leases.get()
+    renewer = leases.renewers.pop((domain, partition, run_id), None) if leases else None
+    if renewer is not None:
+        renewer.stop()
+    ledger.release_partition(domain, partition, run_id)
 
 
 def _wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
@@ -112,7 +175,7 @@ def _wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
         ledger.record_event(domain, "partition_busy", {"holder": holder}, partition=partition, run_id=run_id)
     deadline = time.monotonic() + LEASE_WAIT_S
     while holder and time.monotonic() < deadline:
-        if _run_finished(holder):
+        if not holder.startswith(SWEEPER_PREFIX) and _run_finished(holder):
             log.info("%s: run %s finished without releasing its lease; taking it over", where(domain), holder)
             holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE, stale_holder=holder)
             continue
@@ -122,8 +185,9 @@ def _wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
         raise PartitionBusyError(
             f"{where(domain, partition=partition)}: run {holder} still holds the partition's write lease after "
             f"{LEASE_WAIT_S} s (rule: one run writes a partition at a time). This task is retried; if that run "
-            f"died, clear it to finish it, or its lease expires {PARTITION_LEASE} after its last task"
+            f"died, clear it to finish it, or its lease expires {PARTITION_LEASE} after its last renewal"
         )
+    _keep_renewing(ledger, domain, partition, run_id)
 
 
 def _run_finished(run_id: str) -> bool:
@@ -139,7 +203,8 @@ def _run_finished(run_id: str) -> bool:
 
 
 def _hold_lease(ledger, domain: str, partition: str, run_id: str) -> None:
-    """Renew the run's write lease before writing; refuse if another run took it meanwhile."""
+    """Renew the run's write lease before writing, and keep renewing it while the task runs; refuse if
+    another run took it meanwhile."""
     holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE)
     if holder:
         raise PartitionLeaseLost(
@@ -147,6 +212,128 @@ def _hold_lease(ledger, domain: str, partition: str, run_id: str) -> None:
             "run's expired (rule: one run writes a partition at a time). This run stops without writing; "
             "the other run completes the partition"
         )
+    _keep_renewing(ledger, domain, partition, run_id)
+
+
+def _fence(ledger, table: Table, partition: str, run_id: str) -> None:
+    """Just before a write that makes data visible: this run holds the lease and is still the table's
+    run in the ledger (no run planned it since, even one that took the lease and gave it back)."""
+    _hold_lease(ledger, table.domain, partition, run_id)
+    record = ledger.get(table.domain, table.name, partition)
+    if record is not None and record.run_id != run_id:
+        raise PartitionLeaseLost(
+            f"{where(table.domain, table.name, partition)}: run {record.run_id} took the partition over since "
+            "this run planned it (rule: one run writes a partition at a time). This run stops without writing; "
+            "the other run's result stands"
+        )
+
+
+def _sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: str | None, run_id: str) -> dict:
+    """Remove the staging that other runs left in a table's partition (and their unfinished uploads).
+
+    Call it under the partition's lease only: no other run writes the partition then, so every other
+    run's staging there is a leftover (a run that crashed, or whose post-commit cleanup failed). The
+    sweep is counted and named by key in a ``leftovers_swept`` event.
+    """
+    prefix = staging_prefix(table.domain, table.name, table.partition_column, partition)
+    keep = (
+        run_staging_prefix(table.domain, table.name, table.partition_column, partition, keep_token)
+        if keep_token
+        else None
+    )
+    found = {k for k in target.list_keys(prefix) if keep is None or not k.startswith(keep)}
+    aborted = target.abort_uploads(prefix, keep=keep)
+    target.delete_keys(sorted(found))
+    remaining = found.intersection(target.list_keys(prefix))
+    swept = sorted(found - remaining)
+    report = {
+        "swept": len(swept),
+        "aborted_uploads": aborted,
+        "remaining": len(remaining),
+        "keys": swept[:LEFTOVERS_LISTED],
+    }
+    if found or aborted:
+        ledger.record_event(
+            table.domain, "leftovers_swept", report, table_name=table.name, partition=partition, run_id=run_id
+        )
+        log.info(
+            "%s: swept %d leftover staging object(s) and %d unfinished upload(s) of other runs (%d not removed): %s",
+            where(table.domain, table.name, partition),
+            len(swept),
+            aborted,
+            len(remaining),
+            report["keys"],
+        )
+    return report
+
+
+def sweep_partition(domain: Domain, partition: str, tables: list[str], sweeper: str) -> dict:
+    """The gap scan's sweep of one partition's leftover staging, when no run is writing it.
+
+    It takes the partition's lease as ``SWEEPER_PREFIX + sweeper`` (a run that wants it waits the few
+    seconds of the sweep), and sweeps a table only if its ledger state is terminal (committed or
+    quarantined): a run in flight, or a failed one that may be cleared, keeps its staging.
+    """
+    ledger, target = _ledger(), _target()
+    holder_id = SWEEPER_PREFIX + sweeper
+    holder = ledger.claim_partition(domain.name, partition, holder_id, SWEEP_LEASE)
+    if holder:
+        return {"swept": [], "kept": [{"table": t, "reason": f"run {holder} holds the partition"} for t in tables]}
+    swept, kept = [], []
+    try:
+        for name in sorted(tables):
+            record = ledger.get(domain.name, name, partition)
+            state = record.state if record else None
+            if state not in SWEEPABLE_STATES:
+                kept.append({"table": name, "reason": f"ledger state {state}: a run may still resume it"})
+                continue
+            report = _sweep_leftovers(target, ledger, domain.table(name), partition, None, holder_id)
+            swept.append({"table": name, **report})
+    finally:
+        ledger.release_partition(domain.name, partition, holder_id)
+    return {"swept": swept, "kept": kept}
+
+
+def _clean_after(target, ledger, table: Table, partition: str, token: str, run_id: str, stale: list[str]) -> dict:
+    """Best effort: remove this run's staging and unfinished uploads, and the ``stale`` final keys.
+
+    Never raises: it runs after a verdict (quarantine) or after the commit point, which a cleanup
+    fault must not undo. What stays is counted, named by key and recorded (``cleanup_leftovers``);
+    the partition's next run or the gap scan sweeps it. Other runs' staging is never touched here.
+    """
+    own = run_staging_prefix(table.domain, table.name, table.partition_column, partition, token)
+    steps = {
+        "staging": lambda: target.delete_keys(target.list_keys(own)),
+        "uploads": lambda: target.abort_uploads(own),
+        "stale final keys": lambda: target.delete_keys(stale),
+    }
+    errors = []
+    for step, action in steps.items():
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 - best effort; only the class is kept (a message may quote a body)
+            errors.append(f"{step}: {type(error).__name__}")
+    try:
+        leftovers = target.list_keys(own) + [k for k in stale if target.head(k) is not None]
+    except Exception as error:  # noqa: BLE001 - the store is unreachable: count everything as left
+        errors.append(f"listing: {type(error).__name__}")
+        leftovers = [own, *stale]
+    report = {"leftovers": len(leftovers), "keys": sorted(leftovers)[:LEFTOVERS_LISTED], "errors": errors}
+    if leftovers or errors:
+        log.warning(
+            "%s: the cleanup left %d object(s) behind (%s); the partition's next run or the gap scan removes them: %s",
+            where(table.domain, table.name, partition),
+            len(leftovers),
+            "; ".join(errors) or "no error reported",
+            report["keys"],
+        )
+        try:
+            ledger.record_event(
+                table.domain, "cleanup_leftovers", report, table_name=table.name, partition=partition, run_id=run_id
+            )
+        except Exception as error:  # noqa: BLE001 - the warning above is the report then
+            log.warning("%s: leftovers not recorded in the ledger (%s)", where(table.domain), type(error).__name__)
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +354,7 @@ def _refuse_frozen(ledger, domain: str, partition: str) -> str:
     return state
 
 
+@_renews_lease
 def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = False) -> dict:
     """List each table's source objects for the partition; skip tables already committed unchanged."""
     catalogue = _catalogue()
@@ -180,6 +368,11 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         ledger.set_domain_state(domain.name, "transferring", {"run_id": run_id})
     source = _source()
     token = run_token(run_id)
+    for table in domain.tables:
+        try:
+            _sweep_leftovers(target, ledger, table, partition, token, run_id)
+        except Exception as error:  # noqa: BLE001 - leftovers never block a transfer; the gap scan sweeps too
+            log.warning("%s: leftovers not swept (%s)", where(domain.name, table.name, partition), type(error).__name__)
     tables, objects = [], []
     for table in domain.tables:
         prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
@@ -256,7 +449,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             domain.name, table.name, partition, "transferring", run_id=run_id, new_attempt=True, last_error=None
         )
     if not tables:
-        ledger.release_partition(domain.name, partition, run_id)
+        _release_lease(ledger, domain.name, partition, run_id)
     log.info(
         "%s: %d table(s) to transfer, %d object(s), %.1f MB",
         where(domain.name, partition=partition),
@@ -434,10 +627,14 @@ def _discard_staged(target, staged, key: str) -> None:
         staged.result()
     except Exception as error:  # noqa: BLE001 - the object is refused anyway; its upload's fault is moot
         log.info("%s: the staged upload ended with %s; removing what landed", key, type(error).__name__)
-    target.delete_keys([key])
-    target.abort_uploads(key)
+    try:
+        target.delete_keys([key])
+        target.abort_uploads(key)
+    except Exception as error:  # noqa: BLE001 - it is in this run's staging, which its quarantine or commit cleans
+        log.warning("%s: not removed yet (%s); the run's cleanup removes it", key, type(error).__name__)
 
 
+@_renews_lease
 def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
     import pyarrow.parquet as pq
@@ -610,10 +807,11 @@ def _results_by_table(results: list[dict]) -> dict[str, list[dict]]:
     return grouped
 
 
+@_renews_lease
 def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> dict:
     """Whole-partition checks GX cannot make batch by batch, then the verdict per table.
 
-    A table that fails is quarantined (redacted report under ``_quarantine/``, staging removed,
+    A table that fails is quarantined (redacted report under ``_quarantine/``, the run's staging removed,
     nothing promoted); the others are validated. Any quarantine fails the task, so nothing commits.
     """
     from hdh_migration.integrity import Fingerprint
@@ -699,7 +897,7 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         verdicts[table.name] = summary
         ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
     if quarantined:
-        ledger.release_partition(tables[0]["domain"], tables[0]["partition"], run_id)
+        _release_lease(ledger, tables[0]["domain"], tables[0]["partition"], run_id)
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
         raise (PrivacyIncident if privacy else QuarantinedError)(
             " | ".join(str(e) for e in quarantined),
@@ -783,16 +981,15 @@ def _quarantine(
     else:
         target.put_bytes(docs_key, page.encode("utf-8"), "text/html; charset=utf-8")
         _push_report_link(docs_key)
-    staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
-    target.delete_keys(target.list_keys(staging))
-    target.abort_uploads(staging)
+    _clean_after(target, ledger, table, partition, planned["run_token"], run_id, stale=[])
     where_report = f"s3://{target.bucket}/{report_key}"
     if privacy:
         columns = sorted({r["kwargs"].get("column") for r in blocking if r["type"] in PRIVACY_EXPECTATIONS})
         error = PrivacyIncident(
             f"PRIVACY INCIDENT {label}: raw NIR values in column(s) {', '.join(columns)} "
             f"({'; '.join(n for n in located if n.startswith('expect_column_values_to_not_contain_raw_nir'))}) "
-            f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, staging removed; "
+            f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, the run's staging "
+            f"removed; "
             f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
             "re-run the partition. A privacy incident cannot be waived",
             domain=table.domain,
@@ -834,8 +1031,10 @@ def _quarantine(
 # commit
 
 
+@_renews_lease
 def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
-    """Promote staging to final keys, write the manifest last, then clean staging and stale keys."""
+    """Promote the run's staging to final keys and write the manifest last, under the lease; record the
+    commit in the ledger at once; then clean up, best effort; release the lease."""
     from hdh_migration.target import SHA256_METADATA
 
     catalogue = _catalogue()
@@ -853,24 +1052,21 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         label = where(table.domain, table.name, partition)
         table_results = sorted(grouped.get(table.name, []), key=lambda r: r["target"]["key"])
         key = manifest_key(table.domain, table.name, table.partition_column, partition)
-        manifest = target.get_json(key)
+        _fence(ledger, table, partition, run_id)
+        # The manifest this run may replace, seen under the lease: the conditional write below fails if
+        # another one is written meanwhile.
+        previous = target.head(key)
+        manifest = target.get_json(key) if previous is not None else None
         landed = {r["target"]["key"]: r["target"]["sha256"] for r in table_results}
         if manifest is not None and manifest["run_id"] == run_id and landed == _manifest_files(manifest):
-            # A retry after the commit point (the ledger or the store failed during the cleanup that follows
-            # it): staging is already gone, so finish the cleanup and the ledger update without promoting again.
-            manifest_sha256 = target.head(key)["Metadata"][SHA256_METADATA]
+            # A retry after the commit point (the ledger failed to record it): finish without promoting again.
+            manifest_sha256 = previous["Metadata"][SHA256_METADATA]
             log.info("%s: already committed by this run; finishing after the commit point", label)
         else:
-            manifest, manifest_sha256 = _promote(target, ledger, table, planned, table_results, verdicts, run_id)
-        rows, total_bytes = manifest["rows"], manifest["bytes"]
-        # After the commit point: remove what the manifest no longer lists, and every staging leftover.
-        final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
-        listed = {f["key"] for f in manifest["files"]}
-        stale = [k for k in target.list_keys(final_dir) if k not in listed]
-        target.delete_keys(stale)
-        staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
-        target.delete_keys(target.list_keys(staging))
-        target.abort_uploads(staging)
+            manifest, manifest_sha256 = _promote(
+                target, ledger, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
+            )
+        # The commit point is behind us: the ledger follows the manifest before anything else can fail.
         duration = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(planned["started_at"])).total_seconds()
         ledger.set_state(
             table.domain,
@@ -878,24 +1074,33 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
             partition,
             "committed",
             run_id=run_id,
-            rows=rows,
-            bytes=total_bytes,
+            rows=manifest["rows"],
+            bytes=manifest["bytes"],
             duration_s=duration,
             manifest_sha256=manifest_sha256,
             source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
             last_error=None,
         )
+        listed = {f["key"] for f in manifest["files"]}
+        final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
+        try:
+            stale = [k for k in target.list_keys(final_dir) if k not in listed]
+        except Exception as error:  # noqa: BLE001 - after the commit point: the next run's commit removes them
+            log.warning("%s: stale final keys not listed (%s)", label, type(error).__name__)
+            stale = []
+        leftovers = _clean_after(target, ledger, table, partition, planned["run_token"], run_id, stale)
         log.info(
-            "%s: committed %d file(s), %d rows, %.1f MB; %d stale key(s) removed",
+            "%s: committed %d file(s), %d rows, %.1f MB; %d stale key(s) to remove; %d object(s) left behind",
             label,
             len(listed),
-            rows,
-            total_bytes / 1e6,
+            manifest["rows"],
+            manifest["bytes"] / 1e6,
             len(stale),
+            leftovers["leftovers"],
         )
         committed.append({"domain": table.domain, "table": table.name, "partition": partition, "manifest": key})
     for domain_name in sorted({planned["domain"] for planned in tables}):
-        ledger.release_partition(domain_name, tables[0]["partition"], run_id)
+        _release_lease(ledger, domain_name, tables[0]["partition"], run_id)
     return committed
 
 
@@ -903,8 +1108,24 @@ def _manifest_files(manifest: dict) -> dict[str, str]:
     return {f["key"]: f["sha256"] for f in manifest["files"]}
 
 
-def _promote(target, ledger, table: Table, planned: dict, table_results: list[dict], verdicts: dict, run_id: str):
-    """Copy every verified staging object to its final key, then write the manifest: the commit point."""
+def _promote(
+    target,
+    ledger,
+    table: Table,
+    planned: dict,
+    table_results: list[dict],
+    verdicts: dict,
+    run_id: str,
+    replacing: str | None,
+):
+    """Copy every verified staging object to its final key, then write the manifest: the commit point.
+
+    ``replacing`` is the ETag of the manifest seen under the lease (None: there was none). The manifest
+    is written only if that is still the one in the store (``If-Match`` / ``If-None-Match``), and only
+    after the lease is checked once more: a run whose lease was taken over never writes it.
+    """
+    from botocore.exceptions import ClientError
+
     from hdh_migration.target import SHA256_METADATA
 
     partition = planned["partition"]
@@ -949,7 +1170,17 @@ def _promote(target, ledger, table: Table, planned: dict, table_results: list[di
         "committed_at": _utcnow(),
     }
     key = manifest_key(table.domain, table.name, table.partition_column, partition)
-    return manifest, target.put_json(key, manifest)
+    _fence(ledger, table, partition, run_id)
+    try:
+        return manifest, target.put_json(key, manifest, if_match=replacing, if_absent=replacing is None)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
+            raise
+    raise PartitionLeaseLost(
+        f"{where(table.domain, table.name, partition)}: another run wrote the partition's manifest after this run "
+        "checked its lease (rule: only the lease holder writes the manifest). This run stops without writing; "
+        "the other run's manifest stands"
+    )
 
 
 def _merge_fingerprints(texts) -> str:
