@@ -6,7 +6,7 @@ UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
 
-.PHONY: demo test faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test services faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -20,7 +20,7 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
 
-test: install stack-start  ## lint, then every test against the real servers
+test: install stack-start services  ## start what the tests need, lint, then every test against the real servers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
@@ -32,7 +32,7 @@ prod-demo: install  ## the production-shaped profile (scripts/prod.sh): start it
 prod-stop:  ## stop the production-shaped profile
 	scripts/prod.sh stop
 
-faults: install stack-start  ## the faults a deployment must survive (kills and restarts SeaweedFS)
+faults: install stack-start services  ## the faults a deployment must survive (kills and restarts SeaweedFS)
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m faults tests/faults $(PYTEST_ARGS)
 
@@ -60,6 +60,9 @@ lock:  ## recompile both locks from their inputs
 
 stack-start:
 	scripts/stack.sh start
+
+services:  ## PostgreSQL and Redis started, Debian's Chromium installed (scripts/services.sh)
+	scripts/services.sh
 
 stack-stop:
 	scripts/stack.sh stop
