@@ -13,11 +13,11 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 	$(ENV) $(VENV)/bin/python -m hdh_migration seed --seed 42 --rows-per-partition $(SEED_ROWS)
 	$(ENV) $(VENV)/bin/python -m hdh_migration plan
 	@echo "migrating; task logs go to .local/migrate.log"
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration migrate 2>&1 | tee .local/migrate.log \
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration migrate --local 2>&1 | tee .local/migrate.log \
 	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration cutover --all --by "make demo" 2>&1 | tee -a .local/migrate.log \
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration cutover --local --all --by "make demo" 2>&1 | tee -a .local/migrate.log \
 	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --local --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
 
 test: install stack-start services  ## start what the tests need, lint, then every test against the real servers
