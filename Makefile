@@ -6,21 +6,21 @@ UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
 
-.PHONY: demo test faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test services faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(ENV) $(VENV)/bin/python -m hdh_migration seed --seed 42 --rows-per-partition $(SEED_ROWS)
 	$(ENV) $(VENV)/bin/python -m hdh_migration plan
 	@echo "migrating; task logs go to .local/migrate.log"
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration migrate 2>&1 | tee .local/migrate.log \
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration migrate --local 2>&1 | tee .local/migrate.log \
 	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration cutover --all --by "make demo" 2>&1 | tee -a .local/migrate.log \
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration cutover --local --all --by "make demo" 2>&1 | tee -a .local/migrate.log \
 	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
-	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
+	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --local --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
 
-test: install stack-start  ## lint, then every test against the real servers
+test: install stack-start services  ## start what the tests need, lint, then every test against the real servers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
@@ -32,7 +32,7 @@ prod-demo: install  ## the production-shaped profile (scripts/prod.sh): start it
 prod-stop:  ## stop the production-shaped profile
 	scripts/prod.sh stop
 
-faults: install stack-start  ## the faults a deployment must survive (kills and restarts SeaweedFS)
+faults: install stack-start services  ## the faults a deployment must survive (kills and restarts SeaweedFS)
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m faults tests/faults $(PYTEST_ARGS)
 
@@ -60,6 +60,9 @@ lock:  ## recompile both locks from their inputs
 
 stack-start:
 	scripts/stack.sh start
+
+services:  ## PostgreSQL and Redis started, Debian's Chromium installed (scripts/services.sh)
+	scripts/services.sh
 
 stack-stop:
 	scripts/stack.sh stop

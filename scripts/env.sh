@@ -11,7 +11,10 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$HDH_ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__UNIT_TEST_MODE=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
-export PYTHONPATH="$HDH_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}"
+case ":${PYTHONPATH:-}:" in
+  *":$HDH_ROOT/plugins:"*) ;;
+  *) export PYTHONPATH="$HDH_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}" ;;
+esac
 
 export HDH_AZURITE_PORT="${HDH_AZURITE_PORT:-10000}"
 export HDH_S3_PORT="${HDH_S3_PORT:-8333}"
@@ -28,7 +31,10 @@ export HDH_ALLOW_LOCAL_STANDINS="${HDH_ALLOW_LOCAL_STANDINS:-1}"
 AZURITE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export AIRFLOW_CONN_HDH_AZURE_SOURCE="{\"conn_type\": \"wasb\", \"extra\": {\"connection_string\": \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_KEY;BlobEndpoint=http://127.0.0.1:$HDH_AZURITE_PORT/devstoreaccount1;\"}}"
 export AIRFLOW_CONN_HDH_SOVEREIGN_TARGET="{\"conn_type\": \"aws\", \"login\": \"$HDH_S3_ACCESS_KEY\", \"password\": \"$HDH_S3_SECRET_KEY\", \"extra\": {\"endpoint_url\": \"http://127.0.0.1:$HDH_S3_PORT\", \"region_name\": \"fr-par\", \"provider_profile\": \"generic\"}}"
-export AIRFLOW_CONN_HDH_LEDGER="${AIRFLOW_CONN_HDH_LEDGER:-{\"conn_type\": \"sqlite\", \"host\": \"$HDH_STATE_DIR/ledger.db\"}}"
+# A default that is a JSON object cannot sit in ${VAR:-...}: its own "}" would close the expansion.
+if [[ -z "${AIRFLOW_CONN_HDH_LEDGER:-}" ]]; then
+  export AIRFLOW_CONN_HDH_LEDGER="{\"conn_type\": \"sqlite\", \"host\": \"$HDH_STATE_DIR/ledger.db\"}"
+fi
 # The gap scan's backfills go through the api-server's REST API as the least-privilege user
 # hdh_gap_scan (SimpleAuthManager role user). No api-server runs by default here: one started by
 # hand needs AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,hdh_gap_scan:user and this

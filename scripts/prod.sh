@@ -318,8 +318,10 @@ cmd_demo() {
   cmd_start
   started=$(date +%s%N)
   "$PYTHON" -m hdh_migration seed --seed 42 --rows-per-partition "${SEED_ROWS:-2000}"
-  "$PYTHON" -m hdh_migration deployed-migrate --api-url "$HDH_API_URL" \
-    --password-file "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+  local api=(--api-url "$HDH_API_URL" --password-file "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+  "$PYTHON" -m hdh_migration migrate "${api[@]}"
+  "$PYTHON" -m hdh_migration cutover --all --by "prod.sh demo" "${api[@]}"
+  "$PYTHON" -m hdh_migration verify --all "${api[@]}"
   "$PYTHON" -m hdh_migration status
   echo "prod: demo end to end (seed, backfills, cutovers) in $(elapsed "$started")"
 }

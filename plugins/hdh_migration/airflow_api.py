@@ -1,4 +1,4 @@
-"""The project's one client of Airflow's public REST API (v2), for the gap scan and ``deployed-migrate``.
+"""The project's one client of Airflow's public REST API (v2), for the gap scan and the CLI's deployment mode.
 
 A JWT comes from the api-server's ``/auth/token`` with a user's login and password (with no login,
 without credentials: the simple auth manager's all-admins mode). A busy api-server (it also serves
@@ -29,7 +29,8 @@ class AirflowApi:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
-        retry = Retry(total=6, backoff_factor=2, status_forcelist=(502, 503, 504))
+        # A busy api-server answers late (retried); one that refuses connections is down (told soon).
+        retry = Retry(total=6, connect=2, backoff_factor=2, status_forcelist=(502, 503, 504))
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
         if username:
@@ -94,6 +95,20 @@ class AirflowApi:
     def dag_runs(self, dag_id: str, **filters) -> list[dict]:
         params = {"limit": 100, "order_by": "run_after", **filters}
         return self.call("GET", f"/dags/{dag_id}/dagRuns", f"list the runs of {dag_id}", params=params)["dag_runs"]
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}", f"read {dag_id} {run_id}")
+
+    def return_value(self, dag_id: str, run_id: str, task_id: str):
+        """What a task returned (its ``return_value`` XCom), or None when it returned nothing."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
+        response = self.session.get(f"{self.url}/api/v2{path}", timeout=self.timeout)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise AirflowApiError(f"read what {task_id} of {dag_id} {run_id} returned: HTTP {response.status_code}")
+        value = response.json()["value"]
+        return json.loads(value) if isinstance(value, str) else value
 
     def active_runs(self, dag_id: str) -> int:
         runs = self.call("GET", f"/dags/{dag_id}/dagRuns", params={"state": ["queued", "running"], "limit": 1})

@@ -103,7 +103,8 @@ class Domain:
         for table in self.tables:
             if table.name == name:
                 return table
-        raise KeyError(f"domain {self.name!r} has no table {name!r}")
+        known = ", ".join(t.name for t in self.tables)
+        raise CatalogueError(f"domain {self.name!r} has no table {name!r} (known: {known})")
 
     def partitions(self) -> list[str]:
         """Every partition value from the first to the planned cutover partition, in order."""

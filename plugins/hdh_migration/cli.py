@@ -1,30 +1,46 @@
 """``python -m hdh_migration <command>``: the commands data engineers run by hand.
 
 - ``plan``: per domain, the partitions, source objects and bytes waiting in Azure;
-- ``migrate``: run every domain's transfer DAG over its planned partitions (``dag.test()``, the demo);
+- ``migrate``: backfill every domain's transfer DAG over its planned partitions;
 - ``status``: per domain, wave, state, partitions committed out of expected, rows, bytes, quarantined
   partitions, the last error, the cutover and the last verification;
-- ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``, ``dag.test()``), or every domain's;
+- ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
 - ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
 - ``gaps``: find partitions in Azure not committed in the sovereign store and ask Airflow to backfill them;
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
-- ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite);
-- ``deployed-migrate``: backfill and cut over every domain through a running deployment's REST API,
-  scheduler and Celery workers (``scripts/prod.sh demo``).
+- ``waive``: accept named failing expectations of a quarantined partition;
+- ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite).
+
+``migrate``, ``cutover``, ``rollback`` and ``verify`` drive the running deployment through Airflow's
+REST API (connection ``hdh_airflow_api``, or ``--api-url``): its scheduler, queues, pools and deadlines
+apply, and this machine needs no storage credential. ``--local`` runs the DAGs in this process with
+``dag.test()`` instead, for the embedded demo.
+
+Every command prints a table, or JSON with ``--json``; progress goes to stderr. Exit codes: 0 done,
+1 the work ran and failed (a run failed, verify found problems, ``gaps --check`` found gaps), 2 bad
+input or a refusal (one line on stderr), 3 the deployment could not be reached or did not finish in time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
+import logging
 import os
 import sys
 import time
 
 from hdh_migration.catalogue import load_catalogue
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Refused(Exception):
+    """Bad input, or a command that refuses to act: one line on stderr and exit 2, never a traceback."""
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
@@ -33,6 +49,15 @@ def _table(rows: list[list], headers: list[str]) -> str:
     out = [line.format(*headers), line.format(*("-" * w for w in widths))]
     out.extend(line.format(*(str(x) for x in row)) for row in rows)
     return "\n".join(out)
+
+
+def _emit(args, data, text: str) -> None:
+    """The command's result on stdout: JSON with --json, else the text."""
+    print(json.dumps(data, indent=2, default=str) if args.json else text, file=args.result_stream, flush=True)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_plan(args) -> int:
@@ -53,9 +78,22 @@ def cmd_plan(args) -> int:
                 )
                 objects += len(listed)
                 size += sum(o.size for o in listed)
-            rows.append([domain.name, domain.wave, partition, len(domain.tables), objects, f"{size / 1e6:.2f}"])
-    print(_table(rows, ["domain", "wave", "partition", "tables", "objects", "MB"]))
-    return 0
+            rows.append(
+                {
+                    "domain": domain.name,
+                    "wave": domain.wave,
+                    "partition": partition,
+                    "tables": len(domain.tables),
+                    "objects": objects,
+                    "bytes": size,
+                }
+            )
+    text = _table(
+        [[r["domain"], r["wave"], r["partition"], r["tables"], r["objects"], f"{r['bytes'] / 1e6:.2f}"] for r in rows],
+        ["domain", "wave", "partition", "tables", "objects", "MB"],
+    )
+    _emit(args, rows, text)
+    return EXIT_OK
 
 
 def _last_error(domain: str, problems: list, ledger) -> dict | None:
@@ -149,10 +187,7 @@ def cmd_status(args) -> int:
     from hdh_migration.transfer import _ledger
 
     rows = status_rows(load_catalogue(args.catalogue), _ledger())
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(
+    lines = [
         _table(
             [
                 [
@@ -171,115 +206,105 @@ def cmd_status(args) -> int:
             ],
             ["domain", "wave", "state", "committed", "rows", "MB", "quarantined", "failed", "cut over", "verified"],
         )
-    )
+    ]
     for r in rows:
         for quarantined in r["quarantined"]:
-            print(f"  {r['domain']}: quarantined {quarantined['table']} {quarantined['partition']}")
+            lines.append(f"  {r['domain']}: quarantined {quarantined['table']} {quarantined['partition']}")
         if r["last_error"]:
-            lines = r["last_error"]["error"].splitlines()
-            more = f" (+{len(lines) - 2} more: status --json)" if len(lines) > 2 else ""
-            print(f"  {r['domain']}: last error {r['last_error']['at']}: {' '.join(lines[:2])}{more}")
-    return 0
+            error_lines = r["last_error"]["error"].splitlines()
+            more = f" (+{len(error_lines) - 2} more: status --json)" if len(error_lines) > 2 else ""
+            lines.append(f"  {r['domain']}: last error {r['last_error']['at']}: {' '.join(error_lines[:2])}{more}")
+    _emit(args, rows, "\n".join(lines))
+    return EXIT_OK
 
 
-def cmd_migrate(args) -> int:
-    """Run the transfer DAGs in-process with dag.test(), partition by partition (the demo)."""
-    import datetime as dt
+def _api(args):
+    """The deployment's REST API: ``--api-url`` with a passwords file, else connection ``hdh_airflow_api``."""
+    from hdh_migration.airflow_api import AirflowApi
 
-    from hdh_migration.catalogue import partition_start
+    if args.api_url:
+        if not args.password_file:
+            raise Refused("--api-url needs --password-file (the api-server's passwords file) for the login")
+        return AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
+    return AirflowApi.from_connection()
+
+
+def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
+    """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
-
-    catalogue = load_catalogue(args.catalogue)
-    started = time.monotonic()
-    failures = 0
     from hdh_migration.transfer import _ledger
 
     ledger = _ledger()
+    runs, failures = [], 0
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         if args.domain and domain.name not in args.domain:
             continue
         if ledger.domain_state(domain.name) == "cut_over":
-            print(f"--- hdh_transfer__{domain.name}: cut over, the transfer refuses to write; skipped", flush=True)
+            _progress(f"--- hdh_transfer__{domain.name}: cut over, the transfer refuses to write; skipped")
             continue
         dag = build_transfer_dag(domain, with_deadline=False)  # deadlines are the scheduler's; see the factory
         for partition in domain.partitions():
-            day = partition_start(domain.grain, partition)
-            logical_date = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-            print(f"--> {dag.dag_id} partition {partition}", flush=True)
-            run = dag.test(logical_date=logical_date, run_conf={"partition": partition, "force": args.force})
+            _progress(f"--> {dag.dag_id} partition {partition}")
+            run = dag.test(
+                logical_date=domain.logical_date(partition), run_conf={"partition": partition, "force": args.force}
+            )
             state = str(getattr(run, "state", "unknown"))
-            print(f"<-- {dag.dag_id} partition {partition}: {state}", flush=True)
+            _progress(f"<-- {dag.dag_id} partition {partition}: {state}")
+            runs.append({"domain": domain.name, "partition": partition, "run_id": run.run_id, "state": state})
             failures += state != "success"
-    elapsed = time.monotonic() - started
-    rows = status_rows(catalogue, ledger)
-    total_bytes = sum(r["bytes"] for r in rows)
-    print()
-    print(
-        _table(
-            [
-                [
-                    r["domain"],
-                    r["wave"],
-                    f"{r['partitions_committed']}/{r['partitions_expected']}",
-                    r["rows"],
-                    f"{r['bytes'] / 1e6:.2f}",
-                ]
-                for r in rows
-            ],
-            ["domain", "wave", "committed", "rows", "MB"],
-        )
-    )
-    print(
-        f"\n{total_bytes / 1e6:.1f} MB committed in {elapsed:.1f} s ({total_bytes / 1e6 / max(elapsed, 1e-6):.2f} MB/s)"
-    )
-    return 1 if failures else 0
+    return runs, failures
 
 
-def cmd_deployed_migrate(args) -> int:
-    """Backfills and cutovers through a running deployment; a summary per domain with durations."""
-    from collections import Counter
-
+def _deployed_migrate(args, catalogue) -> tuple[list[dict], int]:
+    """Backfills through the deployment's REST API; the scheduler and workers do the work."""
     from hdh_migration import deployment
-    from hdh_migration.airflow_api import AirflowApi
+
+    if args.force:
+        raise Refused("--force re-transfers in this process only: use it with --local, or trigger the DAG with force")
+    drives = deployment.migrate(_api(args), catalogue, args.domain, args.timeout, log=_progress)
+    runs = [
+        {"domain": drive.domain.name, "run_id": run_id, "state": state}
+        for drive in drives
+        for run_id, state in drive.transfer_states.items()
+    ]
+    return runs, sum(r["state"] != "success" for r in runs)
+
+
+def cmd_migrate(args) -> int:
+    catalogue = load_catalogue(args.catalogue)
+    _chosen_domains(catalogue, args.domain)  # refuses an unknown domain before anything starts
+    started = time.monotonic()
+    runs, failures = (_local_migrate if args.local else _deployed_migrate)(args, catalogue)
+    elapsed = time.monotonic() - started
+    data = {"runs": runs, "failed": failures, "seconds": round(elapsed, 1)}
+    if not args.local:
+        text = _table([[r["domain"], r["run_id"], r["state"]] for r in runs], ["domain", "transfer run", "state"]) + (
+            f"\n\n{len(runs)} run(s) through the deployment in {elapsed:.1f} s, {failures} not successful"
+        )
+        _emit(args, data, text)
+        return EXIT_FAILED if failures else EXIT_OK
     from hdh_migration.transfer import _ledger
 
-    catalogue = load_catalogue(args.catalogue)
-    ledger = _ledger()
-    api = AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
-    cut_over = {d.name for d in catalogue.domains if ledger.domain_state(d.name) == "cut_over"}
-    started = time.monotonic()
-    drives = deployment.migrate(api, catalogue, args.domain, args.timeout, skip=cut_over)
-    elapsed = time.monotonic() - started
-    rows, failures = [], 0
-    for drive in drives:
-        queues = Counter(
-            (ti["task_id"], ti["queue"])
-            for run_id in drive.run_ids
-            for ti in api.task_instances(drive.transfer_dag, run_id)
-            if ti["state"] == "success"
-        )
-        states = Counter(drive.transfer_states.values())
-        cutover = drive.cutover_run["state"] if drive.cutover_run else "-"
-        failures += sum(n for state, n in states.items() if state != "success") + (cutover != "success")
-        rows.append(
-            [
-                drive.domain.name,
-                " ".join(f"{n} {state}" for state, n in sorted(states.items())),
-                f"{drive.transfer_s:.1f}",
-                cutover,
-                f"{drive.cutover_s:.1f}",
-                " ".join(
-                    f"{task}@{queue}:{n}" for (task, queue), n in sorted(queues.items()) if task == "transfer_object"
-                ),
-            ]
-        )
-    print()
-    print(_table(rows, ["domain", "transfer runs", "transfer s", "cutover", "cutover done s", "tasks on queue"]))
-    print(f"\nbackfills and cutovers through the scheduler and the Celery workers in {elapsed:.1f} s")
-    return 1 if failures else 0
+    rows = status_rows(catalogue, _ledger())
+    total_bytes = sum(r["bytes"] for r in rows)
+    data["status"] = rows
+    text = _table(
+        [
+            [r["domain"], r["wave"], f"{r['partitions_committed']}/{r['partitions_expected']}", r["rows"]]
+            + [f"{r['bytes'] / 1e6:.2f}"]
+            for r in rows
+        ],
+        ["domain", "wave", "committed", "rows", "MB"],
+    ) + (
+        f"\n\n{total_bytes / 1e6:.1f} MB committed in {elapsed:.1f} s "
+        f"({total_bytes / 1e6 / max(elapsed, 1e-6):.2f} MB/s)"
+    )
+    _emit(args, data, text)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 def cmd_reindex(args) -> int:
+    from hdh_migration.cutover import restore_from_record
     from hdh_migration.layout import manifest_key
     from hdh_migration.transfer import _ledger, _target
 
@@ -304,107 +329,175 @@ def cmd_reindex(args) -> int:
                     source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
                     last_error=None,
                 )
-    print(f"reindex: {found} committed partition(s) rebuilt from the manifests")
-    from hdh_migration.cutover import restore_from_record
+    restored = {domain.name: restore_from_record(domain.name) for domain in catalogue.domains}
+    restored = {name: state for name, state in restored.items() if state}
+    lines = [f"reindex: {found} committed partition(s) rebuilt from the manifests"]
+    lines += [
+        f"reindex: {name}: cutover history restored from its record ({state})" for name, state in restored.items()
+    ]
+    _emit(args, {"partitions": found, "cutover_history_restored": restored}, "\n".join(lines))
+    return EXIT_OK
 
-    for domain in catalogue.domains:
-        state = restore_from_record(domain.name)
-        if state:
-            print(f"reindex: {domain.name}: cutover history restored from its record ({state})")
-    return 0
 
-
-def _chosen_domains(catalogue, args) -> list:
-    """The domains named with --domain, or every domain with --all, in wave order."""
-    chosen = [d for d in catalogue.domains if args.all or d.name in (args.domain or [])]
-    for name in set(args.domain or []) - {d.name for d in chosen}:
-        catalogue.domain(name)  # raises, naming the known domains
+def _chosen_domains(catalogue, names: list[str] | None) -> list:
+    """The named domains, or every domain when none is named, in wave order; refuses an unknown name."""
+    unknown = sorted(set(names or []) - {d.name for d in catalogue.domains})
+    if unknown:
+        known = ", ".join(d.name for d in catalogue.domains)
+        raise Refused(f"no domain {', '.join(unknown)} in the catalogue (known: {known})")
+    chosen = [d for d in catalogue.domains if not names or d.name in names]
     return sorted(chosen, key=lambda d: (d.wave, d.name))
 
 
-def cmd_cutover(args) -> int:
-    """Run each chosen domain's cutover DAG with dag.test(); print what it decided."""
+def _cutover_outcome_local(domain, args, ledger) -> dict:
     from hdh_migration.cutover import record_key
     from hdh_migration.dag_factory import build_cutover_dag
-    from hdh_migration.transfer import _ledger
 
+    dag = build_cutover_dag(domain)
+    _progress(f"--> {dag.dag_id}")
+    run = dag.test(run_conf={"by": args.by})
+    history = ledger.cutover_history(domain.name)
+    refused = ledger.last_event(domain.name, ("cutover_refused",))
+    outcome = {"domain": domain.name, "dag_id": dag.dag_id, "run_id": run.run_id, "state": str(run.state)}
+    if history and history[-1]["run_id"] == run.run_id:
+        last = history[-1]
+        return {**outcome, "outcome": "cut over", "by": last["by"], "record": record_key(domain.name)} | {
+            "root_sha256": last["root_sha256"]
+        }
+    if outcome["state"] == "success":
+        return {**outcome, "outcome": "already cut over; nothing to do"}
+    detail = refused["detail"] if refused and refused["run_id"] == run.run_id else "see the task logs above"
+    return {**outcome, "outcome": "failed", "detail": detail}
+
+
+def _cutover_outcome_deployed(domain, args, api) -> dict:
+    from hdh_migration.dag_factory import cutover_dag_id
+    from hdh_migration.deployment import run_dag
+
+    done = run_dag(api, cutover_dag_id(domain.name), {"by": args.by}, args.timeout, log=_progress)
+    outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
+    if done.state != "success":
+        return {
+            **outcome,
+            "outcome": "failed",
+            "detail": "refused or failed: see the run's task logs in the Airflow UI",
+        }
+    if done.tasks.get("check_completeness") == "skipped":
+        return {**outcome, "outcome": "already cut over; nothing to do"}
+    announced = api.return_value(done.dag_id, done.run_id, "write_cutover_record") or {}
+    return {
+        **outcome,
+        "outcome": "cut over",
+        "by": args.by,
+        "record": announced.get("record_key"),
+        "root_sha256": announced.get("root_sha256"),
+    }
+
+
+def cmd_cutover(args) -> int:
+    """Run each chosen domain's cutover DAG; print what it decided."""
     catalogue = load_catalogue(args.catalogue)
-    ledger = _ledger()
-    failures = 0
-    for domain in _chosen_domains(catalogue, args):
-        dag = build_cutover_dag(domain)
-        print(f"--> {dag.dag_id}", flush=True)
-        run = dag.test(run_conf={"by": args.by})
-        history = ledger.cutover_history(domain.name)
-        refused = ledger.last_event(domain.name, ("cutover_refused",))
-        if history and history[-1]["run_id"] == run.run_id:
-            last = history[-1]
-            print(
-                f"<-- {dag.dag_id}: cut over by {last['by']}, record {record_key(domain.name)}, root {last['root_sha256']}",
-                flush=True,
-            )
-        elif str(run.state) == "success":
-            print(f"<-- {dag.dag_id}: already cut over; nothing to do", flush=True)
+    chosen = _chosen_domains(catalogue, args.domain)
+    if args.local:
+        from hdh_migration.transfer import _ledger
+
+        ledger = _ledger()
+        outcomes = [_cutover_outcome_local(domain, args, ledger) for domain in chosen]
+    else:
+        api = _api(args)
+        outcomes = [_cutover_outcome_deployed(domain, args, api) for domain in chosen]
+    lines = []
+    for o in outcomes:
+        if o["outcome"] == "cut over":
+            lines.append(f"<-- {o['dag_id']}: cut over by {o['by']}, record {o['record']}, root {o['root_sha256']}")
+        elif o["outcome"] == "failed":
+            lines.append(f"<-- {o['dag_id']}: {o['state']}: {o['detail']}")
         else:
-            failures += 1
-            detail = refused["detail"] if refused and refused["run_id"] == run.run_id else "see the task logs above"
-            print(f"<-- {dag.dag_id}: {run.state}: {detail}", flush=True)
-    return 1 if failures else 0
+            lines.append(f"<-- {o['dag_id']}: {o['outcome']}")
+    _emit(args, outcomes, "\n".join(lines))
+    return EXIT_FAILED if any(o["outcome"] == "failed" for o in outcomes) else EXIT_OK
 
 
 def cmd_rollback(args) -> int:
-    """Run a domain's rollback DAG with dag.test(), after checking the reason and the state here."""
-    from hdh_migration.cutover import CutoverError, check_rollback
-    from hdh_migration.dag_factory import build_rollback_dag
+    """Run a domain's rollback DAG, after checking the reason (and, locally, the state)."""
+    from hdh_migration.cutover import MIN_REASON_CHARS, CutoverError, check_rollback
+    from hdh_migration.dag_factory import build_rollback_dag, rollback_dag_id
 
-    catalogue = load_catalogue(args.catalogue)
-    domain = catalogue.domain(args.domain)
+    (domain,) = _chosen_domains(load_catalogue(args.catalogue), [args.domain])
+    conf = {"reason": args.reason, "by": args.by}
+    if args.local:
+        try:
+            check_rollback(domain.name, args.reason)
+        except CutoverError as refused:
+            raise Refused(str(refused)) from None
+        dag = build_rollback_dag(domain)
+        _progress(f"--> {dag.dag_id}")
+        run = dag.test(run_conf=conf)
+        outcome = {"domain": domain.name, "dag_id": dag.dag_id, "run_id": run.run_id, "state": str(run.state)}
+    else:
+        from hdh_migration.deployment import run_dag
+
+        if len(args.reason.strip()) < MIN_REASON_CHARS:
+            raise Refused(
+                f"a rollback needs a reason of at least {MIN_REASON_CHARS} characters (rule: mandatory reason)"
+            )
+        done = run_dag(_api(args), rollback_dag_id(domain.name), conf, args.timeout, log=_progress)
+        outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
+    _emit(args, outcome, f"<-- {outcome['dag_id']}: {outcome['state']}")
+    return EXIT_OK if outcome["state"] == "success" else EXIT_FAILED
+
+
+def _verify_local(domain, args) -> dict:
+    from hdh_migration.cutover import NothingToDoError, verify
+    from hdh_migration.errors import IntegrityError
+
     try:
-        check_rollback(domain.name, args.reason)
-    except CutoverError as refused:
-        print(f"rollback: {refused}")
-        return 2
-    dag = build_rollback_dag(domain)
-    print(f"--> {dag.dag_id}", flush=True)
-    run = dag.test(run_conf={"reason": args.reason, "by": args.by})
-    print(f"<-- {dag.dag_id}: {run.state}", flush=True)
-    return 0 if str(run.state) == "success" else 1
+        return {"domain": domain.name, "verify": "ok", **verify(domain.name, deep=not args.quick)}
+    except NothingToDoError:
+        return {"domain": domain.name, "verify": "not cut over"}
+    except IntegrityError as error:
+        return {"domain": domain.name, "verify": "FAILED", "problems": str(error)}
+
+
+def _verify_deployed(domain, args, api) -> dict:
+    from hdh_migration.dag_factory import verify_dag_id
+    from hdh_migration.deployment import run_dag
+
+    done = run_dag(api, verify_dag_id(domain.name), {"deep": not args.quick}, args.timeout, log=_progress)
+    if done.state != "success":
+        problems = f"see the log of verify_cutover in {done.dag_id} run {done.run_id}"
+        return {"domain": domain.name, "verify": "FAILED", "problems": problems}
+    if done.tasks.get("verify_cutover") == "skipped":
+        return {"domain": domain.name, "verify": "not cut over"}
+    return {
+        "domain": domain.name,
+        "verify": "ok",
+        **(api.return_value(done.dag_id, done.run_id, "verify_cutover") or {}),
+    }
 
 
 def cmd_verify(args) -> int:
     """Re-check each chosen cut-over domain against its cutover record; reads nothing from Azure."""
-    from hdh_migration.cutover import NothingToDoError, verify
-    from hdh_migration.errors import IntegrityError
-
-    catalogue = load_catalogue(args.catalogue)
-    rows, failures = [], []
-    for domain in _chosen_domains(catalogue, args):
-        try:
-            report = verify(domain.name, deep=not args.quick)
-        except NothingToDoError:
-            if not args.all:
-                print(f"verify: {domain.name} is not cut over; nothing to verify")
-                return 2
-            rows.append([domain.name, "not cut over", "-", "-", "-", "-"])
-            continue
-        except IntegrityError as error:
-            failures.append(str(error))
-            rows.append([domain.name, "FAILED", "-", "-", "-", "-"])
-            continue
-        rows.append(
-            [
-                domain.name,
-                "ok",
-                report["partitions"],
-                report["objects"],
-                f"{report['bytes'] / 1e6:.2f}" if report["deep"] else "-",
-                report["root_sha256"],
-            ]
-        )
-    print(_table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"]))
-    for failure in failures:
-        print(failure)
-    return 1 if failures else 0
+    chosen = _chosen_domains(load_catalogue(args.catalogue), args.domain)
+    api = None if args.local else _api(args)
+    reports = [_verify_local(domain, args) if args.local else _verify_deployed(domain, args, api) for domain in chosen]
+    if not args.all and all(r["verify"] == "not cut over" for r in reports):
+        raise Refused(f"{', '.join(r['domain'] for r in reports)}: not cut over; nothing to verify")
+    rows = [
+        [
+            r["domain"],
+            r["verify"],
+            r.get("partitions", "-"),
+            r.get("objects", "-"),
+            f"{r['bytes'] / 1e6:.2f}" if r.get("deep") else "-",
+            r.get("root_sha256", "-"),
+        ]
+        for r in reports
+    ]
+    text = _table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"])
+    text += "".join(f"\n{r['problems']}" for r in reports if r["verify"] == "FAILED")
+    _emit(args, reports, text)
+    return EXIT_FAILED if any(r["verify"] == "FAILED" for r in reports) else EXIT_OK
 
 
 def cmd_waive(args) -> int:
@@ -416,16 +509,25 @@ def cmd_waive(args) -> int:
     catalogue.domain(args.domain).table(args.table)
     refused = [e for e in args.expectation if e.split("(")[0] in PRIVACY_EXPECTATIONS | INTEGRITY_CHECKS]
     if refused:
-        print(f"waive: {refused} cannot be waived: a raw NIR or a copy that differs from its source is never accepted")
-        return 2
+        raise Refused(f"{refused} cannot be waived: a raw NIR or a copy that differs from its source is never accepted")
     ledger = _ledger()
     record = ledger.get(args.domain, args.table, args.partition)
     if record is None or record.state != "quarantined":
-        print(f"waive: {args.domain} {args.table} {args.partition} is not quarantined; nothing to waive")
-        return 2
+        raise Refused(f"{args.domain} {args.table} {args.partition} is not quarantined; nothing to waive")
     ledger.add_waiver(args.domain, args.table, args.partition, args.expectation, args.by, args.reason)
-    print(f"waive: recorded; re-run hdh_transfer__{args.domain} for partition {args.partition} to commit it")
-    return 0
+    waiver = {
+        "domain": args.domain,
+        "table": args.table,
+        "partition": args.partition,
+        "expectations": args.expectation,
+        "by": args.by,
+    }
+    _emit(
+        args,
+        waiver,
+        f"waive: recorded; re-run hdh_transfer__{args.domain} for partition {args.partition} to commit it",
+    )
+    return EXIT_OK
 
 
 def cmd_gaps(args) -> int:
@@ -433,32 +535,133 @@ def cmd_gaps(args) -> int:
     from hdh_migration.gaps import run_gap_scan
 
     report = run_gap_scan(dry_run=args.dry_run, max_attempts=args.max_attempts)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
     rows = []
     for name, domain in report["domains"].items():
         request = domain["request"] or {}
         ranges = " ".join(a if a == b else f"{a}..{b}" for a, b in request.get("ranges", [])) or "-"
         rows.append([name, domain["gaps"], domain["held"], domain["not_in_azure"], ranges, request.get("status", "-")])
-    print(_table(rows, ["domain", "gaps", "held", "not in Azure", "partitions to run", "request"]))
+    lines = [_table(rows, ["domain", "gaps", "held", "not in Azure", "partitions to run", "request"])]
     for name, domain in report["domains"].items():
         for finding in domain["findings"]:
-            print(f"  {name} {finding['table']} {finding['partition']}: {finding['reason']}")
+            lines.append(f"  {name} {finding['table']} {finding['partition']}: {finding['reason']}")
     seconds = report["seconds"]["total"]
-    print(
+    lines.append(
         f"{report['partitions_checked']} partition(s) checked in {seconds:.1f} s: {report['gaps']} gap(s), "
         f"{report['held']} held, {report['backfills']} backfill(s) requested; report {report['report_key']}"
     )
-    return 0
+    _emit(args, report, "\n".join(lines))
+    return EXIT_FAILED if args.check and (report["gaps"] or report["held"]) else EXIT_OK
 
 
 def cmd_suites(args) -> int:
     from hdh_migration.suites import write_all
 
-    changed = write_all(load_catalogue(args.catalogue))
-    print(f"suites: {len(changed)} file(s) updated" + "".join(f"\n  {p}" for p in changed))
-    return 0
+    changed = [str(p) for p in write_all(load_catalogue(args.catalogue))]
+    _emit(args, {"updated": changed}, f"suites: {len(changed)} file(s) updated" + "".join(f"\n  {p}" for p in changed))
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    output = argparse.ArgumentParser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    deployment = argparse.ArgumentParser(add_help=False)
+    deployment.add_argument(
+        "--local", action="store_true", help="run the DAGs in this process with dag.test() (the embedded demo)"
+    )
+    deployment.add_argument(
+        "--api-url",
+        help="the deployment's api-server, e.g. http://127.0.0.1:8080 (default: connection hdh_airflow_api)",
+    )
+    deployment.add_argument("--user", default="admin", help="login for --api-url (default: admin)")
+    deployment.add_argument("--password-file", help="with --api-url: the simple auth manager's passwords file")
+    deployment.add_argument(
+        "--timeout", type=float, default=1800, help="seconds to wait for the deployment's runs (default: 1800)"
+    )
+    domains = argparse.ArgumentParser(add_help=False)
+    domains.add_argument("--domain", action="append", help="a domain of the catalogue (repeatable)")
+    who = argparse.ArgumentParser(add_help=False)
+    who.add_argument("--by", default=getpass.getuser(), help="who decides (default: your login)")
+
+    parser = argparse.ArgumentParser(prog="python -m hdh_migration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--catalogue", help="catalogue YAML (default: dags/domains.yaml or $HDH_CATALOGUE)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, func, help: str, parents=()):  # noqa: A002 - argparse's own word
+        sub = commands.add_parser(name, help=help, description=help, parents=[output, *parents])
+        sub.set_defaults(func=func)
+        return sub
+
+    command("plan", cmd_plan, "partitions, objects and bytes waiting in Azure", [domains])
+    migrate = command(
+        "migrate", cmd_migrate, "backfill the transfer DAGs over every planned partition", [domains, deployment]
+    )
+    migrate.add_argument("--force", action="store_true", help="with --local: re-transfer committed partitions")
+    command("status", cmd_status, "per-domain migration status")
+    gaps = command("gaps", cmd_gaps, "find partitions not committed and backfill them through Airflow")
+    gaps.add_argument("--dry-run", action="store_true", help="find and report; create no backfill")
+    gaps.add_argument("--check", action="store_true", help="exit 1 when a gap is found or held (for monitoring)")
+    gaps.add_argument("--max-attempts", type=int, default=3, help="failed runs before a partition is held (default: 3)")
+    command("reindex", cmd_reindex, "rebuild the ledger from the manifests and cutover records")
+    cutover = command("cutover", cmd_cutover, "run the cutover DAG of chosen domains", [deployment, who])
+    chosen = cutover.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--domain", action="append", help="a domain of the catalogue (repeatable)")
+    chosen.add_argument("--all", action="store_true", help="every domain of the catalogue")
+    rollback = command("rollback", cmd_rollback, "roll a domain's cutover back, with a reason", [deployment, who])
+    rollback.add_argument("--domain", required=True, help="the domain to roll back")
+    rollback.add_argument("--reason", required=True, help="why the French copy stops being the data")
+    verify = command(
+        "verify", cmd_verify, "re-check cut-over domains against their records, without Azure", [deployment]
+    )
+    chosen = verify.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--domain", action="append", help="a domain of the catalogue (repeatable)")
+    chosen.add_argument("--all", action="store_true", help="every cut-over domain")
+    verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
+    command("suites", cmd_suites, "regenerate the generated part of every expectation suite")
+    waive = command("waive", cmd_waive, "accept failing expectations of a quarantined partition")
+    waive.add_argument("--domain", required=True, help="the quarantined partition's domain")
+    waive.add_argument("--table", required=True, help="the quarantined partition's table")
+    waive.add_argument("--partition", required=True, help="the quarantined partition, e.g. 2024-03-01")
+    waive.add_argument("--expectation", action="append", required=True, help="as named in the error, e.g. type(column)")
+    waive.add_argument("--by", required=True, help="who accepts")
+    waive.add_argument("--reason", required=True, help="why it is acceptable")
+    commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
+    return parser
+
+
+def _run(args) -> int:
+    """The command, with every expected failure turned into one line on stderr and its exit code."""
+    import requests
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from botocore.exceptions import ClientError
+
+    from hdh_migration.airflow_api import AirflowApiError
+    from hdh_migration.catalogue import CatalogueError
+    from hdh_migration.deployment import DeploymentError
+
+    name = f"python -m hdh_migration {args.command}"
+    try:
+        return args.func(args)
+    except (Refused, CatalogueError) as refused:
+        print(f"{name}: {refused}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (AirflowApiError, AirflowNotFoundException, DeploymentError) as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ClientError as error:
+        code, operation = error.response.get("Error", {}).get("Code", "an error"), error.operation_name
+        print(
+            f"{name}: the sovereign store answered {code} to {operation}: check the bucket of the catalogue and the "
+            "connection hdh_sovereign_target",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except requests.exceptions.RequestException as error:
+        print(
+            f"{name}: cannot reach the Airflow API ({type(error).__name__}): start the deployment, check connection "
+            "hdh_airflow_api or --api-url, or run with --local for the embedded demo",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,68 +670,17 @@ def main(argv: list[str] | None = None) -> int:
         from hdh_migration.synthetic import main_seed  # its own options: see `seed --help`
 
         return main_seed(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m hdh_migration", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--catalogue", help="catalogue YAML (default: dags/domains.yaml or $HDH_CATALOGUE)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    plan = commands.add_parser("plan", help="partitions, objects and bytes waiting in Azure")
-    plan.add_argument("--domain", action="append")
-    plan.set_defaults(func=cmd_plan)
-    migrate = commands.add_parser("migrate", help="run the transfer DAGs over every planned partition")
-    migrate.add_argument("--domain", action="append")
-    migrate.add_argument("--force", action="store_true")
-    migrate.set_defaults(func=cmd_migrate)
-    status = commands.add_parser("status", help="per-domain migration status")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
-    gaps = commands.add_parser("gaps", help="find partitions not committed and backfill them through Airflow")
-    gaps.add_argument("--dry-run", action="store_true", help="find and report; create no backfill")
-    gaps.add_argument("--json", action="store_true", help="print the whole report")
-    gaps.add_argument("--max-attempts", type=int, default=3, help="failed runs before a partition is held")
-    gaps.set_defaults(func=cmd_gaps)
-    commands.add_parser("reindex", help="rebuild the ledger from the manifests and cutover records").set_defaults(
-        func=cmd_reindex
-    )
-    cutover = commands.add_parser("cutover", help="run the cutover DAG of chosen domains")
-    cutover_domains = cutover.add_mutually_exclusive_group(required=True)
-    cutover_domains.add_argument("--domain", action="append")
-    cutover_domains.add_argument("--all", action="store_true", help="every domain of the catalogue")
-    cutover.add_argument("--by", default=getpass.getuser(), help="who decides (default: your login)")
-    cutover.set_defaults(func=cmd_cutover)
-    rollback = commands.add_parser("rollback", help="roll a domain's cutover back, with a reason")
-    rollback.add_argument("--domain", required=True)
-    rollback.add_argument("--reason", required=True, help="why the French copy stops being the data")
-    rollback.add_argument("--by", default=getpass.getuser(), help="who decides (default: your login)")
-    rollback.set_defaults(func=cmd_rollback)
-    verify = commands.add_parser("verify", help="re-check cut-over domains against their records, without Azure")
-    verify_domains = verify.add_mutually_exclusive_group(required=True)
-    verify_domains.add_argument("--domain", action="append")
-    verify_domains.add_argument("--all", action="store_true", help="every cut-over domain")
-    verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
-    verify.set_defaults(func=cmd_verify)
-    deployed = commands.add_parser(
-        "deployed-migrate", help="backfill and cut over every domain through a running deployment's REST API"
-    )
-    deployed.add_argument("--api-url", required=True, help="the api-server, e.g. http://127.0.0.1:8080")
-    deployed.add_argument("--user", default="admin")
-    deployed.add_argument("--password-file", required=True, help="SimpleAuthManager's generated passwords file")
-    deployed.add_argument("--domain", action="append")
-    deployed.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every run")
-    deployed.set_defaults(func=cmd_deployed_migrate)
-    commands.add_parser("suites", help="regenerate expectation suites").set_defaults(func=cmd_suites)
-    waive = commands.add_parser("waive", help="accept failing expectations of a quarantined partition")
-    waive.add_argument("--domain", required=True)
-    waive.add_argument("--table", required=True)
-    waive.add_argument("--partition", required=True)
-    waive.add_argument("--expectation", action="append", required=True, help="as named in the error, e.g. type(column)")
-    waive.add_argument("--by", required=True, help="who accepts")
-    waive.add_argument("--reason", required=True, help="why it is acceptable")
-    waive.set_defaults(func=cmd_waive)
-    commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    # Each retry of the API client is a warning of urllib3's; the command's own line says what failed.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.catalogue:
         # Task bodies load the catalogue from the environment, as they do on a worker.
         os.environ["HDH_CATALOGUE"] = args.catalogue
-    return args.func(args)
+    # stdout carries the result alone (a table, or JSON to pipe); whatever else is printed while the
+    # command runs (Airflow's and the libraries' logs, dag.test()'s task logs) goes to stderr.
+    args.result_stream = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return _run(args)
 
 
 if __name__ == "__main__":

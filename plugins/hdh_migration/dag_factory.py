@@ -140,6 +140,14 @@ def cutover_dag_id(domain_name: str) -> str:
     return f"hdh_cutover__{domain_name}"
 
 
+def rollback_dag_id(domain_name: str) -> str:
+    return f"hdh_rollback__{domain_name}"
+
+
+def verify_dag_id(domain_name: str) -> str:
+    return f"hdh_verify__{domain_name}"
+
+
 def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
     """The transfer DAG of a domain.
 
@@ -407,7 +415,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
 def build_rollback_dag(domain: Domain) -> DAG:
     with _domain_dag(
         domain,
-        f"hdh_rollback__{domain.name}",
+        rollback_dag_id(domain.name),
         ROLLBACK_DOC,
         ["cutover", "operations"],
         description=f"Return {domain.name} from cut_over to transferring, with a reason",
@@ -436,7 +444,7 @@ def build_rollback_dag(domain: Domain) -> DAG:
 def build_verify_dag(domain: Domain) -> DAG:
     with _domain_dag(
         domain,
-        f"hdh_verify__{domain.name}",
+        verify_dag_id(domain.name),
         VERIFY_DOC,
         ["verify"],
         description=f"Re-check the sovereign copy of {domain.name} against its cutover record, without Azure",

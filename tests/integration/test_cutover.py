@@ -229,15 +229,16 @@ def test_cutover_is_refused_for_a_late_arriving_source_object_or_a_newer_snapsho
 def test_rollback_needs_a_reason_returns_to_transferring_and_history_is_append_only(migration, capsys):
     migration.seed(domains=["beneficiaires"], rows_per_partition=ROWS)
     assert str(migration.run("beneficiaires", "2024-06-30").state) == "success"
-    assert main(["cutover", "--domain", "beneficiaires", "--by", "alice"]) == 0
+    assert main(["cutover", "--local", "--domain", "beneficiaires", "--by", "alice"]) == 0
     assert "hdh_cutover__beneficiaires: cut over by alice" in capsys.readouterr().out
 
-    assert main(["rollback", "--domain", "beneficiaires", "--reason", " oops ", "--by", "bob"]) == 2
-    assert "a rollback needs a reason of at least 10 characters" in capsys.readouterr().out
+    assert main(["rollback", "--local", "--domain", "beneficiaires", "--reason", " oops ", "--by", "bob"]) == 2
+    refused = capsys.readouterr().err.splitlines()
+    assert len(refused) == 1 and "a rollback needs a reason of at least 10 characters" in refused[0]
     assert migration.ledger.domain_state("beneficiaires") == "cut_over"
 
     reason = "late IR_BEN_R deliveries announced by CNAM"
-    assert main(["rollback", "--domain", "beneficiaires", "--reason", reason, "--by", "bob"]) == 0
+    assert main(["rollback", "--local", "--domain", "beneficiaires", "--reason", reason, "--by", "bob"]) == 0
     assert migration.ledger.domain_state("beneficiaires") == "transferring"
     record = migration.target.get_json(RECORD.format("beneficiaires"))
     assert record["state"] == "rolled_back"
@@ -255,19 +256,19 @@ def test_rollback_needs_a_reason_returns_to_transferring_and_history_is_append_o
     rollback_run = history[1]["run_id"]
     (announced,) = _asset_events("hdh_sovereign__beneficiaires", rollback_run)
     assert announced["state"] == "rolled_back"
-    assert main(["rollback", "--domain", "beneficiaires", "--reason", reason]) == 2  # not cut over any more
-    assert "not cut over (state transferring)" in capsys.readouterr().out
-    assert main(["verify", "--domain", "beneficiaires"]) == 2
+    assert main(["rollback", "--local", "--domain", "beneficiaires", "--reason", reason]) == 2  # not cut over any more
+    assert "not cut over (state transferring)" in capsys.readouterr().err
+    assert main(["verify", "--local", "--domain", "beneficiaires"]) == 2
 
     rerun = migration.run("beneficiaires", "2024-06-30")  # transfers may write again
     assert str(rerun.state) == "success", _states(rerun)
-    assert main(["cutover", "--domain", "beneficiaires", "--by", "carol"]) == 0
+    assert main(["cutover", "--local", "--domain", "beneficiaires", "--by", "carol"]) == 0
     record = migration.target.get_json(RECORD.format("beneficiaires"))
     assert [h["action"] for h in record["history"]] == ["cutover", "rollback", "cutover"]
     assert [h["entry_sha256"] for h in migration.ledger.cutover_history("beneficiaires")] == [
         h["entry_sha256"] for h in record["history"]
     ]
-    assert main(["verify", "--domain", "beneficiaires"]) == 0
+    assert main(["verify", "--local", "--domain", "beneficiaires"]) == 0
 
 
 def test_verify_reads_nothing_from_azure_and_catches_deleted_or_altered_objects(migration, monkeypatch, capsys):
@@ -320,7 +321,7 @@ def test_verify_reads_nothing_from_azure_and_catches_deleted_or_altered_objects(
         )
         assert cutover.verify("beneficiaires", deep=False)["problems"] == 0
         capsys.readouterr()
-        assert main(["verify", "--all"]) == 1
+        assert main(["verify", "--local", "--all"]) == 1
         out = capsys.readouterr().out
         assert f"object={victim['key']}: the bytes read back differ from the sha256 in the cutover record" in out
         assert ["causes_deces", "not", "cut", "over", "-", "-", "-", "-"] in [line.split() for line in out.splitlines()]
@@ -343,7 +344,7 @@ def test_verify_reads_nothing_from_azure_and_catches_deleted_or_altered_objects(
         edited["entries"] = [{**record["entries"][0], "rows": record["entries"][0]["rows"] + 1}]
         target.put_json(RECORD.format("beneficiaires"), edited)
         capsys.readouterr()
-        assert main(["verify", "--domain", "beneficiaires"]) == 1
+        assert main(["verify", "--local", "--domain", "beneficiaires"]) == 1
         out = capsys.readouterr().out
         assert "the entry does not match its link in the hash chain" in out
         assert "the root hash recomputed from the entries differs from the record's" in out

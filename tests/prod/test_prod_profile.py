@@ -2,8 +2,8 @@
 
 One module-scoped profile: its own state folder, Airflow database, ledger database (PostgreSQL),
 Azure container and bucket; the stand-ins and the profile's ports are those of the environment.
-causes_deces (a CSV table, two yearly partitions) is backfilled through the REST API and cut over
-by the Asset event of its cutover partition; the ledger in PostgreSQL is checked against the
+causes_deces (a CSV table, two yearly partitions) is backfilled and cut over through the REST API by
+the CLI, as an operator runs it (``migrate``, ``cutover``, then ``verify`` and its refusals); the ledger in PostgreSQL is checked against the
 manifests, the rows against the source and the written files, and the tasks against the worker
 that ran them.
 """
@@ -11,7 +11,11 @@ that ran them.
 from __future__ import annotations
 
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,31 +27,72 @@ pytestmark = [pytest.mark.prod, pytest.mark.integration, pytest.mark.timeout(180
 DOMAINS = ("causes_deces",)
 
 
+def cli(profile, *argv: str) -> subprocess.CompletedProcess:
+    """``python -m hdh_migration`` as an operator runs it against the deployment, with its JSON output."""
+    api = ["--api-url", profile.api_url, "--password-file", str(profile.dir / "simple_auth_manager_passwords.json")]
+    return subprocess.run(
+        [sys.executable, "-m", "hdh_migration", *argv, *api, "--json"],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def migrated(profile):
-    """Seed the two domains, then backfill and cut them over through the deployment."""
-    from hdh_migration import deployment
+    """Seed the domain, then backfill and cut it over through the deployment, with the CLI."""
     from hdh_migration.transfer import _catalogue
 
     catalogue = _catalogue()
     seeded = profile.migration.seed(seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
-    api = profile.api
     started = time.monotonic()
-    drives = deployment.migrate(api, catalogue, list(DOMAINS), timeout=1200)
+    migrate = cli(profile, "migrate", *(f"--domain={d}" for d in DOMAINS))
+    cutover = cli(profile, "cutover", *(f"--domain={d}" for d in DOMAINS), "--by", "ops@hdh")
     print(f"prod profile: started in {profile.start_s:.1f} s, migrated in {time.monotonic() - started:.1f} s")
-    return {"api": api, "catalogue": catalogue, "drives": {d.domain.name: d for d in drives}, "seeded": seeded}
+    assert (migrate.returncode, cutover.returncode) == (0, 0), migrate.stderr[-3000:] + cutover.stderr[-3000:]
+    return {
+        "api": profile.api,
+        "catalogue": catalogue,
+        "runs": json.loads(migrate.stdout)["runs"],
+        "cutover": {o["domain"]: o for o in json.loads(cutover.stdout)},
+        "seeded": seeded,
+    }
 
 
 def test_every_run_succeeds_and_each_domain_is_cut_over(migrated):
     from hdh_migration.transfer import _ledger
 
-    drives = migrated["drives"]
-    assert set(drives) == set(DOMAINS)
-    for name, drive in drives.items():
-        expected_runs = len(drive.domain.partitions())
-        assert sorted(drive.transfer_states.values()) == ["success"] * expected_runs, name
-        assert drive.cutover_run["state"] == "success", name
+    for name in DOMAINS:
+        expected_runs = len(migrated["catalogue"].domain(name).partitions())
+        states = [r["state"] for r in migrated["runs"] if r["domain"] == name]
+        assert states == ["success"] * expected_runs, name
+        outcome = migrated["cutover"][name]
+        assert (outcome["state"], outcome["outcome"], outcome["by"]) == ("success", "cut over", "ops@hdh")
+        assert outcome["record"] == f"_cutover/{name}.json" and len(outcome["root_sha256"]) == 64
         assert _ledger().domain_state(name) == "cut_over", name
+
+
+def test_the_cli_drives_verify_cutover_and_rollback_through_the_deployment(migrated, profile):
+    (name,) = DOMAINS
+    verify = cli(profile, "verify", "--domain", name, "--quick")
+    assert verify.returncode == 0, verify.stderr[-3000:]
+    (report,) = json.loads(verify.stdout)
+    assert report["verify"] == "ok" and report["problems"] == 0 and report["objects"] > 0
+    assert f"hdh_verify__{name}: success" in verify.stderr  # the progress, on stderr
+
+    again = cli(profile, "cutover", "--domain", name)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)[0]["outcome"] == "already cut over; nothing to do"
+
+    for argv, expected in (
+        (("rollback", "--domain", name, "--reason", "too short"), "a rollback needs a reason of at least 10"),
+        (("verify", "--domain", "nosuch"), "no domain nosuch in the catalogue"),
+    ):
+        refused = cli(profile, *argv)
+        assert refused.returncode == 2 and refused.stdout == "", argv
+        assert "Traceback" not in refused.stderr and expected in refused.stderr.splitlines()[-1]
 
 
 def test_ledger_in_postgres_equals_the_manifests(migrated):
@@ -113,11 +158,10 @@ WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(?P<task>[^']+
 def test_transfers_ran_on_the_transfer_worker_and_the_rest_on_the_default_worker(migrated, profile):
     api = migrated["api"]
     by_queue = {}
-    for drive in migrated["drives"].values():
-        for run_id in drive.run_ids:
-            for ti in api.task_instances(drive.transfer_dag, run_id):
-                if ti["state"] == "success":
-                    by_queue.setdefault(ti["queue"], set()).add(ti["task_id"])
+    for run in migrated["runs"]:
+        for ti in api.task_instances(f"hdh_transfer__{run['domain']}", run["run_id"]):
+            if ti["state"] == "success":
+                by_queue.setdefault(ti["queue"], set()).add(ti["task_id"])
     assert by_queue["transfer"] == {"transfer_object"}
     assert by_queue["default"] >= {"plan_partition", "validate_partition", "commit_partition", "reconcile_partition"}
     assert set(by_queue) == {"default", "transfer"}
