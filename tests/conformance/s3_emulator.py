@@ -86,6 +86,7 @@ class Seen:
     signature: str  # "v2", "v4" or "none"
     access_key: str | None
     headers: frozenset[str]  # lower-case header names
+    at: float  # time.monotonic() of its arrival
 
 
 @dataclass
@@ -109,6 +110,7 @@ class S3ProviderEmulator:
     upstream_port: int
     upstream_keys: tuple[str, str]
     emulation: Emulation | None = None
+    extra: dict = field(default_factory=dict)  # the target connection's extra, beside the endpoint
     on_request: object = None  # called as on_request(emulator, seen) before a request is checked
     seen: list[Seen] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
@@ -144,21 +146,18 @@ class S3ProviderEmulator:
     def port(self) -> int:
         return self._server.server_address[1]
 
-    def connection(self, **extra) -> str:
-        """The target connection (AIRFLOW_CONN_* JSON) that reaches this provider with ``self.profile``."""
+    def connection(self) -> str:
+        """The target connection (AIRFLOW_CONN_* JSON) that reaches this provider with ``self.profile``,
+        its current key and ``self.extra``."""
         import json
 
+        extra = {"endpoint_url": self.endpoint_url, "region_name": "fr-par", "provider_profile": self.profile}
         return json.dumps(
             {
                 "conn_type": "aws",
                 "login": self.access_key,
                 "password": self.secret_key,
-                "extra": {
-                    "endpoint_url": self.endpoint_url,
-                    "region_name": "fr-par",
-                    "provider_profile": self.profile,
-                    **extra,
-                },
+                "extra": {**extra, **self.extra},
             }
         )
 
@@ -194,14 +193,43 @@ class S3ProviderEmulator:
         with self._lock:
             self.refusals.append(Refusal(method, path, rule))
 
-    def _secret_for(self, access: str) -> tuple[str | None, str]:
+    def _secret_for(self, access: str, arrived: float) -> tuple[str | None, str]:
         with self._lock:
             key = self.keys.get(access)
             if key is None:
                 return None, "unknown access key"
-            if key.expires_at is not None and time.monotonic() >= key.expires_at:
+            if key.expires_at is not None and arrived >= key.expires_at:
                 return None, "expired access key"
             return key.secret, ""
+
+
+def operation(seen: Seen) -> str:
+    """The S3 operation a request is, told from its method, path and query as a provider tells it."""
+    query, names_object = set(seen.query), seen.path.strip("/").count("/") >= 1
+    copy = "x-amz-copy-source" in seen.headers
+    if seen.method == "POST":
+        return (
+            "DeleteObjects"
+            if "delete" in query
+            else "CreateMultipartUpload"
+            if "uploads" in query
+            else "CompleteMultipartUpload"
+        )
+    if seen.method == "PUT":
+        if not names_object:
+            return "CreateBucket"
+        if "partNumber" in query:
+            return "UploadPartCopy" if copy else "UploadPart"
+        return "CopyObject" if copy else "PutObject"
+    if seen.method == "GET":
+        if not names_object:
+            return "ListMultipartUploads" if "uploads" in query else "ListObjectsV2"
+        return "ListParts" if "uploadId" in query else "GetObject"
+    if seen.method == "HEAD":
+        return "HeadObject" if names_object else "HeadBucket"
+    if not names_object:
+        return "DeleteBucket"
+    return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
 
 
 def is_object_data(method: str, path: str, query: dict, headers) -> bool:
@@ -242,6 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
             "v4" if v4 else "v2" if v2 else "none",
             (v4 or v2).group(1) if (v4 or v2) else None,
             frozenset(headers),
+            time.monotonic(),
         )
         provider._record(seen)
         if callable(provider.on_request):
@@ -262,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "InvalidArgument", "x-amz-checksum headers are not supported", "flexible checksum")
         if not (v4 or v2):
             return self._error(403, "AccessDenied", "anonymous requests are refused", "unsigned")
-        secret, why = provider._secret_for(seen.access_key)
+        secret, why = provider._secret_for(seen.access_key, seen.at)
         if secret is None:
             return self._error(403, "InvalidAccessKeyId", f"{why}", why)
         if rules.sigv2_object_data:
