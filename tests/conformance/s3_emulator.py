@@ -15,7 +15,8 @@ Rules, from the providers' public documentation (see the README's provider table
 - ``path_style_only``: a request whose Host is not the endpoint's own (virtual-hosted style) is refused;
 - ``sigv2_object_data``: object PUT, GET and DELETE must be signed with SigV2 (the provider's SigV4 checks
   fail them with ``XAmzContentSHA256Mismatch``); every other call with SigV4 (Cloud Temple);
-- keys expire: ``rotate()`` issues a new key and the old one is refused ``old_valid_s`` seconds later.
+- keys expire: ``rotate()`` issues a new key, and the old one is refused after ``old_valid_requests``
+  more requests signed with it.
 
 Bodies are held in memory: the tests send parts of a few MiB.
 """
@@ -99,7 +100,7 @@ class Refusal:
 @dataclass
 class _Key:
     secret: str
-    expires_at: float | None = None
+    uses_left: int | None = None  # None: until rotated out
 
 
 @dataclass
@@ -130,12 +131,12 @@ class S3ProviderEmulator:
             self.keys[access] = _Key(secret)
         return access, secret
 
-    def rotate(self, old_valid_s: float) -> tuple[str, str]:
-        """A new key; the current one is refused ``old_valid_s`` seconds from now (its remaining life)."""
+    def rotate(self, old_valid_requests: int) -> tuple[str, str]:
+        """A new key; the current one is accepted for ``old_valid_requests`` more requests, then refused."""
         old = self.access_key
         self.access_key, self.secret_key = self.issue_key()
         with self._lock:
-            self.keys[old].expires_at = time.monotonic() + old_valid_s
+            self.keys[old].uses_left = old_valid_requests
         return self.access_key, self.secret_key
 
     @property
@@ -193,13 +194,15 @@ class S3ProviderEmulator:
         with self._lock:
             self.refusals.append(Refusal(method, path, rule))
 
-    def _secret_for(self, access: str, arrived: float) -> tuple[str | None, str]:
+    def _secret_for(self, access: str) -> tuple[str | None, str]:
         with self._lock:
             key = self.keys.get(access)
             if key is None:
                 return None, "unknown access key"
-            if key.expires_at is not None and arrived >= key.expires_at:
-                return None, "expired access key"
+            if key.uses_left is not None:
+                if key.uses_left <= 0:
+                    return None, "expired access key"
+                key.uses_left -= 1
             return key.secret, ""
 
 
@@ -291,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "InvalidArgument", "x-amz-checksum headers are not supported", "flexible checksum")
         if not (v4 or v2):
             return self._error(403, "AccessDenied", "anonymous requests are refused", "unsigned")
-        secret, why = provider._secret_for(seen.access_key, seen.at)
+        secret, why = provider._secret_for(seen.access_key)
         if secret is None:
             return self._error(403, "InvalidAccessKeyId", f"{why}", why)
         if rules.sigv2_object_data:

@@ -273,22 +273,23 @@ def test_a_wrong_secret_is_refused(provider, monkeypatch, bucket):
 # NumSpot: keys that expire during a transfer
 
 
-def _rotate_on_first_part(monkeypatch, old_valid_s: float):
-    """At the first part of the upload, issue a new key, put it in the connection, and let the old
-    one expire ``old_valid_s`` seconds later: what a rotation job does to a running transfer."""
+def _rotate_on_first_part(monkeypatch, old_valid_requests: int):
+    """At the first part of the upload, issue a new key and put it in the connection; the old key is
+    refused after ``old_valid_requests`` more requests: what a rotation job does to a running transfer."""
     rotations = []
 
     def on_request(emulator, seen):
         if not rotations and operation(seen) == "UploadPart":
-            access, _ = emulator.rotate(old_valid_s)
+            access, _ = emulator.rotate(old_valid_requests)
             monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", emulator.connection())
-            rotations.append((access, seen.at + old_valid_s))
+            rotations.append((access, seen))
 
     return on_request, rotations
 
 
 def _throttled_upload(target, tmp_path):
-    """Four parts of 5 MiB at 8 MiB/s: the upload lasts about 2.5 s, the parts 0.6 s apart."""
+    """Four parts of 5 MiB at 8 MiB/s, one at a time: the parts leave about 0.6 s apart, longer than
+    the 0.2 s between two reads of the connection."""
     path, sha256 = _spool(tmp_path, 20 * MiB)
     target.upload_file(path, "staging/rotated", sha256, {}, throttle=TokenBucket(8 * MiB))
     return path, sha256
@@ -297,7 +298,7 @@ def _throttled_upload(target, tmp_path):
 @pytest.mark.integration
 def test_numspot_keys_rotated_during_a_transfer_are_picked_up_and_it_completes(provider, monkeypatch, bucket, tmp_path):
     emulator = provider("numspot", credentials_refresh_s=0.2, upload_concurrency=1)
-    emulator.on_request, rotations = _rotate_on_first_part(monkeypatch, old_valid_s=1.0)
+    emulator.on_request, rotations = _rotate_on_first_part(monkeypatch, old_valid_requests=2)
     target = SovereignTarget(CONN_ID, bucket)
     target.ensure_bucket()
     path, sha256 = _throttled_upload(target, tmp_path)
@@ -305,10 +306,10 @@ def test_numspot_keys_rotated_during_a_transfer_are_picked_up_and_it_completes(p
     target.copy("staging/rotated", "final/rotated")
 
     assert emulator.refusals == []
-    [(new_key, old_expired_at)] = rotations
-    after_expiry = [s for s in emulator.seen if s.at > old_expired_at]
-    assert after_expiry and {s.access_key for s in after_expiry} == {new_key}
-    assert "UploadPart" in {operation(s) for s in after_expiry}  # the same upload, finished with the new key
+    [(new_key, rotated_at)] = rotations
+    after = [s for s in emulator.seen if s.at > rotated_at.at]
+    assert {s.access_key for s in after} == {new_key}
+    assert [operation(s) for s in after].count("UploadPart") == 3  # the same upload, finished with the new key
 
 
 @pytest.mark.integration
@@ -317,7 +318,7 @@ def test_numspot_keys_that_expire_during_a_transfer_are_refused_without_refresh(
 ):
     _with_profile(monkeypatch, "numspot", refreshable_credentials=False)
     emulator = provider("numspot", credentials_refresh_s=0.2, upload_concurrency=1)
-    emulator.on_request, _ = _rotate_on_first_part(monkeypatch, old_valid_s=1.0)
+    emulator.on_request, _ = _rotate_on_first_part(monkeypatch, old_valid_requests=2)
     target = SovereignTarget(CONN_ID, bucket)
     target.ensure_bucket()
     with pytest.raises(ClientError, match="InvalidAccessKeyId"):
