@@ -12,6 +12,7 @@ Rules, from the providers' public documentation (see the README's provider table
   ``x-amz-sdk-checksum-algorithm``) and trailer bodies (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``,
   ``aws-chunked``) are refused with 400 (OVHcloud, Outscale and NumSpot, which runs on Outscale);
 - ``max_parts``: a part number above it is refused (Scaleway: 1,000);
+- a ``Content-MD5`` that does not match the body is refused (every S3 store);
 - ``path_style_only``: a request whose Host is not the endpoint's own (virtual-hosted style) is refused;
 - ``sigv2_object_data``: object PUT, GET and DELETE must be signed with SigV2 (the provider's SigV4 checks
   fail them with ``XAmzContentSHA256Mismatch``); every other call with SigV4 (Cloud Temple);
@@ -23,6 +24,7 @@ Bodies are held in memory: the tests send parts of a few MiB.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -292,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, "InvalidRequest", "virtual-hosted-style requests are not supported", "path style")
         if rules.refuse_flexible_checksums and any(FLEXIBLE_CHECKSUM.match(h) for h in headers):
             return self._error(400, "InvalidArgument", "x-amz-checksum headers are not supported", "flexible checksum")
+        if "content-md5" in headers and headers["content-md5"] != _md5(body):
+            return self._error(400, "BadDigest", "the Content-MD5 you specified did not match", "content-md5")
         if not (v4 or v2):
             return self._error(403, "AccessDenied", "anonymous requests are refused", "unsigned")
         secret, why = provider._secret_for(seen.access_key)
@@ -382,6 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
         finally:
             connection.close()
+
+
+def _md5(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
 
 
 class _ReceivedHmacV1(HmacV1Auth):
