@@ -256,6 +256,23 @@ def test_a_path_style_only_provider_refuses_virtual_hosted_requests(provider):
 
 
 @pytest.mark.integration
+def test_a_trailer_checksum_body_is_refused_where_the_provider_lacks_flexible_checksums(provider):
+    """What boto3 >= 1.36 sends over https by default (botocore only sends trailers over TLS, so the
+    loopback tests build the request by hand)."""
+    emulator = provider("outscale_secnumcloud")
+    connection = http.client.HTTPConnection("127.0.0.1", emulator.port, timeout=10)
+    headers = {
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "Content-Encoding": "aws-chunked",
+        "x-amz-trailer": "x-amz-checksum-crc32",
+    }
+    connection.request("PUT", "/bucket/key", body=iter([b"data"]), headers=headers, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 400 and b"trailing checksum is not supported" in response.read()
+    assert [r.rule for r in emulator.refusals] == ["trailer body"]
+
+
+@pytest.mark.integration
 def test_a_wrong_secret_is_refused(provider, monkeypatch, bucket):
     """The emulator verifies signatures: a client signing with a stale secret cannot pass unnoticed."""
     import json
