@@ -14,7 +14,10 @@ it may connect, in three steps, each refusing with a ``SovereigntyError`` before
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import fnmatch
+import hashlib
 import ipaddress
 import logging
 import math
@@ -53,9 +56,22 @@ def _ovh_region(name: str, area: str) -> Region:
     return Region(name, area, (f"s3.{name}.io.cloud.ovh.net", f"s3.{name}.cloud.ovh.net"))
 
 
+# The object data calls (PUT, GET and DELETE of an object, a part being a PUT of object data).
+OBJECT_DATA_OPERATIONS = frozenset({"PutObject", "UploadPart", "GetObject", "DeleteObject"})
+
+
 @dataclass(frozen=True)
 class ProviderProfile:
-    """Known quirks and regions of one sovereign S3 provider (see shared/reference/sovereign-s3.md)."""
+    """Known quirks and regions of one sovereign S3 provider (see shared/reference/sovereign-s3.md and the README).
+
+    ``max_parts``: the provider's multipart part limit, for uploads and server-side copies alike.
+    ``signature_version``: how requests are signed, except ``sigv2_operations``, signed with SigV2.
+    ``checksum_when_required``: the store does not implement boto3 >= 1.36's flexible checksums: none
+    is sent where optional, and Content-MD5 replaces the one botocore adds where S3 requires an
+    integrity header (DeleteObjects).
+    ``refreshable_credentials``: the access keys expire, so the client re-reads the Airflow connection
+    (or its secrets backend) every ``credentials_refresh_s`` seconds of the connection's extra.
+    """
 
     name: str
     regions: tuple[Region, ...] = ()
@@ -63,6 +79,7 @@ class ProviderProfile:
     max_parts: int = 10_000
     addressing_style: str = "path"
     signature_version: str = "s3v4"
+    sigv2_operations: frozenset[str] = frozenset()
     checksum_when_required: bool = True
     refreshable_credentials: bool = False
     # The path an endpoint of this provider may carry (a regular expression); none by default.
@@ -100,7 +117,7 @@ PROFILES = {
             "cloud_temple",
             (Region("fr1", FRANCE, (f"{NAMESPACE}.s3.fr1.cloud-temple.com",)),),
             source="https://docs.cloud-temple.com/storage/oss/quickstart",
-            signature_version="s3",
+            sigv2_operations=OBJECT_DATA_OPERATIONS,
         ),
         ProviderProfile(
             "outscale_secnumcloud",
@@ -140,7 +157,16 @@ NON_SOVEREIGN_HOSTS = (
 # provider (service_config, role_arn, config_kwargs, profile_name, ...) could route the client, or
 # its credential lookups, around the guard.
 TARGET_EXTRA_KEYS = frozenset(
-    {"endpoint_url", "region_name", "provider_profile", "verify", "part_size_mb", "upload_concurrency", "read_chunk_mb"}
+    {
+        "endpoint_url",
+        "region_name",
+        "provider_profile",
+        "verify",
+        "part_size_mb",
+        "upload_concurrency",
+        "read_chunk_mb",
+        "credentials_refresh_s",
+    }
 )
 # Why the known dangerous keys are refused, by key prefix (any other key is refused too).
 _REFUSED_EXTRA_REASONS = (
@@ -498,6 +524,75 @@ class TransferSettings:
         )
 
 
+FLEXIBLE_CHECKSUM_HEADER = re.compile(r"^x-amz-(checksum-.+|sdk-checksum-algorithm)$", re.IGNORECASE)
+
+
+def apply_profile(client, profile: ProviderProfile, conn_id: str, extra: dict) -> None:
+    """Make a built S3 client behave as the provider expects: the per-operation rules boto3's config
+    cannot express (botocore event handlers) and expiring credentials."""
+    events = client.meta.events
+    if profile.checksum_when_required:
+        events.register("before-sign.s3", _content_md5_instead_of_flexible_checksum)
+    for operation in sorted(profile.sigv2_operations):
+        # First, so that botocore's own choice (SigV4, from the endpoint rules) does not answer before it.
+        events.register_first(f"choose-signer.s3.{operation}", _sign_with_sigv2)
+    if profile.refreshable_credentials:
+        refresh_s = float(extra.get("credentials_refresh_s", 300))
+        # The signer holds the credentials it signs with; boto3 has no public way to swap in refreshable
+        # ones for explicit keys, and the S3Hook builds its session from the connection's static keys.
+        client._request_signer._credentials = connection_credentials(conn_id, refresh_s)
+
+
+def _sign_with_sigv2(**_) -> str:
+    return "s3"
+
+
+def _content_md5_instead_of_flexible_checksum(request, **_) -> None:
+    """botocore adds x-amz-checksum-crc32 (and x-amz-sdk-checksum-algorithm) to the calls S3 requires an
+    integrity header on (DeleteObjects), even with request_checksum_calculation=when_required; stores
+    without flexible checksums refuse them. Content-MD5 is the integrity header every S3 store accepts."""
+    flexible = [name for name in request.headers if FLEXIBLE_CHECKSUM_HEADER.match(name)]
+    if not flexible:
+        return
+    for name in flexible:
+        del request.headers[name]
+    if "Content-MD5" not in request.headers:
+        request.headers["Content-MD5"] = _content_md5(request.body)
+
+
+def _content_md5(body) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    if hasattr(body, "read"):
+        start = body.tell()
+        for chunk in iter(lambda: body.read(MiB), b""):
+            digest.update(chunk)
+        body.seek(start)
+    else:
+        digest.update(body or b"")
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+def connection_credentials(conn_id: str, refresh_s: float):
+    """Credentials re-read from the Airflow connection (so from its secrets backend too) every
+    ``refresh_s`` seconds: a rotated key reaches a transfer that is already running."""
+    from airflow.sdk import BaseHook
+    from botocore.credentials import RefreshableCredentials
+
+    def read() -> dict:
+        connection = BaseHook.get_connection(conn_id)
+        return {
+            "access_key": connection.login,
+            "secret_key": connection.password,
+            "token": connection.extra_dejson.get("aws_session_token"),
+            "expiry_time": (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=refresh_s)).isoformat(),
+        }
+
+    # No advisory window: every request after the interval waits for the re-read keys.
+    return RefreshableCredentials.create_from_metadata(
+        read(), refresh_using=read, method="airflow-connection", advisory_timeout=0, mandatory_timeout=0
+    )
+
+
 class SovereignTarget:
     """One bucket of the sovereign store, reached through the amazon provider's S3Hook."""
 
@@ -528,6 +623,7 @@ class SovereignTarget:
             config_kwargs["response_checksum_validation"] = "when_required"
         self.hook = S3Hook(aws_conn_id=conn_id, config=Config(**config_kwargs))
         self.client = guard_client(self.hook.get_conn(), endpoint, ca_bundle)
+        apply_profile(self.client, self.profile, conn_id, extra)
         self.bucket = bucket
 
     def ensure_bucket(self) -> None:
@@ -654,18 +750,25 @@ class SovereignTarget:
                 return None
             raise
 
-    def copy(self, source_key: str, key: str) -> None:
-        """Server-side copy, metadata included (multipart copy for large objects)."""
+    def _transfer_config(self, size: int):
+        """boto3's managed transfer in parts the provider accepts (it only knows AWS's 10,000)."""
         from boto3.s3.transfer import TransferConfig
 
-        self.client.copy(
-            {"Bucket": self.bucket, "Key": source_key},
-            self.bucket,
-            key,
-            Config=TransferConfig(
-                multipart_threshold=self.settings.part_size, multipart_chunksize=self.settings.part_size
-            ),
+        part_size = self.part_size_for(size)
+        return TransferConfig(
+            multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=self.settings.concurrency
         )
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Server-side copy, metadata included (multipart copy for large objects)."""
+        size = self.client.head_object(Bucket=self.bucket, Key=source_key)["ContentLength"]
+        self.client.copy(
+            {"Bucket": self.bucket, "Key": source_key}, self.bucket, key, Config=self._transfer_config(size)
+        )
+
+    def put_file(self, path: Path, key: str) -> None:
+        """Upload a local working file (no resume, no metadata): boto3's managed upload."""
+        self.client.upload_file(str(path), self.bucket, key, Config=self._transfer_config(path.stat().st_size))
 
     def list_keys(self, prefix: str) -> list[str]:
         keys = []
@@ -715,6 +818,8 @@ class SovereignTarget:
             Key=key,
             Body=body,
             ContentType=content_type,
+            # Checked by every S3 store, whatever it makes of the signature's payload hash.
+            ContentMD5=_content_md5(body),
             Metadata={SHA256_METADATA: digest.hexdigest()},
             **conditions,
         )

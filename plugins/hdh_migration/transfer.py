@@ -755,7 +755,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         if not blocking:
             for bucket, path in spilled.items():
                 key = f"{staged_key}.keys/{bucket:05d}"
-                target.client.upload_file(str(path), target.bucket, key)
+                target.put_file(path, key)
                 key_files[str(bucket)] = key
         result = {
             "domain": table.domain,
