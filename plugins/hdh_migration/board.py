@@ -486,7 +486,7 @@ STATIC_TYPES = {"hdh.css": "text/css; charset=utf-8", "hdh.js": "text/javascript
 
 
 def create_app() -> FastAPI:
-    from airflow.api_fastapi.core_api.security import GetUserDep
+    from airflow.api_fastapi.core_api.security import get_user
 
     from hdh_migration.dag_factory import transfer_dag_id
     from hdh_migration.reports import render_report, report_ref, run_id_of
@@ -502,10 +502,14 @@ def create_app() -> FastAPI:
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    def every_project_dag(user: GetUserDep) -> None:
+    # Airflow's own authentication (a token in the header or the UI's cookie); the user, for the checks below.
+    user_of_request = Depends(get_user)
+
+    def every_project_dag(user=user_of_request) -> None:
         _require_dags(user, project_dag_ids(_catalogue()))
 
     board_readers = [Depends(every_project_dag)]
+    logged_in = [user_of_request]
 
     @app.get("/board", response_class=HTMLResponse, dependencies=board_readers)
     def get_board(request: Request) -> HTMLResponse:
@@ -515,19 +519,19 @@ def create_app() -> FastAPI:
     def get_board_json() -> dict:
         return _current_view()
 
-    @app.get("/board-icon.svg")
-    def get_icon(user: GetUserDep) -> Response:
+    @app.get("/board-icon.svg", dependencies=logged_in)
+    def get_icon() -> Response:
         return Response(_ICON, media_type="image/svg+xml")
 
-    @app.get("/static/{name}")
-    def get_static(name: str, user: GetUserDep) -> Response:
+    @app.get("/static/{name}", dependencies=logged_in)
+    def get_static(name: str) -> Response:
         if name not in static:
             raise HTTPException(status_code=404, detail="no such file")
         return Response(static[name], media_type=STATIC_TYPES[name])
 
     @app.get("/reports/{domain}/{table}/{partition_dir}/{run_token}", response_class=HTMLResponse)
     def get_report(
-        domain: str, table: str, partition_dir: str, run_token: str, request: Request, user: GetUserDep
+        domain: str, table: str, partition_dir: str, run_token: str, request: Request, user=user_of_request
     ) -> HTMLResponse:
         ref = report_ref(_catalogue(), domain, table, partition_dir, run_token)
         if ref is None:
