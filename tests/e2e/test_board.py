@@ -440,8 +440,12 @@ class RequestLog:
             self.refused.append(message.text)
 
     def elsewhere(self) -> list[str]:
-        """The requests to any origin but the api-server's."""
-        return [url for url in self.urls if not url.startswith(f"{BASE}/")]
+        """The requests to any origin but the api-server's.
+
+        A ``blob:`` URL names an object in the page's memory; its origin is the one it embeds (the
+        Airflow UI makes some of its own).
+        """
+        return [url for url in self.urls if not url.removeprefix("blob:").startswith(f"{BASE}/")]
 
     def paths(self) -> set[str]:
         return {url.removeprefix(BASE).split("?")[0] for url in self.urls if url.startswith(f"{BASE}/")}
