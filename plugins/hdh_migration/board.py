@@ -23,6 +23,8 @@ from fastapi.responses import HTMLResponse, Response
 
 PROBLEM_STATES = ("failed", "quarantined")
 IN_FLIGHT_STATES = ("transferring", "validated")
+
+
 # ---------------------------------------------------------------------------------------------
 # the facts
 
