@@ -486,6 +486,7 @@ def _sign_in(page, board: dict) -> None:
 def test_board_and_report_in_the_airflow_ui_call_the_api_server_only(board):
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=60_000)  # the UI's pages load slowly on a busy machine
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
