@@ -1,9 +1,10 @@
 """The hdh-migration Airflow plugin: what on-call sees in the Airflow UI.
 
 - a global operator extra link, "Validation report", on every task that published one (a failed
-  ``validate_partition`` links to the redacted Data Docs page of its quarantined partition);
-- a FastAPI app under ``/hdh``, behind Airflow's own authentication, that serves those reports from
-  the sovereign store and the on-call board (``/hdh/board``, ``/hdh/board.json``);
+  ``validate_partition`` links to the redacted report of its quarantined partition);
+- a FastAPI app under ``/hdh``, behind Airflow's own authentication, that renders those reports from
+  the sovereign store and serves the on-call board (``/hdh/board``, ``/hdh/board.json``), under a
+  Content-Security-Policy that allows the api-server's own origin only;
 - the board in the UI's navigation, as the "Migration" external view;
 - the deadline reference of the transfer DAGs (``TransferQueuedAt``), which the scheduler must know.
 """

@@ -2,8 +2,11 @@
 
 ``/hdh/board`` is a server-rendered page (shown inside the Airflow UI as the "Migration" external
 view), ``/hdh/board.json`` the same facts as JSON. Both are built from the ledger and the
-catalogue only: names, states, counts, sizes, times and run ids, never a data value. Only documents
-under the quarantine prefix are served by ``/hdh/reports/``: they are redacted by construction.
+catalogue only: names, states, counts, sizes, times and run ids, never a data value.
+``/hdh/reports/<domain>/<TABLE>/<PARTCOL>=<value>/<run>`` renders a quarantine report (see
+``reports``). Who may read what is decided on the project's own DAG ids: the board needs every DAG
+of the project, a report its domain's transfer DAG. Every response carries a Content-Security-Policy
+that allows this origin only: the pages load their stylesheet and script from ``/hdh/static/``.
 """
 
 from __future__ import annotations
@@ -12,24 +15,14 @@ import datetime as dt
 import json
 import math
 from html import escape
+from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-
-from hdh_migration.layout import QUARANTINE_PREFIX
 
 PROBLEM_STATES = ("failed", "quarantined")
 IN_FLIGHT_STATES = ("transferring", "validated")
-STATE_COLOURS = {
-    "planned": "#718096",
-    "transferring": "#2b6cb0",
-    "verified": "#2c7a7b",
-    "cut_over": "#2f855a",
-    "committed": "#2f855a",
-    "quarantined": "#c05621",
-    "failed": "#c53030",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +110,7 @@ def _latest_details(events: list[dict]) -> dict[tuple[str, str, str], dict]:
 def _problem(record, dag_id: str, report: dict | None, failed_task_instances: dict, ui_base: str) -> dict:
     from hdh_migration.reports import report_link
 
-    run_url = f"{ui_base}/dags/{dag_id}/runs/{quote(record.run_id or '', safe=':+')}"
+    run_url = run_page(ui_base, dag_id, record.run_id or "")
     failed = failed_task_instances.get((dag_id, record.run_id), [])
     if not failed and record.state == "quarantined":
         failed = [("validate_partition", -1)]
@@ -131,7 +124,7 @@ def _problem(record, dag_id: str, report: dict | None, failed_task_instances: di
         "run_id": record.run_id,
         "expectations": report["expectations"] if quarantined else [],
         "privacy_incident": quarantined and report["severity"] == "privacy",
-        "report_url": report_link(report["docs_key"]) if quarantined and report.get("docs_key") else None,
+        "report_url": report_link(report["report_key"]) if quarantined and report.get("report_key") else None,
         "run_url": run_url if record.run_id else None,
         "log_links": [
             {
@@ -144,6 +137,11 @@ def _problem(record, dag_id: str, report: dict | None, failed_task_instances: di
         if record.run_id
         else [],
     }
+
+
+def run_page(ui_base: str, dag_id: str, run_id: str) -> str:
+    """A DAG run's page in the Airflow UI."""
+    return f"{ui_base}/dags/{dag_id}/runs/{quote(run_id, safe=':+')}"
 
 
 def _gap_scan(scan: dict | None) -> dict | None:
@@ -196,15 +194,13 @@ def _mb(size: int) -> str:
 
 
 def _badge(state: str) -> str:
-    colour = STATE_COLOURS.get(state, "#4a5568")
-    return f'<span class="badge" style="background:{colour}">{escape(state.replace("_", " "))}</span>'
+    return f'<span class="badge state-{escape(state)}">{escape(state.replace("_", " "))}</span>'
 
 
 def _bar(done: int, total: int, label: str, caption: str = "") -> str:
     share = done / total if total else 0.0
     return (
-        f'<div class="bar" role="progressbar" aria-valuenow="{done}" aria-valuemax="{total}" '
-        f'aria-label="{escape(label)}"><div class="fill" style="width:{share * 100:.1f}%"></div></div>'
+        f'<progress class="bar" value="{done}" max="{max(total, 1)}" aria-label="{escape(label)}"></progress>'
         f'<div class="barlabel">{caption} <span class="muted">({share:.0%})</span></div>'
     )
 
@@ -360,14 +356,17 @@ def _nice_ceiling(value: float) -> float:
     return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if value <= step * magnitude)
 
 
-def render_board(view: dict) -> str:
+def render_board(view: dict, root: str) -> str:
+    """The board's page; ``root`` is where the plugin's app is mounted (its stylesheet and script)."""
     domains = view["domains"]
     committed = sum(d["partitions_committed"] for d in domains)
     expected = sum(d["partitions_expected"] for d in domains)
     problems = sum(len(d["problems"]) for d in domains)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="60">
-<title>SNDS migration - on-call board</title><style>{_CSS}</style></head>
+<title>SNDS migration - on-call board</title>
+<link rel="stylesheet" href="{escape(root)}/static/hdh.css"><script src="{escape(root)}/static/hdh.js" defer></script>
+</head>
 <body>
 <header><h1>SNDS migration: on-call board</h1>
 <div class="muted">{escape(view["generated_at"][:19].replace("T", " "))} UTC, refreshes every minute.
@@ -385,46 +384,9 @@ def render_board(view: dict) -> str:
 </div>
 <footer class="muted">Names, states, counts and sizes from the migration ledger; no data value is shown.
 Expected partitions come from the catalogue (partitions &times; tables); expected bytes are the source sizes
-listed when each partition was planned. The same facts as JSON: <a href="board.json">board.json</a>.</footer>
-<script>{_SCRIPT}</script>
+listed when each partition was planned. The same facts as JSON: <a href="{escape(root)}/board.json">board.json</a>.
+</footer>
 </body></html>"""
-
-
-# The UI frames external views in a sandbox without top navigation: a link to an Airflow page goes
-# through the parent's router instead (same origin), so it opens in the UI rather than inside the frame.
-_SCRIPT = """
-document.addEventListener("click", (event) => {
-  const link = event.target.closest("a.airflow");
-  if (!link || window.top === window) return;
-  try {
-    window.top.history.pushState(null, "", link.getAttribute("href"));
-    window.top.dispatchEvent(new PopStateEvent("popstate"));
-    event.preventDefault();
-  } catch (error) {}
-});
-"""
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;padding:16px 24px;color:#1a202c;
- background:#f7fafc;font-size:14px}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:0 0 10px;color:#2d3748}
-header{margin-bottom:14px}section{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:14px 16px;
- margin-bottom:14px}
-table{border-collapse:collapse;width:100%}th{text-align:left;font-weight:600;color:#4a5568;font-size:12px;
- border-bottom:1px solid #e2e8f0;padding:6px 8px}td{padding:8px;border-bottom:1px solid #edf2f7;vertical-align:top}
-.muted{color:#718096;font-size:12px}.nowrap{white-space:nowrap}.num{text-align:right}.alert{color:#c53030;font-weight:700}
-.ok{color:#2f855a}.badge{color:#fff;border-radius:10px;padding:2px 8px;font-size:12px;white-space:nowrap}
-.bar{background:#edf2f7;border-radius:4px;height:10px;width:100%;min-width:140px;overflow:hidden}
-.fill{background:#38a169;height:100%}.barlabel{font-size:12px;margin-top:3px}
-a{color:#2b6cb0;text-decoration:none}a:hover{text-decoration:underline}a.domain{font-weight:600}
-code{background:#fffaf0;border:1px solid #fbd38d;border-radius:4px;padding:1px 5px;margin:0 4px 4px 0;
- display:inline-block;font-size:12px}
-.privacy{background:#c53030;color:#fff;border-radius:4px;padding:1px 6px;font-weight:700;font-size:12px}
-.two{display:flex;gap:14px;align-items:stretch}.two section{flex:1}.two section.wide{flex:2.4}
-svg text{font-size:11px;fill:#4a5568}svg .grid{stroke:#e2e8f0}
-svg .series{fill:none;stroke:#3182ce;stroke-width:1.5}svg circle{fill:#2b6cb0}
-ul.gaps{margin:6px 0 0;padding-left:18px}footer{margin-top:4px}
-"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,35 +439,112 @@ def _current_view() -> dict:
     return board_view(_catalogue(), ledger, failed, _ui_base())
 
 
+def project_dag_ids(catalogue) -> list[str]:
+    """Every DAG of the project whose facts the board shows: per domain, transfer and cutover; the gap scan."""
+    from hdh_migration.dag_factory import GAP_SCAN_DAG_ID, cutover_dag_id, transfer_dag_id
+
+    per_domain = [make(d.name) for d in catalogue.domains for make in (transfer_dag_id, cutover_dag_id)]
+    return sorted([*per_domain, GAP_SCAN_DAG_ID])
+
+
+def _require_dags(user, dag_ids: list[str]) -> None:
+    """Refuse (403) unless the user may read every one of these DAGs, as Airflow's auth manager decides.
+
+    The DAG ids are the project's own, never a request parameter: Airflow's ``requires_access_dag``
+    takes the DAG id from the path or the query string, so ``?dag_id=<any DAG the user may read>``
+    would have opened the board.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.models.dag import DagModel
+
+    teams = DagModel.get_dag_id_to_team_name_mapping(dag_ids)
+    requests = [{"method": "GET", "details": DagDetails(id=d, team_name=teams.get(d))} for d in dag_ids]
+    if not get_auth_manager().batch_is_authorized_dag(requests, user=user):
+        raise HTTPException(status_code=403, detail="Forbidden: you may not read the migration's DAGs")
+
+
+def _root(request: Request) -> str:
+    """Where this app is mounted (``/hdh`` under the api-server's base path): its pages link from there."""
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+# Only this app's own origin, for everything: no inline script or style, no plugin, no <base>, and
+# framing only by the Airflow UI itself (the board is its "Migration" external view, an iframe).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+STATIC = Path(__file__).with_name("static")
+STATIC_TYPES = {"hdh.css": "text/css; charset=utf-8", "hdh.js": "text/javascript; charset=utf-8"}
+
+
 def create_app() -> FastAPI:
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from airflow.api_fastapi.core_api.security import get_user
 
-    app = FastAPI(title="hdh-migration", description="On-call views of the SNDS migration")
-    authorised = [Depends(requires_access_dag("GET"))]
+    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.reports import render_report, report_ref, run_id_of
+    from hdh_migration.transfer import _catalogue, _target
 
-    @app.get("/board", response_class=HTMLResponse, dependencies=authorised)
-    def get_board() -> HTMLResponse:
-        return HTMLResponse(render_board(_current_view()))
+    # No /docs, /redoc nor /openapi.json: they would describe the app to anyone, without login.
+    app = FastAPI(title="hdh-migration", docs_url=None, redoc_url=None, openapi_url=None)
+    static = {name: (STATIC / name).read_bytes() for name in STATIC_TYPES}
 
-    @app.get("/board.json", dependencies=authorised)
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    # Airflow's own authentication (a token in the header or the UI's cookie); the user, for the checks below.
+    user_of_request = Depends(get_user)
+
+    def every_project_dag(user=user_of_request) -> None:
+        _require_dags(user, project_dag_ids(_catalogue()))
+
+    board_readers = [Depends(every_project_dag)]
+    logged_in = [user_of_request]
+
+    @app.get("/board", response_class=HTMLResponse, dependencies=board_readers)
+    def get_board(request: Request) -> HTMLResponse:
+        return HTMLResponse(render_board(_current_view(), _root(request)))
+
+    @app.get("/board.json", dependencies=board_readers)
     def get_board_json() -> dict:
         return _current_view()
 
-    @app.get("/board-icon.svg", dependencies=authorised)
+    @app.get("/board-icon.svg", dependencies=logged_in)
     def get_icon() -> Response:
         return Response(_ICON, media_type="image/svg+xml")
 
-    @app.get("/reports/{key:path}", response_class=HTMLResponse, dependencies=authorised)
-    def get_report(key: str) -> HTMLResponse:
-        if not key.startswith(f"{QUARANTINE_PREFIX}/") or not key.endswith(".html") or ".." in key:
-            raise HTTPException(status_code=404, detail="not a validation report")
-        from hdh_migration.transfer import _target
+    @app.get("/static/{name}", dependencies=logged_in)
+    def get_static(name: str) -> Response:
+        if name not in static:
+            raise HTTPException(status_code=404, detail="no such file")
+        return Response(static[name], media_type=STATIC_TYPES[name])
 
-        target = _target()
-        if target.head(key) is None:
+    @app.get("/reports/{domain}/{table}/{partition_dir}/{run_token}", response_class=HTMLResponse)
+    def get_report(
+        domain: str, table: str, partition_dir: str, run_token: str, request: Request, user=user_of_request
+    ) -> HTMLResponse:
+        ref = report_ref(_catalogue(), domain, table, partition_dir, run_token)
+        if ref is None:
+            raise HTTPException(status_code=404, detail="not a validation report")
+        _require_dags(user, [transfer_dag_id(ref.domain)])  # the DAG whose validate_partition wrote it
+        document = _target().get_json(ref.key)
+        if not isinstance(document, dict):
             raise HTTPException(status_code=404, detail="report not found")
-        body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
-        return HTMLResponse(body.decode("utf-8"))
+        run_id = run_id_of(document)
+        run_url = run_page(_ui_base(), transfer_dag_id(ref.domain), run_id) if run_id else None
+        return HTMLResponse(render_report(ref, document, root=_root(request), run_url=run_url))
 
     return app
 

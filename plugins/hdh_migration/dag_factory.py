@@ -148,6 +148,9 @@ def verify_dag_id(domain_name: str) -> str:
     return f"hdh_verify__{domain_name}"
 
 
+GAP_SCAN_DAG_ID = "hdh_gap_scan"
+
+
 def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:
     """The transfer DAG of a domain.
 
@@ -517,7 +520,7 @@ The scan is what creates the transfer DAGs' backfills; to backfill by hand, see 
 
 def build_gap_scan_dag(catalogue) -> DAG:
     with DAG(
-        dag_id="hdh_gap_scan",
+        dag_id=GAP_SCAN_DAG_ID,
         description="Find partitions in Azure not committed in the sovereign store and backfill them",
         schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
         start_date=min(domain.logical_date(domain.first_partition) for domain in catalogue.domains),

@@ -909,7 +909,7 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
 
 
 def _push_report_link(key: str) -> None:
-    """Publish the Data Docs link of the running task (the plugin shows it as an extra link)."""
+    """Publish the validation report's link of the running task (the plugin shows it as an extra link)."""
     from airflow.sdk import get_current_context
 
     from hdh_migration.reports import REPORT_XCOM_KEY, report_link
@@ -946,7 +946,6 @@ def _quarantine(
     target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], objects: dict, run_id: str
 ):
     """Keep the failing partition out of the store: a redacted report, no staging, state quarantined."""
-    from hdh_migration.reports import render_data_docs
     from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
 
     partition = planned["partition"]
@@ -972,15 +971,7 @@ def _quarantine(
             "validation": summary,
         },
     )
-    docs_key = report_key.removesuffix(".json") + ".html"
-    try:
-        page = render_data_docs(summary, run_id)
-    except Exception as error:  # noqa: BLE001 - the JSON report stands; a rendering bug must not hide the verdict
-        log.warning("%s: Data Docs page not rendered (%s); the JSON report is complete", label, type(error).__name__)
-        docs_key = None
-    else:
-        target.put_bytes(docs_key, page.encode("utf-8"), "text/html; charset=utf-8")
-        _push_report_link(docs_key)
+    _push_report_link(report_key)
     _clean_after(target, ledger, table, partition, planned["run_token"], run_id, stale=[])
     where_report = f"s3://{target.bucket}/{report_key}"
     if privacy:
@@ -1018,7 +1009,7 @@ def _quarantine(
     ledger.record_event(
         table.domain,
         "quarantine_report",
-        {"expectations": failing, "severity": "privacy" if privacy else "data", "docs_key": docs_key},
+        {"expectations": failing, "severity": "privacy" if privacy else "data", "report_key": report_key},
         table_name=table.name,
         partition=partition,
         run_id=run_id,

@@ -1,8 +1,8 @@
 """Great Expectations suites, evaluated batch by batch, with results redacted before they leave the worker.
 
 GX is the authority on what a suite means: it loads and checks each suite (an unknown expectation
-type is refused), substitutes the partition parameters, defines every expectation's semantics and
-renders Data Docs. Running GX's pandas machinery on every record batch, though, was 87% of a
+type is refused), substitutes the partition parameters and defines every expectation's semantics.
+Running GX's pandas machinery on every record batch, though, was 87% of a
 transfer's time (8.4 s per 65,536-row batch of ER_PRS_F, ~100 expectations). So the expectation
 types our suites use are evaluated here natively in Arrow, vectorised with ``pyarrow.compute``,
 with GX's semantics (nulls and NaN as missing, ``mostly``, vacuous success on empty input,

@@ -63,8 +63,8 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     assert [e["kind"] for e in migration.ledger.events("causes_deces")].count("privacy_incident") == 1
     assert migration.target_keys("causes_deces/") == [] and migration.target_keys("_staging/") == []
     keys = migration.target_keys("_quarantine/")
-    (report_key,) = [k for k in keys if k.endswith(".json")]
-    assert [k for k in keys if k.endswith(".html")] == [report_key.replace(".json", ".html")], "its Data Docs page"
+    (report_key,) = keys
+    assert report_key.endswith(".json"), "the report alone: its page is rendered when it is read"
     report = migration.target.get_json(report_key)
     assert report["severity"] == "privacy"
     assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in report["failing_expectations"]
@@ -78,13 +78,13 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     (problem,) = [d for d in view["domains"] if d["domain"] == "causes_deces"][0]["problems"]
     assert problem["privacy_incident"] is True
     assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in problem["expectations"]
-    assert problem["report_url"] == report_link(report_key.replace(".json", ".html"))
+    assert problem["report_url"] == report_link(report_key)
     assert [link["url"] for link in problem["log_links"]] == [
         f"/dags/hdh_transfer__causes_deces/runs/{run.run_id}/tasks/validate_partition"
     ]
 
     everything = {
-        "board": render_board(view),
+        "board": render_board(view, "/hdh"),
         "task logs": logs,
         "xcom": "\n".join(_airflow_xcoms("hdh_transfer__causes_deces")),
         "ledger": _ledger_dump(migration),
@@ -131,7 +131,7 @@ def test_a_quarantined_partition_is_released_by_a_recorded_waiver(migration):
     assert manifest["validation"]["success"] is False  # the manifest says what failed and why it was accepted
 
 
-def test_on_call_reaches_the_redacted_data_docs_from_the_failed_task(migration):
+def test_on_call_reaches_the_redacted_report_from_the_failed_task(migration):
     from airflow.api_fastapi.app import create_app, get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
@@ -145,14 +145,16 @@ def test_on_call_reaches_the_redacted_data_docs_from_the_failed_task(migration):
     assert str(run.state) == "failed"
     validate = next(ti for ti in run.get_task_instances() if ti.task_id == "validate_partition")
     link = ValidationReportLink().get_link(None, ti_key=validate.key)
-    assert link.startswith("/hdh/reports/_quarantine/beneficiaires/IR_BEN_R/snapshot=2024-06-30/")
-    assert link.endswith(".html")
+    assert link.startswith("/hdh/reports/beneficiaires/IR_BEN_R/snapshot=2024-06-30/")
 
     client = TestClient(create_app(apps="core"))
     assert client.get(link).status_code == 401, "reports are not open without Airflow's login"
     token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="oncall", role="viewer"))
     page = client.get(link, headers={"Authorization": f"Bearer {token}"})
     assert page.status_code == 200
-    assert "expect_column_value_lengths_to_be_between" in page.text or "BEN_RES_COM" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'self';")
+    assert '<tr class="failed" data-expectation="expect_column_value_lengths_to_be_between(BEN_RES_COM)">' in page.text
+    assert f'<a href="/dags/hdh_transfer__beneficiaires/runs/{run.run_id}" class="airflow">' in page.text
     assert CANARY not in page.text
-    assert client.get("/hdh/reports/_manifests/x.json", headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    for other in ("/hdh/reports/_manifests/beneficiaires/IR_BEN_R/snapshot=2024-06-30.json", link + "0"):
+        assert client.get(other, headers={"Authorization": f"Bearer {token}"}).status_code == 404
