@@ -25,6 +25,7 @@ import sys
 import time
 
 from hdh_migration.catalogue import load_catalogue
+from hdh_migration.signing import PUBLIC_KEY_SETTING
 
 
 def _table(rows: list[list], headers: list[str]) -> str:
@@ -280,7 +281,11 @@ def cmd_deployed_migrate(args) -> int:
 
 
 def cmd_reindex(args) -> int:
+    from hdh_migration.cutover import restore_from_record
+    from hdh_migration.errors import IntegrityError
+    from hdh_migration.integrity import sha256_stream
     from hdh_migration.layout import manifest_key
+    from hdh_migration.ledger import committed_fields
     from hdh_migration.transfer import _ledger, _target
 
     catalogue = load_catalogue(args.catalogue)
@@ -289,29 +294,27 @@ def cmd_reindex(args) -> int:
     for domain in catalogue.domains:
         for table in domain.tables:
             for partition in domain.partitions():
-                manifest = target.get_json(manifest_key(domain.name, table.name, table.partition_column, partition))
-                if manifest is None:
+                key = manifest_key(domain.name, table.name, table.partition_column, partition)
+                if target.head(key) is None:
                     continue
+                body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+                digest = sha256_stream()
+                digest.update(body)
                 found += 1
-                ledger.set_state(
-                    domain.name,
-                    table.name,
-                    partition,
-                    "committed",
-                    run_id=manifest["run_id"],
-                    rows=manifest["rows"],
-                    bytes=manifest["bytes"],
-                    source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
-                    last_error=None,
-                )
+                fields = committed_fields(json.loads(body), digest.hexdigest())
+                ledger.set_state(domain.name, table.name, partition, "committed", **fields)
     print(f"reindex: {found} committed partition(s) rebuilt from the manifests")
-    from hdh_migration.cutover import restore_from_record
-
+    refused = 0
     for domain in catalogue.domains:
-        state = restore_from_record(domain.name)
+        try:
+            state = restore_from_record(domain.name, args.public_key)
+        except IntegrityError as error:
+            refused += 1
+            print(f"reindex: {error}")
+            continue
         if state:
             print(f"reindex: {domain.name}: cutover history restored from its record ({state})")
-    return 0
+    return 1 if refused else 0
 
 
 def _chosen_domains(catalogue, args) -> list:
@@ -375,12 +378,19 @@ def cmd_verify(args) -> int:
     """Re-check each chosen cut-over domain against its cutover record; reads nothing from Azure."""
     from hdh_migration.cutover import NothingToDoError, verify
     from hdh_migration.errors import IntegrityError
+    from hdh_migration.signing import SigningKeyError, pinned_public_keys
 
     catalogue = load_catalogue(args.catalogue)
+    try:
+        pinned = pinned_public_keys(args.public_key)
+    except SigningKeyError as error:
+        print(f"verify: {error}")
+        return 2
+    print(f"verify: signatures checked against {', '.join(sorted(pinned))}")
     rows, failures = [], []
     for domain in _chosen_domains(catalogue, args):
         try:
-            report = verify(domain.name, deep=not args.quick)
+            report = verify(domain.name, deep=not args.quick, public_key=args.public_key)
         except NothingToDoError:
             if not args.all:
                 print(f"verify: {domain.name} is not cut over; nothing to verify")
@@ -485,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
     gaps.add_argument("--json", action="store_true", help="print the whole report")
     gaps.add_argument("--max-attempts", type=int, default=3, help="failed runs before a partition is held")
     gaps.set_defaults(func=cmd_gaps)
-    commands.add_parser("reindex", help="rebuild the ledger from the manifests and cutover records").set_defaults(
-        func=cmd_reindex
-    )
+    reindex = commands.add_parser("reindex", help="rebuild the ledger from the manifests and signed cutover records")
+    reindex.add_argument("--public-key", help=f"the pinned cutover public key (default: ${PUBLIC_KEY_SETTING})")
+    reindex.set_defaults(func=cmd_reindex)
     cutover = commands.add_parser("cutover", help="run the cutover DAG of chosen domains")
     cutover_domains = cutover.add_mutually_exclusive_group(required=True)
     cutover_domains.add_argument("--domain", action="append")
@@ -504,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     verify_domains.add_argument("--domain", action="append")
     verify_domains.add_argument("--all", action="store_true", help="every cut-over domain")
     verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
+    verify.add_argument(
+        "--public-key", help=f"the cutover public key to trust, as published (default: ${PUBLIC_KEY_SETTING})"
+    )
     verify.set_defaults(func=cmd_verify)
     deployed = commands.add_parser(
         "deployed-migrate", help="backfill and cut over every domain through a running deployment's REST API"

@@ -833,6 +833,7 @@ def _quarantine(
 
 def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
     """Promote staging to final keys, write the manifest last, then clean staging and stale keys."""
+    from hdh_migration.ledger import committed_fields
     from hdh_migration.target import SHA256_METADATA
 
     catalogue = _catalogue()
@@ -868,19 +869,8 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         staging = staging_prefix(table.domain, table.name, table.partition_column, partition)
         target.delete_keys(target.list_keys(staging))
         target.abort_uploads(staging)
-        duration = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(planned["started_at"])).total_seconds()
         ledger.set_state(
-            table.domain,
-            table.name,
-            partition,
-            "committed",
-            run_id=run_id,
-            rows=rows,
-            bytes=total_bytes,
-            duration_s=duration,
-            manifest_sha256=manifest_sha256,
-            source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
-            last_error=None,
+            table.domain, table.name, partition, "committed", **committed_fields(manifest, manifest_sha256)
         )
         log.info(
             "%s: committed %d file(s), %d rows, %.1f MB; %d stale key(s) removed",
