@@ -286,6 +286,7 @@ def cmd_reindex(args) -> int:
     from hdh_migration.integrity import sha256_stream
     from hdh_migration.layout import manifest_key
     from hdh_migration.ledger import committed_fields
+    from hdh_migration.signing import SigningKeyError
     from hdh_migration.transfer import _ledger, _target
 
     catalogue = load_catalogue(args.catalogue)
@@ -308,7 +309,7 @@ def cmd_reindex(args) -> int:
     for domain in catalogue.domains:
         try:
             state = restore_from_record(domain.name, args.public_key)
-        except IntegrityError as error:
+        except (IntegrityError, SigningKeyError) as error:
             refused += 1
             print(f"reindex: {error}")
             continue
