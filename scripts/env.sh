@@ -40,3 +40,19 @@ fi
 # hand needs AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin,hdh_gap_scan:user and this
 # password in its passwords file (the tests start their own, with their own users).
 export AIRFLOW_CONN_HDH_AIRFLOW_API="{\"conn_type\": \"http\", \"host\": \"127.0.0.1\", \"port\": $HDH_API_PORT, \"schema\": \"http\", \"login\": \"hdh_gap_scan\", \"password\": \"$HDH_GAP_SCAN_PASSWORD\"}"
+
+# --- the proofs' keys (local only) ----------------------------------------------------------------
+# The content fingerprints' secret key: a local default here; scripts/prod.sh generates one and
+# docker-compose requires one in .env (the code has no default). The cutover signing key (Ed25519)
+# is generated once into $HDH_STATE_DIR/cutover-signing; HDH_CUTOVER_PUBLIC_KEY pins its public half
+# for verify. Here one process runs every task, so the signing connection sits beside the others:
+# docker-compose and scripts/prod.sh give it to the cutover worker alone.
+export HDH_FINGERPRINT_KEY="${HDH_FINGERPRINT_KEY:-hdh-local-content-fingerprint-key}"
+HDH_CUTOVER_KEY_DIR="$HDH_STATE_DIR/cutover-signing"
+if [[ ! -s "$HDH_CUTOVER_KEY_DIR/public.key" && -x "$HDH_ROOT/.venv/bin/python" ]]; then
+  "$HDH_ROOT/.venv/bin/python" -m hdh_migration.signing "$HDH_CUTOVER_KEY_DIR" >&2
+fi
+if [[ -s "$HDH_CUTOVER_KEY_DIR/public.key" ]]; then
+  export HDH_CUTOVER_PUBLIC_KEY="${HDH_CUTOVER_PUBLIC_KEY:-$(<"$HDH_CUTOVER_KEY_DIR/public.key")}"
+  export AIRFLOW_CONN_HDH_CUTOVER_SIGNING="{\"conn_type\": \"generic\", \"password\": \"$(<"$HDH_CUTOVER_KEY_DIR/private.key")\"}"
+fi

@@ -2,8 +2,8 @@
 # The production-shaped profile on this machine, without Docker: the deployment of
 # docker-compose.yml as local processes. Airflow's metadata database and the ledger on the local
 # PostgreSQL, Redis as the Celery broker, Celery results on PostgreSQL; api-server, scheduler,
-# dag-processor, triggerer and two Celery workers (queue default, queue transfer); Azurite and
-# SeaweedFS from scripts/stack.sh.
+# dag-processor, triggerer and three Celery workers (queue default, queue transfer, queue cutover);
+# Azurite and SeaweedFS from scripts/stack.sh.
 #
 # Usage: scripts/prod.sh start|stop|status|demo|config
 #   start   start what is not running yet, wait until everything is healthy (safe to call twice)
@@ -14,13 +14,20 @@
 #
 # Users (SimpleAuthManager): admin, and hdh_gap_scan (role user) for the gap scan's connection
 # hdh_airflow_api; the passwords are in HDH_PROD_DIR/simple_auth_manager_passwords.json, the gap
-# scan's generated into HDH_PROD_DIR/secrets.env with the other secrets.
+# scan's generated into HDH_PROD_DIR/secrets.env with the other secrets (HDH_FINGERPRINT_KEY among them).
+#
+# The cutover signing key (Ed25519) is generated once into HDH_PROD_DIR/cutover-signing: its private
+# half reaches the cutover worker alone, as connection hdh_cutover_signing; every service gets the
+# public half as HDH_CUTOVER_PUBLIC_KEY, which verify checks the records against. All services run
+# as one OS user here, so this split keeps the key out of the other services' environment but is no
+# security boundary: docker-compose.yml's containers are.
 #
 # The Airflow settings come from deploy/airflow.env (shared with docker-compose.yml); a setting
 # already exported in the environment wins. Everything else is overridable with these variables:
 #   HDH_AIRFLOW_PORT (8080) api-server, HDH_API_WORKERS (2) its processes;
 #   HDH_SCHEDULER_HEALTH_PORT (8974); HDH_TRIGGERER_LOG_PORT (8794);
-#   HDH_WORKER_LOG_PORT (8793) and HDH_TRANSFER_WORKER_LOG_PORT (8795): the workers' log servers;
+#   HDH_WORKER_LOG_PORT (8793), HDH_TRANSFER_WORKER_LOG_PORT (8795) and HDH_CUTOVER_WORKER_LOG_PORT
+#   (8796): the workers' log servers;
 #   HDH_PG_HOST (127.0.0.1) HDH_PG_PORT (5432) HDH_PG_USER (postgres) HDH_PG_PASSWORD (empty);
 #   HDH_AIRFLOW_DB (hdh_airflow) HDH_LEDGER_DB (hdh_ledger): created when missing;
 #   HDH_REDIS_URL (redis://127.0.0.1:6379/0): the Celery broker;
@@ -45,6 +52,7 @@ export HDH_SCHEDULER_HEALTH_PORT="${HDH_SCHEDULER_HEALTH_PORT:-8974}"
 export HDH_TRIGGERER_LOG_PORT="${HDH_TRIGGERER_LOG_PORT:-8794}"
 export HDH_WORKER_LOG_PORT="${HDH_WORKER_LOG_PORT:-8793}"
 export HDH_TRANSFER_WORKER_LOG_PORT="${HDH_TRANSFER_WORKER_LOG_PORT:-8795}"
+export HDH_CUTOVER_WORKER_LOG_PORT="${HDH_CUTOVER_WORKER_LOG_PORT:-8796}"
 HDH_PG_HOST="${HDH_PG_HOST:-127.0.0.1}"
 HDH_PG_PORT="${HDH_PG_PORT:-5432}"
 HDH_PG_USER="${HDH_PG_USER:-postgres}"
@@ -53,10 +61,11 @@ HDH_AIRFLOW_DB="${HDH_AIRFLOW_DB:-hdh_airflow}"
 HDH_LEDGER_DB="${HDH_LEDGER_DB:-hdh_ledger}"
 HDH_REDIS_URL="${HDH_REDIS_URL:-redis://127.0.0.1:6379/0}"
 export HDH_API_URL="http://127.0.0.1:$HDH_AIRFLOW_PORT"
-# The Celery node names; the queues are those of docker-compose.yml's two workers.
+# The Celery node names; the queues are those of docker-compose.yml's three workers.
 WORKER_HOST="$(hostname)"
 DEFAULT_WORKER="hdh-default@$WORKER_HOST"
 TRANSFER_WORKER="hdh-transfer@$WORKER_HOST"
+CUTOVER_WORKER="hdh-cutover@$WORKER_HOST"
 
 # --- the Airflow environment ------------------------------------------------------------------------
 while IFS='=' read -r name value; do
@@ -67,7 +76,7 @@ done <"$HDH_ROOT/deploy/airflow.env"
 # The secrets, generated once each: one missing from an older secrets.env is added to it.
 SECRETS="$PROD_DIR/secrets.env"
 missing_secrets=()
-for name in AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY HDH_GAP_SCAN_PASSWORD; do
+for name in AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY HDH_GAP_SCAN_PASSWORD HDH_FINGERPRINT_KEY; do
   grep -q "^$name=" "$SECRETS" 2>/dev/null || missing_secrets+=("$name")
 done
 if ((${#missing_secrets[@]})); then
@@ -80,6 +89,14 @@ PY
   )
 fi
 set -a && source "$SECRETS" && set +a
+
+# The cutover signing key: the public half for every service, the private half for the cutover worker
+# only (start_service), never exported here.
+"$PYTHON" -m hdh_migration.signing "$PROD_DIR/cutover-signing" >/dev/null
+HDH_CUTOVER_PUBLIC_KEY="$(<"$PROD_DIR/cutover-signing/public.key")"
+export HDH_CUTOVER_PUBLIC_KEY
+CUTOVER_SIGNING_CONN="{\"conn_type\": \"generic\", \"password\": \"$(<"$PROD_DIR/cutover-signing/private.key")\"}"
+unset AIRFLOW_CONN_HDH_CUTOVER_SIGNING
 
 pg_auth="$HDH_PG_USER${HDH_PG_PASSWORD:+:$HDH_PG_PASSWORD}"
 export AIRFLOW_HOME="$PROD_DIR/airflow"
@@ -120,7 +137,7 @@ os.chmod(path, 0o600)
 PY
 
 # --- the services -------------------------------------------------------------------------------------
-SERVICES=(api-server scheduler dag-processor triggerer worker-default worker-transfer)
+SERVICES=(api-server scheduler dag-processor triggerer worker-default worker-transfer worker-cutover)
 
 service_command() { # name: the command line of a service
   case "$1" in
@@ -130,6 +147,7 @@ service_command() { # name: the command line of a service
     triggerer) echo "$AIRFLOW triggerer" ;;
     worker-default) echo "$AIRFLOW celery worker --queues default --celery-hostname $DEFAULT_WORKER" ;;
     worker-transfer) echo "$AIRFLOW celery worker --queues transfer --celery-hostname $TRANSFER_WORKER" ;;
+    worker-cutover) echo "$AIRFLOW celery worker --queues cutover --celery-hostname $CUTOVER_WORKER" ;;
   esac
 }
 
@@ -140,6 +158,7 @@ service_ports() { # name: the ports a service listens on
     triggerer) echo "$HDH_TRIGGERER_LOG_PORT" ;;
     worker-default) echo "$HDH_WORKER_LOG_PORT" ;;
     worker-transfer) echo "$HDH_TRANSFER_WORKER_LOG_PORT" ;;
+    worker-cutover) echo "$HDH_CUTOVER_WORKER_LOG_PORT" ;;
   esac
 }
 
@@ -180,17 +199,25 @@ start_service() { # name
       exit 1
     fi
   done
-  local -a extra_env=()
-  [[ $name == worker-transfer ]] && extra_env=("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$HDH_TRANSFER_WORKER_LOG_PORT")
-  # Its own session, so that stop reaches the service's children (uvicorn, Celery's pool, log servers).
-  # shellcheck disable=SC2046
-  env "${extra_env[@]}" setsid $(service_command "$name") >>"$LOG_DIR/$name.log" 2>&1 </dev/null &
+  # Its own session, so that stop reaches the service's children (uvicorn, Celery's pool, log servers);
+  # a subshell, so that what one service alone gets (the signing key) is in no command line.
+  (
+    case "$name" in
+      worker-transfer) export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$HDH_TRANSFER_WORKER_LOG_PORT" ;;
+      worker-cutover)
+        export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$HDH_CUTOVER_WORKER_LOG_PORT"
+        export AIRFLOW_CONN_HDH_CUTOVER_SIGNING="$CUTOVER_SIGNING_CONN"
+        ;;
+    esac
+    # shellcheck disable=SC2046
+    exec setsid $(service_command "$name") >>"$LOG_DIR/$name.log" 2>&1 </dev/null
+  ) &
   echo $! >"$PID_DIR/$name.pid"
 }
 
 api_health() { curl -s --max-time 5 "$HDH_API_URL/api/v2/monitor/health"; }
 
-services_healthy() { # default-worker-log-offset transfer-worker-log-offset
+services_healthy() { # default-, transfer- and cutover-worker-log-offset
   local health
   health=$(api_health) || return 1
   for part in metadatabase scheduler triggerer dag_processor; do
@@ -198,14 +225,15 @@ services_healthy() { # default-worker-log-offset transfer-worker-log-offset
   done
   curl -sf --max-time 5 "http://127.0.0.1:$HDH_SCHEDULER_HEALTH_PORT/health" >/dev/null || return 1
   tail -c "+$(($1 + 1))" "$LOG_DIR/worker-default.log" | grep -q "$DEFAULT_WORKER ready" || return 1
-  tail -c "+$(($2 + 1))" "$LOG_DIR/worker-transfer.log" | grep -q "$TRANSFER_WORKER ready"
+  tail -c "+$(($2 + 1))" "$LOG_DIR/worker-transfer.log" | grep -q "$TRANSFER_WORKER ready" || return 1
+  tail -c "+$(($3 + 1))" "$LOG_DIR/worker-cutover.log" | grep -q "$CUTOVER_WORKER ready"
 }
 
 workers_answer() {
   local answer
   answer=$("$HDH_ROOT/.venv/bin/celery" --app airflow.providers.celery.executors.celery_executor.app \
-    inspect ping --timeout 10 -d "$DEFAULT_WORKER,$TRANSFER_WORKER" 2>/dev/null) || return 1
-  [[ $answer == *"$DEFAULT_WORKER: OK"* && $answer == *"$TRANSFER_WORKER: OK"* ]]
+    inspect ping --timeout 10 -d "$DEFAULT_WORKER,$TRANSFER_WORKER,$CUTOVER_WORKER" 2>/dev/null) || return 1
+  [[ $answer == *"$DEFAULT_WORKER: OK"* && $answer == *"$TRANSFER_WORKER: OK"* && $answer == *"$CUTOVER_WORKER: OK"* ]]
 }
 
 cmd_start() {
@@ -223,7 +251,7 @@ cmd_start() {
   if grep -qxF "$HDH_AIRFLOW_DB" <<<"$created"; then empty_broker; fi
   # Where each worker's log is now: a worker started below is ready once it says so after that.
   local log_offsets=()
-  for name in worker-default worker-transfer; do
+  for name in worker-default worker-transfer worker-cutover; do
     if pid_alive "$name"; then log_offsets+=(0); else log_offsets+=("$(stat -c %s "$LOG_DIR/$name.log" 2>/dev/null || echo 0)"); fi
   done
   if ! pid_alive scheduler && ! "$AIRFLOW" db check-migrations --migration-wait-timeout 1 >/dev/null 2>&1; then
@@ -257,7 +285,8 @@ print(TRANSFER_POOL, cached_catalogue().transfer_slots)')
   # The workers answer on the broker (what docker-compose.yml's healthcheck asks them).
   workers_answer || workers_answer || { echo "prod: the Celery workers do not answer a ping; logs in $LOG_DIR" >&2; exit 1; }
   echo "prod: healthy in $(elapsed "$started"): api-server $HDH_API_URL (user admin, password in" \
-    "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE), workers $DEFAULT_WORKER (default), $TRANSFER_WORKER (transfer)"
+    "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE), workers $DEFAULT_WORKER (default), $TRANSFER_WORKER (transfer)," \
+    "$CUTOVER_WORKER (cutover, signing key $(fingerprint))"
 }
 
 stop_services() { # names: TERM to each service's process group, then KILL what is left after 30 s
@@ -284,7 +313,7 @@ stop_services() { # names: TERM to each service's process group, then KILL what 
 cmd_stop() {
   local name port
   # Workers first (a warm shutdown lets a running task finish or be handed back), then the rest.
-  stop_services worker-default worker-transfer
+  stop_services worker-default worker-transfer worker-cutover
   stop_services triggerer scheduler dag-processor api-server
   for name in "${SERVICES[@]}"; do
     for port in $(service_ports "$name"); do
@@ -305,12 +334,16 @@ cmd_status() {
   api_health && echo || echo "api-server: no answer at $HDH_API_URL"
 }
 
+fingerprint() { "$PYTHON" -c 'import sys; from hdh_migration.signing import fingerprint; print(fingerprint(sys.argv[1]))' "$HDH_CUTOVER_PUBLIC_KEY"; }
+
 cmd_config() {
   local name
   for name in "${SERVICES[@]}"; do echo "service $name: $(service_command "$name")"; done
+  echo "service-connections worker-cutover: hdh_cutover_signing"
   env | grep -E '^AIRFLOW__' | sort | sed -E 's/^(AIRFLOW__(CORE__FERNET_KEY|API_AUTH__JWT_SECRET|API__SECRET_KEY))=.*/\1=<secret>/'
   env | grep -E '^AIRFLOW_CONN_' | sort | sed -E 's/("password": ")[^"]+"/\1<secret>"/'
   echo "HDH_ALLOW_LOCAL_STANDINS=${HDH_ALLOW_LOCAL_STANDINS:-}"
+  env | grep -E '^HDH_(FINGERPRINT_KEY|CUTOVER_PUBLIC_KEY)=' | sort | sed -E 's/^(HDH_FINGERPRINT_KEY)=.*/\1=<secret>/'
 }
 
 cmd_demo() {

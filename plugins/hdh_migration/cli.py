@@ -35,6 +35,7 @@ import sys
 import time
 
 from hdh_migration.catalogue import load_catalogue
+from hdh_migration.signing import PUBLIC_KEY_SETTING
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -305,7 +306,11 @@ def cmd_migrate(args) -> int:
 
 def cmd_reindex(args) -> int:
     from hdh_migration.cutover import restore_from_record
+    from hdh_migration.errors import IntegrityError
+    from hdh_migration.integrity import sha256_stream
     from hdh_migration.layout import manifest_key
+    from hdh_migration.ledger import committed_fields
+    from hdh_migration.signing import SigningKeyError
     from hdh_migration.transfer import _ledger, _target
 
     catalogue = load_catalogue(args.catalogue)
@@ -314,29 +319,32 @@ def cmd_reindex(args) -> int:
     for domain in catalogue.domains:
         for table in domain.tables:
             for partition in domain.partitions():
-                manifest = target.get_json(manifest_key(domain.name, table.name, table.partition_column, partition))
-                if manifest is None:
+                key = manifest_key(domain.name, table.name, table.partition_column, partition)
+                if target.head(key) is None:
                     continue
+                body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+                digest = sha256_stream()
+                digest.update(body)
                 found += 1
-                ledger.set_state(
-                    domain.name,
-                    table.name,
-                    partition,
-                    "committed",
-                    run_id=manifest["run_id"],
-                    rows=manifest["rows"],
-                    bytes=manifest["bytes"],
-                    source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
-                    last_error=None,
-                )
-    restored = {domain.name: restore_from_record(domain.name) for domain in catalogue.domains}
-    restored = {name: state for name, state in restored.items() if state}
+                fields = committed_fields(json.loads(body), digest.hexdigest())
+                ledger.set_state(domain.name, table.name, partition, "committed", **fields)
+    restored, refused = {}, {}
+    for domain in catalogue.domains:
+        try:
+            state = restore_from_record(domain.name, args.public_key)
+        except (IntegrityError, SigningKeyError) as error:
+            refused[domain.name] = str(error)
+            continue
+        if state:
+            restored[domain.name] = state
     lines = [f"reindex: {found} committed partition(s) rebuilt from the manifests"]
     lines += [
         f"reindex: {name}: cutover history restored from its record ({state})" for name, state in restored.items()
     ]
-    _emit(args, {"partitions": found, "cutover_history_restored": restored}, "\n".join(lines))
-    return EXIT_OK
+    lines += [f"reindex: {error}" for error in refused.values()]
+    data = {"partitions": found, "cutover_history_restored": restored, "cutover_history_refused": refused}
+    _emit(args, data, "\n".join(lines))
+    return EXIT_FAILED if refused else EXIT_OK
 
 
 def _chosen_domains(catalogue, names: list[str] | None) -> list:
@@ -452,7 +460,8 @@ def _verify_local(domain, args) -> dict:
     from hdh_migration.errors import IntegrityError
 
     try:
-        return {"domain": domain.name, "verify": "ok", **verify(domain.name, deep=not args.quick)}
+        report = verify(domain.name, deep=not args.quick, public_key=args.public_key)
+        return {"domain": domain.name, "verify": "ok", **report}
     except NothingToDoError:
         return {"domain": domain.name, "verify": "not cut over"}
     except IntegrityError as error:
@@ -478,7 +487,19 @@ def _verify_deployed(domain, args, api) -> dict:
 
 def cmd_verify(args) -> int:
     """Re-check each chosen cut-over domain against its cutover record; reads nothing from Azure."""
+    from hdh_migration.signing import SigningKeyError, pinned_public_keys
+
     chosen = _chosen_domains(load_catalogue(args.catalogue), args.domain)
+    if args.local:
+        try:
+            pinned = pinned_public_keys(args.public_key)
+        except SigningKeyError as error:
+            raise Refused(str(error)) from None
+        _progress(f"verify: signatures checked against {', '.join(sorted(pinned))}")
+    elif args.public_key:
+        raise Refused(
+            f"--public-key needs --local: the deployment's verify DAG trusts the key its workers pin (${PUBLIC_KEY_SETTING})"
+        )
     api = None if args.local else _api(args)
     reports = [_verify_local(domain, args) if args.local else _verify_deployed(domain, args, api) for domain in chosen]
     if not args.all and all(r["verify"] == "not cut over" for r in reports):
@@ -601,7 +622,8 @@ def _parser() -> argparse.ArgumentParser:
     gaps.add_argument("--dry-run", action="store_true", help="find and report; create no backfill")
     gaps.add_argument("--check", action="store_true", help="exit 1 when a gap is found or held (for monitoring)")
     gaps.add_argument("--max-attempts", type=int, default=3, help="failed runs before a partition is held (default: 3)")
-    command("reindex", cmd_reindex, "rebuild the ledger from the manifests and cutover records")
+    reindex = command("reindex", cmd_reindex, "rebuild the ledger from the manifests and signed cutover records")
+    reindex.add_argument("--public-key", help=f"the pinned cutover public key (default: ${PUBLIC_KEY_SETTING})")
     cutover = command("cutover", cmd_cutover, "run the cutover DAG of chosen domains", [deployment, who])
     chosen = cutover.add_mutually_exclusive_group(required=True)
     chosen.add_argument("--domain", action="append", help="a domain of the catalogue (repeatable)")
@@ -616,6 +638,10 @@ def _parser() -> argparse.ArgumentParser:
     chosen.add_argument("--domain", action="append", help="a domain of the catalogue (repeatable)")
     chosen.add_argument("--all", action="store_true", help="every cut-over domain")
     verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
+    verify.add_argument(
+        "--public-key",
+        help=f"with --local: the cutover public key to trust, as published (default: ${PUBLIC_KEY_SETTING})",
+    )
     command("suites", cmd_suites, "regenerate the generated part of every expectation suite")
     waive = command("waive", cmd_waive, "accept failing expectations of a quarantined partition")
     waive.add_argument("--domain", required=True, help="the quarantined partition's domain")

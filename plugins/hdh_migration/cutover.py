@@ -22,13 +22,21 @@ sorted by manifest key and chained: ``link_0 = sha256("hdh-migration cutover cha
 ``link_i = sha256(link_{i-1} + "\\n" + canonical_json(entry_i))``; the last link is the root. The
 record also holds who decided, when, which Airflow run, and the domain's append-only ``history`` of
 cutovers and rollbacks, itself chained (each entry seals the previous entry's hash). Every history
-entry's hash, which includes the root, is kept in the ledger too and travels in the Asset event:
-an edit of the record, of a manifest or of an object is detectable by ``verify``.
+entry's hash, which includes the root, is kept in the ledger too and travels in the Asset event.
+
+**Signatures** (``signing``): the cutover signer's Ed25519 key signs the root
+(``"hdh-migration cutover root v1\\n<domain>\\n<root>"``) and each history entry
+(``"hdh-migration cutover history v1\\n<domain>\\n<entry_sha256>"``); the record names the public
+key and its fingerprint. Only the cutover and rollback tasks hold the private key (connection
+``hdh_cutover_signing``, queue ``cutover``), so whoever holds the bucket and the ledger credentials
+(a transfer worker) can rewrite objects, manifests, record and ledger consistently, but cannot sign:
+``verify`` checks every signature against the public keys pinned outside the bucket.
 
 **Rollback** needs a reason, appends to the history and returns the domain to ``transferring``.
 **Verify** re-checks a cut-over domain's sovereign copy against its record and reads nothing from
-Azure: record chain and root, history against the ledger, every manifest's hash, every object's
-presence, size and checksum (``deep``: every byte read back), and no object outside the record.
+Azure: signatures against the pinned keys, record chain and root, history against the ledger, every
+manifest's hash, every object's presence, size and checksum (``deep``: every byte read back), and
+no object under the domain's prefix or its manifests' prefix outside the record.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.catalogue import Domain
 from hdh_migration.errors import IntegrityError, MigrationError, where
-from hdh_migration.layout import CUTOVER_PREFIX, manifest_key, partition_dir
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key, partition_dir
 from hdh_migration.transfer import _catalogue, _ledger, _source, _target
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,8 @@ log = logging.getLogger(__name__)
 RECORD_VERSION = 1
 CHAIN_SEED = "hdh-migration cutover chain v1"
 MIN_REASON_CHARS = 10
+# The record's state after each kind of history entry.
+RECORD_STATES = {"cutover": "cut_over", "rollback": "rolled_back"}
 MAX_LISTED_PROBLEMS = 50
 
 
@@ -103,15 +113,27 @@ def _entry_order(entry: dict) -> str:
     return entry["manifest_key"]
 
 
-def seal_history(history: list[dict], entry: dict) -> list[dict]:
-    """A new history with ``entry`` appended, sealed with the hash of the previous entry."""
+def seal_history(domain: str, history: list[dict], entry: dict, signer) -> list[dict]:
+    """A new history with ``entry`` appended, sealed with the hash of the previous entry and signed."""
+    from hdh_migration.signing import fingerprint, history_message
+
     previous = history[-1]["entry_sha256"] if history else None
-    body = {**{k: v for k, v in entry.items() if v is not None}, "previous_sha256": previous}
-    return [*history, {**body, "entry_sha256": _sha256(_canonical(body))}]
+    body = {
+        **{k: v for k, v in entry.items() if v is not None},
+        "previous_sha256": previous,
+        "signed_by": fingerprint(signer.public_key),
+    }
+    entry_sha256 = _sha256(_canonical(body))
+    signature = signer.sign(history_message(domain, entry_sha256))
+    return [*history, {**body, "entry_sha256": entry_sha256, "signature": signature}]
+
+
+def _history_body(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k not in ("entry_sha256", "signature")}
 
 
 def check_record(record: dict) -> list[str]:
-    """Every way the record disagrees with itself: entry links, root, order, history chain."""
+    """Every way the record disagrees with itself: entry links, root, order, totals, history chain."""
     domain = record["domain"]
     label = where(domain, obj=record_key(domain))
     problems = []
@@ -128,19 +150,83 @@ def check_record(record: dict) -> list[str]:
         _, root = chain_entries(domain, entries)
         if root != record.get("root_sha256"):
             problems.append(f"{label}: the root hash recomputed from the entries differs from the record's")
+        if record.get("state") == "cut_over" and _totals(entries) != {k: record.get(k) for k in _totals(entries)}:
+            problems.append(f"{label}: the totals differ from the sums of the entries (rule: totals of the entries)")
     previous = None
     for index, entry in enumerate(record.get("history", [])):
-        body = {k: v for k, v in entry.items() if k != "entry_sha256"}
-        if entry.get("previous_sha256") != previous or _sha256(_canonical(body)) != entry.get("entry_sha256"):
+        if entry.get("previous_sha256") != previous or _sha256(_canonical(_history_body(entry))) != entry.get(
+            "entry_sha256"
+        ):
             problems.append(
                 f"{label}: history entry {index} ({entry.get('action')} at {entry.get('at')}) is broken out of "
                 "its chain (rule: append-only history)"
             )
         previous = entry.get("entry_sha256")
+    history = record.get("history", [])
+    if history and RECORD_STATES.get(history[-1].get("action")) != record.get("state"):
+        problems.append(
+            f"{label}: the record says {record.get('state')} but its last history entry is a {history[-1].get('action')}"
+        )
     cutovers = [h for h in record.get("history", []) if h.get("action") == "cutover"]
     if record.get("state") == "cut_over" and (not cutovers or cutovers[-1].get("root_sha256") != record["root_sha256"]):
         problems.append(f"{label}: the last cutover in the history does not seal the record's root hash")
     return problems
+
+
+def check_signatures(record: dict, pinned: dict[str, str]) -> list[str]:
+    """Every signature of the record that no pinned public key verifies: the root, each history entry."""
+    from hdh_migration.signing import history_message, root_message, signature_valid
+
+    domain = record["domain"]
+    label = where(domain, obj=record_key(domain))
+    rule = f"rule: signed by the cutover signer, whose pinned key is {' or '.join(sorted(pinned))}"
+
+    def signed(message: bytes, signature: str | None) -> bool:
+        return any(signature_valid(key, message, signature) for key in pinned.values())
+
+    signing = record.get("signing") or {}
+    if not signing:
+        return [
+            f"{label}: the record carries no signature ({rule}). A record written before signing existed: roll the "
+            "domain back with a reason and cut it over again"
+        ]
+    problems = []
+    named = signing.get("public_key_fingerprint")
+    if named not in pinned:
+        problems.append(f"{label}: the record names the signing key {named}, which is not pinned ({rule})")
+    root = record.get("root_sha256")
+    if root is not None and not signed(root_message(domain, root), signing.get("root_signature")):
+        problems.append(f"{label}: the root hash {root} is not signed by a pinned key ({rule})")
+    for index, entry in enumerate(record.get("history", [])):
+        if not signed(history_message(domain, entry.get("entry_sha256") or ""), entry.get("signature")):
+            problems.append(
+                f"{label}: history entry {index} ({entry.get('action')} at {entry.get('at')}) is not signed by a "
+                f"pinned key ({rule})"
+            )
+    return problems
+
+
+def _signing(domain: str, root: str | None, signer) -> dict:
+    """The record's ``signing`` block: the signer's public key and fingerprint, and the root's signature."""
+    from hdh_migration.signing import ALGORITHM, fingerprint, root_message
+
+    block = {
+        "algorithm": ALGORITHM,
+        "public_key": signer.public_key,
+        "public_key_fingerprint": fingerprint(signer.public_key),
+    }
+    if root is not None:
+        block["root_signature"] = signer.sign(root_message(domain, root))
+    return block
+
+
+def _totals(entries: list[dict]) -> dict:
+    return {
+        "partitions": len(entries),
+        "rows": sum(e["rows"] for e in entries),
+        "bytes": sum(e["bytes"] for e in entries),
+        "files": sum(len(e["files"]) for e in entries),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +273,8 @@ def _refuse(ledger, domain: Domain, step: str, problems: list[str], run_id: str 
 
 def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict]:
     """Step 1: every expected partition committed with its manifest; returns them (table, partition, key)."""
+    from hdh_migration.signing import Signer
+
     domain = _catalogue().domain(domain_name)
     ledger, target = _ledger(), _target()
     if ledger.domain_state(domain.name) == "cut_over":
@@ -194,6 +282,7 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
             f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
             f"Roll it back with a reason first to cut it over again"
         )
+    Signer.from_connection()  # before the freeze: a domain frozen without its signed record would be stuck
     problems, committed = [], []
     previous = target.get_json(record_key(domain.name))
     if previous is not None:
@@ -373,7 +462,10 @@ def _utcnow() -> str:
 
 
 def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, dag_id: str, run_id: str) -> dict:
-    """Step 4: write ``_cutover/<domain>.json`` and its history entry in the ledger; returns the announcement."""
+    """Step 4: write ``_cutover/<domain>.json``, signed, and its history entry in the ledger; returns the announcement."""
+    from hdh_migration.signing import Signer
+
+    signer = Signer.from_connection()
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger, target = _ledger(), _target()
@@ -392,15 +484,11 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     linked, root = chain_entries(domain.name, entries)
     previous = target.get_json(record_key(domain.name))
     history = previous["history"] if previous else []
-    totals = {
-        "partitions": len(linked),
-        "rows": sum(e["rows"] for e in linked),
-        "bytes": sum(e["bytes"] for e in linked),
-        "files": sum(len(e["files"]) for e in linked),
-    }
+    totals = _totals(linked)
     last = history[-1] if history else {}
     if not (last.get("action") == "cutover" and last.get("run_id") == run_id and last.get("root_sha256") == root):
         history = seal_history(
+            domain.name,
             history,
             {
                 "action": "cutover",
@@ -411,6 +499,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
                 "root_sha256": root,
                 **totals,
             },
+            signer,
         )
     cutover = history[-1]
     record = {
@@ -427,6 +516,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
         "cutover_partition": domain.cutover_partition,
         **totals,
         "root_sha256": root,
+        "signing": _signing(domain.name, root, signer),
         "entries": linked,
         "history": history,
     }
@@ -457,6 +547,7 @@ def announcement(record: dict, record_sha256: str) -> dict:
         "record_sha256": record_sha256,
         "root_sha256": record["root_sha256"],
         "history_entry_sha256": last["entry_sha256"],
+        "public_key_fingerprint": record["signing"]["public_key_fingerprint"],
         "at": last["at"],
         "run_id": last["run_id"],
     }
@@ -489,13 +580,17 @@ def check_rollback(domain_name: str, reason: str | None, run_id: str | None = No
 
 def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id: str) -> dict:
     """Return a cut-over domain to transferring, with a mandatory reason; returns the announcement."""
+    from hdh_migration.signing import Signer
+
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     reason, record = check_rollback(domain.name, reason, run_id)
+    signer = Signer.from_connection()
     history = record["history"] if record else []
     last = history[-1] if history else {}
     if not (last.get("action") == "rollback" and last.get("run_id") == run_id):
         history = seal_history(
+            domain.name,
             history,
             {
                 "action": "rollback",
@@ -506,6 +601,7 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
                 "run_id": run_id,
                 "root_sha256": record.get("root_sha256") if record else None,
             },
+            signer,
         )
     base = record or {
         "record_version": RECORD_VERSION,
@@ -515,7 +611,12 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
         "root_sha256": None,
         "entries": [],
     }
-    rolled_back = {**base, "state": "rolled_back", "history": history}
+    rolled_back = {
+        **base,
+        "state": "rolled_back",
+        "signing": _signing(domain.name, base["root_sha256"], signer),
+        "history": history,
+    }
     record_sha256 = _target().put_json(record_key(domain.name), rolled_back)
     _ledger().append_cutover_history(domain.name, history[-1], "transferring")
     log.info("%s: rolled back by %s: %s; transfers may write again", where(domain.name), by, reason)
@@ -526,8 +627,14 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
 # verify
 
 
-def verify(domain_name: str, deep: bool = True) -> dict:
-    """Re-check a cut-over domain's sovereign copy against its cutover record; reads nothing from Azure."""
+def verify(domain_name: str, deep: bool = True, public_key: str | None = None) -> dict:
+    """Re-check a cut-over domain's sovereign copy against its signed cutover record; reads nothing from Azure.
+
+    ``public_key`` (base64, comma-separated for several) overrides the pinned ``HDH_CUTOVER_PUBLIC_KEY``.
+    """
+    from hdh_migration.signing import pinned_public_keys
+
+    pinned = pinned_public_keys(public_key)
     domain = _catalogue().domain(domain_name)
     ledger, target = _ledger(), _target()
     key = record_key(domain.name)
@@ -548,6 +655,7 @@ def verify(domain_name: str, deep: bool = True) -> dict:
         )
     elif state != "cut_over":
         problems.append(f"{where(domain.name, obj=key)}: the record says cut over, the ledger says {state}")
+    problems.extend(check_signatures(record, pinned))
     problems.extend(check_record(record))
     anchored = [h["entry_sha256"] for h in ledger.cutover_history(domain.name)]
     sealed = [h.get("entry_sha256") for h in record.get("history", [])]
@@ -566,13 +674,8 @@ def verify(domain_name: str, deep: bool = True) -> dict:
             problems.append(
                 f"{label}: the manifest differs from its hash in the cutover record (rule: manifests unchanged)"
             )
-        directory = partition_dir(domain.name, entry["table"], entry["partition_column"], entry["partition"])
-        for stray in sorted(set(target.list_keys(directory)) - {f["key"] for f in entry["files"]}):
-            problems.append(
-                f"{where(domain.name, entry['table'], entry['partition'], stray)}: not in the cutover record "
-                "(rule: nothing written after the cutover)"
-            )
     files = [(entry, f) for entry in entries for f in entry["files"]]
+    problems.extend(_strays(target, domain.name, entries))
     with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:
         problems.extend(p for p in pool.map(lambda ef: _check_object(target, domain.name, *ef, deep), files) if p)
     report = {
@@ -606,6 +709,22 @@ def verify(domain_name: str, deep: bool = True) -> dict:
     return report
 
 
+def _strays(target, domain: str, entries: list[dict]) -> list[str]:
+    """Every object under the domain's prefix and its manifests' prefix that the record does not list:
+    a new table, a new partition folder, an extra file or manifest all show up."""
+    recorded = {f["key"] for entry in entries for f in entry["files"]} | {e["manifest_key"] for e in entries}
+    problems = []
+    for prefix in (f"{domain}/", f"{MANIFEST_PREFIX}/{domain}/"):
+        for key in sorted(set(target.list_keys(prefix)) - recorded):
+            table, _, rest = key.removeprefix(prefix).partition("/")
+            partition = rest.split("/", 1)[0].split("=", 1)[-1].removesuffix(".json") if rest else None
+            problems.append(
+                f"{where(domain, table or None, partition or None, key)}: not in the cutover record "
+                "(rule: nothing written after the cutover)"
+            )
+    return problems
+
+
 def _check_object(target, domain: str, entry: dict, file: dict, deep: bool) -> str | None:
     from hdh_migration.target import SHA256_METADATA
 
@@ -627,12 +746,25 @@ def _check_object(target, domain: str, entry: dict, file: dict, deep: bool) -> s
 # reindex
 
 
-def restore_from_record(domain_name: str) -> str | None:
-    """Rebuild the domain's cutover history and freeze in the ledger from its record; returns the record's state."""
+def restore_from_record(domain_name: str, public_key: str | None = None) -> str | None:
+    """Rebuild the domain's cutover history and freeze in the ledger from its record; returns the record's state.
+
+    Only a record whose chain holds and whose every signature a pinned key verifies is trusted: a
+    record forged in the bucket is refused rather than anchored in the ledger.
+    """
+    from hdh_migration.signing import pinned_public_keys
+
     ledger, target = _ledger(), _target()
     record = target.get_json(record_key(domain_name))
     if record is None:
         return None
+    problems = check_signatures(record, pinned_public_keys(public_key)) + check_record(record)
+    if problems:
+        raise IntegrityError(
+            f"domain={domain_name}: the cutover record {record_key(domain_name)} is not restored into the ledger: "
+            + "; ".join(problems[:MAX_LISTED_PROBLEMS])
+            + ". Treat it as an incident: restore the record from the store's versioning or backup, then reindex again"
+        )
     for entry in record["history"]:
         ledger.append_cutover_history(
             domain_name, entry, "cut_over" if entry["action"] == "cutover" else "transferring"

@@ -36,6 +36,9 @@ GRAIN_CRON = {"monthly": "0 0 1 * *", "yearly": "0 0 1 1 *"}
 # The Celery queue of the object transfers, so that a pool of workers can be sized for them (the
 # workers of docker-compose.yml and scripts/prod.sh); every other task goes to [operators] default_queue.
 TRANSFER_QUEUE = "transfer"
+# The Celery queue of the cutover and rollback DAGs: only its worker holds the cutover signing key
+# (connection hdh_cutover_signing), so no transfer worker can sign a cutover record.
+CUTOVER_QUEUE = "cutover"
 
 # Tasks returning a dict say multiple_outputs=False: Airflow infers True from a ``-> dict`` annotation and
 # would push every key again as an XCom of its own (15 rows per transferred object, its results twice).
@@ -256,11 +259,17 @@ CUTOVER_DOC = """
 From this run on, the French copy of {domain} (partitions {first} to {cutover}, tables {tables}) is
 the data. Five steps: `check_completeness` → `reconcile_source` (against the live Azure listing) →
 `freeze_domain` → `write_cutover_record` (`_cutover/{domain}.json`: every partition manifest and its
-sha256 chained into one root, who, when, which run, the history) → `announce_cutover` (an event of
-the asset `hdh_sovereign__{domain}`). Triggered when `hdh_transfer__{domain}` commits the planned
-cutover partition {cutover}, or by hand (param `by`: who decides). Owner: {owner}. Wave {wave}.
+sha256 chained into one root, who, when, which run, the history, signed with the cutover key) →
+`announce_cutover` (an event of the asset `hdh_sovereign__{domain}`). Every task runs on the Celery
+queue `cutover`, whose worker alone holds the signing key (connection `hdh_cutover_signing`).
+Triggered when `hdh_transfer__{domain}` commits the planned cutover partition {cutover}, or by hand
+(param `by`: who decides). Owner: {owner}. Wave {wave}.
 
 #### Triage notes
+- **Tasks queued, never running**: no worker serves the queue `cutover` (`airflow-worker-cutover` in
+  docker-compose.yml, `worker-cutover` in scripts/prod.sh). Start it.
+- **`connection 'hdh_cutover_signing' is not defined`**: the task ran on a worker without the
+  signing key. Nothing was frozen: give the key to the cutover worker only, then trigger again.
 - **`cutover refused at check_completeness`**: the message lists each missing, failed or quarantined
   partition with its last error. Run the missing ones, fix or waive the quarantined ones, then
   trigger this DAG again. Nothing was frozen: the domain stays `transferring`.
@@ -287,7 +296,8 @@ Returns {domain} from `cut_over` to `transferring`, so transfers may write again
 appends the rollback (who, when, why, which run) to the append-only history of
 `_cutover/{domain}.json` and to the ledger, then `announce_rollback` emits an event of the asset
 `hdh_sovereign__{domain}` whose extra says `state: rolled_back`. By hand only, with a mandatory
-`reason` (at least 10 characters). Owner: {owner}. Wave {wave}.
+`reason` (at least 10 characters). It signs the history entry, so it runs on the queue `cutover`.
+Owner: {owner}. Wave {wave}.
 
 #### Triage notes
 - **`a rollback needs a reason`**: trigger again with `{{"reason": "<why>", "by": "<who>"}}`.
@@ -303,14 +313,17 @@ Never: a rollback is a decision taken by hand, with its reason. Backfill transfe
 VERIFY_DOC = """
 ### Verify the sovereign copy of `{domain}` against its cutover record
 
-Daily, `verify_cutover` re-checks `_cutover/{domain}.json` and reads **nothing from Azure**: the hash
-chain and root, the history against the ledger, every manifest's sha256, every object's presence,
-size and checksum, and no object outside the record. On Sundays (or with `deep: true`) every byte is
+Daily, `verify_cutover` re-checks `_cutover/{domain}.json` and reads **nothing from Azure**: the
+signatures of the root and of every history entry against the public key pinned in
+`HDH_CUTOVER_PUBLIC_KEY`, the hash chain and root, the history against the ledger, every manifest's
+sha256, every object's presence, size and checksum, and no object under `{domain}/` or
+`_manifests/{domain}/` outside the record. On Sundays (or with `deep: true`) every byte is
 read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. Wave {wave}.
 
 #### Triage notes
 - **`verify failed`**: the French copy is the data, so this is an incident. The message names each
-  missing, altered or stray object or manifest, or the edited record. Restore from the store's
+  missing, altered or stray object or manifest, the edited record, or a signature no pinned key
+  verifies (a record rewritten without the signing key). Restore from the store's
   backup or versioning; while Azure still holds the source, roll back with a reason, re-transfer the
   named partitions with `force`, and cut over again. Then trigger this DAG with `deep: true`.
 - **Network errors** are retried with backoff; a verify only reads.
@@ -348,10 +361,19 @@ def _doc(template: str, domain: Domain) -> str:
 
 
 def _domain_dag(
-    domain: Domain, dag_id: str, doc: str, tags: list[str], *, schedule, max_active_runs: int = 1, **kwargs
+    domain: Domain,
+    dag_id: str,
+    doc: str,
+    tags: list[str],
+    *,
+    schedule,
+    max_active_runs: int = 1,
+    queue: str | None = None,
+    **kwargs,
 ) -> DAG:
     """A DAG of one domain (transfer, cutover, rollback, verify): from the domain's start, no catchup,
-    its owner's default args, tagged hdh, its kind(s) and its wave, documented from ``doc``."""
+    its owner's default args (and ``queue`` for every task), tagged hdh, its kind(s) and its wave,
+    documented from ``doc``."""
     return DAG(
         dag_id=dag_id,
         schedule=schedule,
@@ -359,7 +381,7 @@ def _domain_dag(
         catchup=False,
         max_active_runs=max_active_runs,
         tags=["hdh", *tags, f"wave-{domain.wave}"],
-        default_args=default_args(domain.owner, domain.name),
+        default_args={**default_args(domain.owner, domain.name), **({"queue": queue} if queue else {})},
         doc_md=_doc(doc, domain),
         **kwargs,
     )
@@ -373,6 +395,7 @@ def build_cutover_dag(domain: Domain) -> DAG:
         ["cutover"],
         description=f"Prove {domain.name} complete, freeze it, record and announce its cutover",
         schedule=[cutover_partition_committed(domain)],
+        queue=CUTOVER_QUEUE,
         params={"by": Param(None, type=["null", "string"], description="Who decides; default: who triggered")},
     ) as dag:
 
@@ -423,6 +446,7 @@ def build_rollback_dag(domain: Domain) -> DAG:
         ["cutover", "operations"],
         description=f"Return {domain.name} from cut_over to transferring, with a reason",
         schedule=None,
+        queue=CUTOVER_QUEUE,
         params={
             "reason": Param(type="string", description="Why the French copy stops being the data (mandatory)"),
             "by": Param(None, type=["null", "string"], description="Who decides; default: who triggered"),

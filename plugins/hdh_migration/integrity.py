@@ -32,7 +32,8 @@ def sha256_file(path: str | Path, chunk_size: int = 8 << 20) -> str:
 # Strings up to this many UTF-8 bytes are hashed in numpy; longer ones (rare: free text) by BLAKE2b.
 _SHORT_STRING_BYTES = 256
 _MASK32 = 0xFFFFFFFF
-_DEFAULT_KEY = b"hdh-migration content fingerprint v2"
+FINGERPRINT_KEY_SETTING = "HDH_FINGERPRINT_KEY"
+_MIN_KEY_CHARS = 16
 
 
 class _RowHasher:
@@ -46,8 +47,10 @@ class _RowHasher:
     keyed mixer finishes each row hash, so the sum over rows is not a linear function of the values.
     Every column type is keyed the same way, numbers as much as strings.
 
-    The key comes from ``HDH_FINGERPRINT_KEY`` when set (a deployment secret, the same on every
-    worker), else from a built-in default.
+    The key comes from ``HDH_FINGERPRINT_KEY``, a deployment secret, the same on every worker: a
+    public key would let whoever knows it craft rows that collide. There is no built-in default:
+    scripts/env.sh sets a local one, scripts/prod.sh generates one into its secrets, and
+    docker-compose.yml requires it in ``.env``.
     """
 
     def __init__(self, key: bytes):
@@ -226,8 +229,17 @@ def _row_hashes(batch, columns: list[str] | None = None):
 
     global _HASHER
     if _HASHER is None:
-        secret = os.environ.get("HDH_FINGERPRINT_KEY")
-        _HASHER = _RowHasher(secret.encode() if secret else _DEFAULT_KEY)
+        secret = os.environ.get(FINGERPRINT_KEY_SETTING, "")
+        if len(secret) < _MIN_KEY_CHARS:
+            from hdh_migration.errors import MigrationError
+
+            raise MigrationError(
+                f"{FINGERPRINT_KEY_SETTING} is {'too short' if secret else 'not set'}: the content fingerprints "
+                f"need a secret key of at least {_MIN_KEY_CHARS} characters, the same on every worker. Set it "
+                "in .env for docker-compose (see .env.example); scripts/prod.sh generates one into its secrets "
+                "and scripts/env.sh sets a local one"
+            )
+        _HASHER = _RowHasher(secret.encode())
     if columns is not None:
         batch = batch.select(columns)
     hashes = _HASHER.row_hashes(batch)

@@ -28,12 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdh_migration.errors import IntegrityError, SovereigntyError
+from hdh_migration.errors import IntegrityError, MigrationError, SovereigntyError
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX
 
 log = logging.getLogger(__name__)
 
 SHA256_METADATA = "hdh-sha256"
 MiB = 1 << 20
+OBJECT_LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+# The proofs that Object Lock retains, where the target's connection turns it on.
+LOCKED_PREFIXES = (f"{MANIFEST_PREFIX}/", f"{CUTOVER_PREFIX}/")
 
 # Where a region lies. HDS requires the EEA; the migration's purpose is France.
 FRANCE, EEA, OUTSIDE_EEA = "France", "EEA", "outside the EEA"
@@ -166,6 +170,8 @@ TARGET_EXTRA_KEYS = frozenset(
         "upload_concurrency",
         "read_chunk_mb",
         "credentials_refresh_s",
+        "object_lock_retention_days",
+        "object_lock_mode",
     }
 )
 # Why the known dangerous keys are refused, by key prefix (any other key is refused too).
@@ -514,13 +520,26 @@ class TransferSettings:
     part_size: int = 16 * MiB
     concurrency: int = 4
     read_chunk: int = 8 * MiB
+    # S3 Object Lock on the proofs (manifests and cutover records): the retention in days (0: off) and its
+    # mode. COMPLIANCE: no one, the bucket's owner included, deletes or shortens a retained version.
+    object_lock_days: float = 0.0
+    object_lock_mode: str = "COMPLIANCE"
 
     @classmethod
     def from_extra(cls, extra: dict) -> TransferSettings:
+        mode = str(extra.get("object_lock_mode", "COMPLIANCE")).upper()
+        days = float(extra.get("object_lock_retention_days", 0))
+        if mode not in OBJECT_LOCK_MODES or days < 0:
+            raise MigrationError(
+                f"target connection: object_lock_mode {mode!r} / object_lock_retention_days {days} is not valid; "
+                f"use one of {', '.join(OBJECT_LOCK_MODES)} and a number of days >= 0 (0 turns the lock off)"
+            )
         return cls(
             part_size=int(extra.get("part_size_mb", 16)) * MiB,
             concurrency=int(extra.get("upload_concurrency", 4)),
             read_chunk=int(extra.get("read_chunk_mb", 8)) * MiB,
+            object_lock_days=days,
+            object_lock_mode=mode,
         )
 
 
@@ -634,7 +653,24 @@ class SovereignTarget:
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
                 raise
-            self.client.create_bucket(Bucket=self.bucket)
+            # Object Lock can only be turned on when the bucket is created (it turns versioning on too).
+            self.client.create_bucket(
+                Bucket=self.bucket, **({"ObjectLockEnabledForBucket": True} if self.locks else {})
+            )
+
+    @property
+    def locks(self) -> bool:
+        return self.settings.object_lock_days > 0
+
+    def _lock(self, key: str) -> dict:
+        """The PutObject arguments that retain a proof under Object Lock, or none (S3 also requires an
+        integrity header with a retention: ``put_bytes`` always sends Content-MD5)."""
+        import datetime as dt
+
+        if not (self.locks and key.startswith(LOCKED_PREFIXES)):
+            return {}
+        until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.settings.object_lock_days)
+        return {"ObjectLockMode": self.settings.object_lock_mode, "ObjectLockRetainUntilDate": until}
 
     def part_size_for(self, size: int, throttle=None) -> int:
         """The configured part size, enlarged so the object fits in the provider's maximum part count.
@@ -807,22 +843,37 @@ class SovereignTarget:
         A conditional write (S3 ``If-Match`` / ``If-None-Match: *``; SeaweedFS honours both) replaces only
         the object of ETag ``if_match``, or only creates one ``if_absent``; otherwise the store answers
         ``PreconditionFailed`` (412), raised as botocore's ``ClientError``.
+        An Object Lock retention (the connection's ``object_lock_retention_days``) applies under the proofs' prefixes.
         """
+        from botocore.exceptions import ClientError
+
         from hdh_migration.integrity import sha256_stream
 
         digest = sha256_stream()
         digest.update(body)
         conditions = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType=content_type,
-            # Checked by every S3 store, whatever it makes of the signature's payload hash.
-            ContentMD5=_content_md5(body),
-            Metadata={SHA256_METADATA: digest.hexdigest()},
-            **conditions,
-        )
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
+                # Checked by every S3 store, whatever it makes of the signature's payload hash.
+                ContentMD5=_content_md5(body),
+                Metadata={SHA256_METADATA: digest.hexdigest()},
+                **conditions,
+                **self._lock(key),
+            )
+        except ClientError as err:
+            if not (self._lock(key) and err.response.get("Error", {}).get("Code") == "InvalidRequest"):
+                raise
+            raise MigrationError(
+                f"object={key}: bucket {self.bucket} refused the Object Lock retention "
+                f"({err.response['Error'].get('Message', 'InvalidRequest')}): the target connection asks for "
+                "object_lock_retention_days, but Object Lock is off on this bucket. It can only be turned on at "
+                "creation: create the bucket with Object Lock enabled, or set object_lock_retention_days to 0",
+                obj=key,
+            ) from None
         return digest.hexdigest()
 
     def get_json(self, key: str) -> dict | None:

@@ -1026,6 +1026,7 @@ def _quarantine(
 def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
     """Promote the run's staging to final keys and write the manifest last, under the lease; record the
     commit in the ledger at once; then clean up, best effort; release the lease."""
+    from hdh_migration.ledger import committed_fields
     from hdh_migration.target import SHA256_METADATA
 
     catalogue = _catalogue()
@@ -1058,19 +1059,8 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
                 target, ledger, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
             )
         # The commit point is behind us: the ledger follows the manifest before anything else can fail.
-        duration = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(planned["started_at"])).total_seconds()
         ledger.set_state(
-            table.domain,
-            table.name,
-            partition,
-            "committed",
-            run_id=run_id,
-            rows=manifest["rows"],
-            bytes=manifest["bytes"],
-            duration_s=duration,
-            manifest_sha256=manifest_sha256,
-            source_etags={o["name"]: o["etag"] for o in manifest["source_objects"]},
-            last_error=None,
+            table.domain, table.name, partition, "committed", **committed_fields(manifest, manifest_sha256)
         )
         listed = {f["key"] for f in manifest["files"]}
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)

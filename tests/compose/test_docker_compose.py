@@ -47,8 +47,9 @@ AIRFLOW_SERVICES = (
     "airflow-triggerer",
     "airflow-worker",
     "airflow-worker-transfer",
+    "airflow-worker-cutover",
 )
-WORKERS = ("airflow-worker", "airflow-worker-transfer")
+WORKERS = ("airflow-worker", "airflow-worker-transfer", "airflow-worker-cutover")
 LONG_RUNNING_AIRFLOW_SERVICES = tuple(s for s in AIRFLOW_SERVICES if s != "airflow-init")
 STANDIN_SERVICES = ("azurite", "seaweedfs")
 ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES, *STANDIN_SERVICES}
@@ -61,7 +62,12 @@ SECRET_VARIABLES = {
     "AIRFLOW_API_SECRET_KEY",
     "HDH_POSTGRES_PASSWORD",
     "HDH_GAP_SCAN_PASSWORD",
+    "HDH_FINGERPRINT_KEY",
+    "HDH_CUTOVER_SIGNING_KEY",
+    "HDH_CUTOVER_PUBLIC_KEY",
 }
+# The cutover signer's connection: in the cutover worker's environment, nowhere else.
+SIGNING_CONN = "AIRFLOW_CONN_HDH_CUTOVER_SIGNING"
 
 # The gap scan's connection to the REST API, and the least-privilege SimpleAuthManager user it logs
 # in as: role user (DAG access: create backfills, trigger runs), not admin.
@@ -260,13 +266,54 @@ def worker_queues(command: str) -> set[str]:
     return set(words[words.index("--queues") + 1].split(","))
 
 
-def test_two_celery_workers_serve_the_default_and_the_transfer_queue():
-    from hdh_migration.dag_factory import TRANSFER_QUEUE
+def test_three_celery_workers_serve_the_default_the_transfer_and_the_cutover_queue():
+    from hdh_migration.dag_factory import CUTOVER_QUEUE, TRANSFER_QUEUE
 
     default_queue = airflow_env()["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
     assert worker_queues(service("airflow-worker")["command"]) == {default_queue}
     assert worker_queues(service("airflow-worker-transfer")["command"]) == {TRANSFER_QUEUE}
-    assert default_queue != TRANSFER_QUEUE
+    assert worker_queues(service("airflow-worker-cutover")["command"]) == {CUTOVER_QUEUE}
+    assert len({default_queue, TRANSFER_QUEUE, CUTOVER_QUEUE}) == 3
+
+
+def test_cutover_and_rollback_tasks_run_on_the_cutover_queue_and_nothing_else_does():
+    from hdh_migration.catalogue import load_catalogue
+    from hdh_migration.dag_factory import (
+        CUTOVER_QUEUE,
+        build_cutover_dag,
+        build_rollback_dag,
+        build_transfer_dag,
+        build_verify_dag,
+    )
+
+    domain = load_catalogue(ROOT / "dags" / "domains.yaml").domain("beneficiaires")
+    for build in (build_cutover_dag, build_rollback_dag):
+        assert {t.queue for t in build(domain).tasks} == {CUTOVER_QUEUE}, build.__name__
+    for build in (build_transfer_dag, build_verify_dag):
+        assert CUTOVER_QUEUE not in {t.queue for t in build(domain).tasks}, build.__name__
+
+
+def test_only_the_cutover_worker_holds_the_signing_key():
+    from hdh_migration.signing import SIGNING_CONN_ID
+
+    assert f"AIRFLOW_CONN_{SIGNING_CONN_ID.upper()}" == SIGNING_CONN
+    holders = {name for name in compose()["services"] if SIGNING_CONN in (service(name).get("environment") or {})}
+    assert holders == {"airflow-worker-cutover"}
+    assert SIGNING_CONN not in compose()["x-airflow-common"]["environment"]
+    signing = json.loads(service("airflow-worker-cutover")["environment"][SIGNING_CONN])
+    assert signing == {"conn_type": "generic", "password": "generated-hdh_cutover_signing_key"}
+    raw = raw_compose()["services"]["airflow-worker-cutover"]["environment"][SIGNING_CONN]
+    assert [(name, op) for name, op in variable_references(raw)] == [("HDH_CUTOVER_SIGNING_KEY", ":?")]
+
+
+@pytest.mark.parametrize("name", AIRFLOW_SERVICES)
+def test_every_airflow_service_gets_the_fingerprint_key_and_the_pinned_public_key(name):
+    environment = airflow_environment(name)
+    assert environment["HDH_FINGERPRINT_KEY"] == "generated-hdh_fingerprint_key"
+    assert environment["HDH_CUTOVER_PUBLIC_KEY"] == "generated-hdh_cutover_public_key"
+    raw = raw_compose()["x-airflow-common"]["environment"]
+    for setting in ("HDH_FINGERPRINT_KEY", "HDH_CUTOVER_PUBLIC_KEY"):
+        assert variable_references(raw[setting]) == [(setting, ":?")], f"{setting} must be required, never defaulted"
 
 
 def test_init_migrates_the_metadata_database():
@@ -398,10 +445,38 @@ def test_airflow_image_follows_the_lock():
 
 
 def test_connection_ids_are_those_of_env_sh():
-    exported = set(re.findall(r"^export (AIRFLOW_CONN_[A-Z0-9_]+)=", env_sh_text(), re.MULTILINE))
+    exported = set(re.findall(r"^\s*export (AIRFLOW_CONN_[A-Z0-9_]+)=", env_sh_text(), re.MULTILINE))
     assert exported, "scripts/env.sh exports no AIRFLOW_CONN_* connection"
     in_compose = {name for name in compose()["x-airflow-common"]["environment"] if name.startswith("AIRFLOW_CONN_")}
-    assert in_compose == exported
+    assert in_compose | {SIGNING_CONN} == exported
+
+
+def test_env_sh_generates_a_local_signing_key_and_pins_its_public_half(tmp_path):
+    from hdh_migration.signing import Signer, fingerprint
+
+    exported = env_sh_exports(HDH_STATE_DIR=str(tmp_path))
+    seed = json.loads(exported[SIGNING_CONN])["password"]
+    assert (tmp_path / "cutover-signing" / "private.key").read_text().strip() == seed
+    assert stat.S_IMODE((tmp_path / "cutover-signing" / "private.key").stat().st_mode) == 0o600
+    import base64
+
+    assert Signer(base64.b64decode(seed)).public_key == exported["HDH_CUTOVER_PUBLIC_KEY"]
+    assert env_sh_exports(HDH_STATE_DIR=str(tmp_path))[SIGNING_CONN] == exported[SIGNING_CONN], "generated once"
+    assert fingerprint(exported["HDH_CUTOVER_PUBLIC_KEY"]).startswith("SHA256:")
+    assert len(exported["HDH_FINGERPRINT_KEY"]) >= 16
+
+
+def test_the_fingerprint_key_is_required_outside_the_local_profiles(tmp_path):
+    """Without HDH_FINGERPRINT_KEY (docker-compose or a worker without env.sh), fingerprinting refuses to start."""
+    script = (
+        "import pyarrow as pa\n"
+        "from hdh_migration.integrity import Fingerprint\n"
+        "Fingerprint().update(pa.record_batch({'a': [1, 2]}))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "HDH_FINGERPRINT_KEY"}
+    result = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "HDH_FINGERPRINT_KEY is not set" in result.stderr and ".env.example" in result.stderr
 
 
 def test_connection_values_come_from_required_variables():
@@ -644,14 +719,18 @@ def prod_config(tmp_path_factory) -> dict:
     state = tmp_path_factory.mktemp("prod-state")
     output = run_prod_config(state)
     services, settings = {}, {}
+    holders = {}
     for line in output.splitlines():
         if line.startswith("service "):
             name, _, command = line.removeprefix("service ").partition(": ")
             services[name] = command.split()
+        elif line.startswith("service-connections "):
+            name, _, conn_ids = line.removeprefix("service-connections ").partition(": ")
+            holders[name] = set(conn_ids.split(","))
         else:
             key, _, value = line.partition("=")
             settings[key] = value
-    return {"services": services, "settings": settings, "dir": state / "prod"}
+    return {"services": services, "settings": settings, "holders": holders, "dir": state / "prod"}
 
 
 def run_prod_config(state: Path) -> str:
@@ -771,3 +850,24 @@ def test_prod_profile_adds_the_gap_scan_password_to_an_older_state(tmp_path):
     assert json.loads(passwords_file.read_text()) == {"admin": "the-admin-password", GAP_SCAN_USER: password}
     run_prod_config(tmp_path)
     assert env_file(prod_dir / "secrets.env")["HDH_GAP_SCAN_PASSWORD"] == password, "generated once"
+
+
+def test_prod_profile_gives_the_signing_key_to_the_cutover_worker_alone(prod_config):
+    from hdh_migration.dag_factory import CUTOVER_QUEUE
+    from hdh_migration.signing import SIGNING_CONN_ID
+
+    assert component(prod_config["services"]["worker-cutover"]) == ("celery worker", frozenset({CUTOVER_QUEUE}))
+    assert prod_config["holders"] == {"worker-cutover": {SIGNING_CONN_ID}}
+    assert SIGNING_CONN not in prod_config["settings"], "exported to every service"
+    keys = prod_config["dir"] / "cutover-signing"
+    assert prod_config["settings"]["HDH_CUTOVER_PUBLIC_KEY"] == (keys / "public.key").read_text().strip()
+    assert stat.S_IMODE((keys / "private.key").stat().st_mode) == 0o600
+    script = PROD_SH.read_text()
+    assert script.count('AIRFLOW_CONN_HDH_CUTOVER_SIGNING="$CUTOVER_SIGNING_CONN"') == 1
+    assert "unset AIRFLOW_CONN_HDH_CUTOVER_SIGNING" in script
+
+
+def test_prod_profile_generates_the_fingerprint_key(prod_config):
+    assert prod_config["settings"]["HDH_FINGERPRINT_KEY"] == "<secret>"
+    generated = env_file(prod_config["dir"] / "secrets.env")["HDH_FINGERPRINT_KEY"]
+    assert len(generated) >= 32 and generated != env_sh_exports()["HDH_FINGERPRINT_KEY"]

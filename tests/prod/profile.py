@@ -6,6 +6,10 @@ drops its databases afterwards. A test module tunes it with two optional module 
 ``PROFILE_ENV`` (extra environment of every service, e.g. Airflow settings; or a function of the
 profile's environment returning it, for values that depend on it such as the ledger database) and
 ``PROFILE_CATALOGUE`` (a function that changes the raw catalogue, see ``write_catalogue``).
+
+Once started, this process takes the profile's own proof keys (the fingerprint key of its
+secrets.env, the public half of its cutover signing key), so its fingerprints and verify agree
+with the deployment's.
 """
 
 from __future__ import annotations
@@ -145,6 +149,12 @@ def profile(request, tmp_path_factory):
         cached_catalogue.cache_clear()
         try:
             profile.start_s = profile.start()
+            secrets = dict(
+                line.split("=", 1) for line in (profile.dir / "secrets.env").read_text().splitlines() if "=" in line
+            )
+            patch.setenv("HDH_FINGERPRINT_KEY", secrets["HDH_FINGERPRINT_KEY"])
+            patch.setenv("HDH_CUTOVER_PUBLIC_KEY", (profile.dir / "cutover-signing" / "public.key").read_text().strip())
+            patch.setattr("hdh_migration.integrity._HASHER", None)  # keyed anew with the profile's key
             yield profile
         finally:
             stopped = profile.prod("stop", timeout=180)
@@ -152,6 +162,11 @@ def profile(request, tmp_path_factory):
             cached_catalogue.cache_clear()
             drop_databases(env["HDH_AIRFLOW_DB"], env["HDH_LEDGER_DB"])
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        for variable in ("HDH_AIRFLOW_PORT", "HDH_WORKER_LOG_PORT", "HDH_TRANSFER_WORKER_LOG_PORT"):
+        for variable in (
+            "HDH_AIRFLOW_PORT",
+            "HDH_WORKER_LOG_PORT",
+            "HDH_TRANSFER_WORKER_LOG_PORT",
+            "HDH_CUTOVER_WORKER_LOG_PORT",
+        ):
             if variable in os.environ:
                 assert not port_open(int(os.environ[variable])), f"{variable} still open after stop"

@@ -1,4 +1,4 @@
-"""The production-shaped profile (scripts/prod.sh) migrates through its scheduler and both Celery workers.
+"""The production-shaped profile (scripts/prod.sh) migrates through its scheduler and its three Celery workers.
 
 One module-scoped profile: its own state folder, Airflow database, ledger database (PostgreSQL),
 Azure container and bucket; the stand-ins and the profile's ports are those of the environment.
@@ -155,7 +155,7 @@ def test_rows_reconcile_source_manifest_and_written_files(migrated):
 WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(?P<task>[^']+)', dag_id='(?P<dag>[^']+)'")
 
 
-def test_transfers_ran_on_the_transfer_worker_and_the_rest_on_the_default_worker(migrated, profile):
+def test_transfers_ran_on_the_transfer_worker_the_cutover_on_the_cutover_worker_the_rest_on_default(migrated, profile):
     api = migrated["api"]
     by_queue = {}
     for run in migrated["runs"]:
@@ -167,9 +167,49 @@ def test_transfers_ran_on_the_transfer_worker_and_the_rest_on_the_default_worker
     assert set(by_queue) == {"default", "transfer"}
 
     executed = {}
-    for worker in ("worker-default", "worker-transfer"):
+    for worker in ("worker-default", "worker-transfer", "worker-cutover"):
         log = (profile.dir / "logs" / f"{worker}.log").read_text()
         executed[worker] = {m["task"] for m in WORKLOAD.finditer(log) if m["dag"].split("__")[-1] in DOMAINS}
     assert executed["worker-transfer"] == {"transfer_object"}
     assert "transfer_object" not in executed["worker-default"]
-    assert executed["worker-default"] >= by_queue["default"] | {"check_completeness", "write_cutover_record"}
+    assert executed["worker-default"] >= by_queue["default"]
+    cutover_tasks = {
+        "check_completeness",
+        "reconcile_source",
+        "freeze_domain",
+        "write_cutover_record",
+        "announce_cutover",
+    }
+    assert executed["worker-cutover"] == cutover_tasks
+    assert not cutover_tasks & executed["worker-default"]
+
+
+def test_only_the_cutover_worker_process_holds_the_signing_key_and_verify_checks_its_signature(migrated, profile):
+    """Read from each running service's own environment (/proc/<pid>/environ), the key's only way in."""
+    import psutil
+
+    from hdh_migration.cutover import verify
+
+    holders = set()
+    for service in (
+        "api-server",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "worker-default",
+        "worker-transfer",
+        "worker-cutover",
+    ):
+        root = psutil.Process(profile.pid(service))
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                environment = process.environ()
+            except psutil.NoSuchProcess:
+                continue  # a task process that has just finished
+            if "AIRFLOW_CONN_HDH_CUTOVER_SIGNING" in environment:
+                holders.add(service)
+            assert environment.get("HDH_CUTOVER_PUBLIC_KEY") == os.environ["HDH_CUTOVER_PUBLIC_KEY"], service
+            assert environment.get("HDH_FINGERPRINT_KEY") == os.environ["HDH_FINGERPRINT_KEY"], service
+    assert holders == {"worker-cutover"}
+    for name in DOMAINS:
+        assert verify(name, deep=True)["problems"] == 0
