@@ -3,9 +3,9 @@
 Each function is one Airflow task body. They exchange only metadata through XCom (names, sizes,
 hashes, counts), never data values. Heavy libraries are imported inside the functions.
 
-Commit protocol: objects are uploaded under ``_staging/``, checked, promoted to final keys by
-server-side copy, and only then is the partition manifest written: the manifest is the commit
-point. Staging and unfinished uploads are cleaned once the manifest exists. A run that dies at any
+Commit protocol: each object is checked on the worker, then uploaded under ``_staging/`` and read
+back (an object that fails a check never leaves the worker), promoted to final keys by server-side
+copy, and only then is the partition manifest written: the manifest is the commit point. Staging and unfinished uploads are cleaned once the manifest exists. A run that dies at any
 step leaves either the previous manifest (and the next run redoes the work) or the new one.
 """
 
@@ -413,28 +413,6 @@ def _upload_and_verify(
     return upload_s
 
 
-def _background(function, *args):
-    """Run ``function(*args)`` in a thread of its own; returns its future."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hdh-upload")
-    future = pool.submit(function, *args)
-    pool.shutdown(wait=False)
-    return future
-
-
-def _discard_staged(target, staged, key: str) -> None:
-    """An object that will not be promoted: let its upload finish or fail, then remove what landed."""
-    if staged is None:
-        return
-    try:
-        staged.result()
-    except Exception as error:  # noqa: BLE001 - the object is refused anyway; its upload's fault is moot
-        log.info("%s: the staged upload ended with %s; removing what landed", key, type(error).__name__)
-    target.delete_keys([key])
-    target.abort_uploads(key)
-
-
 def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
     import pyarrow.parquet as pq
@@ -495,18 +473,11 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             if keys is not None:
                 keys.update(batch)
 
-        def upload(path: Path, sha256: str) -> float:
-            return _upload_and_verify(
-                target, path, staged_key, sha256, source_sha256, label, task_state_store, bucket_for(bandwidth)
-            )
-
-        staged = None  # the parquet upload, running while the batches are checked
         try:
             if table.format == "parquet":
-                # The bytes to upload are the source's, already hashed: send them to staging (and read
-                # them back) while the batches are checked. Staging is promoted only after validation.
+                # The bytes to upload are the source's, already hashed. They leave the worker only once
+                # every batch passed: a failing object never reaches the store, not even its staging.
                 upload_path, upload_sha256 = source_path, source_sha256
-                staged = _background(upload, upload_path, upload_sha256)
                 for batch in _parquet_batches(source_path, table, expected, label):
                     check(batch)
                 target_fp = source_fp  # byte-identical copy: proven by the sha256 read back after upload
@@ -531,11 +502,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                     )
         except StructuralError as error:
             log.warning("%s", error)
-            _discard_staged(target, staged, staged_key)
             return _unreadable_result(item, obj, source_sha256, error, time.monotonic() - started)
-        except BaseException:
-            _discard_staged(target, staged, staged_key)
-            raise
         blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
         upload_s = None
         if blocking:
@@ -545,11 +512,17 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 len(blocking),
                 ", ".join(expectation_id(r) for r in blocking),
             )
-            _discard_staged(target, staged, staged_key)
-        elif staged is not None:
-            upload_s = staged.result()  # the upload's own errors (IntegrityError on a bad read-back) surface here
         else:
-            upload_s = upload(upload_path, upload_sha256)
+            upload_s = _upload_and_verify(
+                target,
+                upload_path,
+                staged_key,
+                upload_sha256,
+                source_sha256,
+                label,
+                task_state_store,
+                bucket_for(bandwidth),
+            )
         key_files = {}
         spilled = keys.close() if keys is not None else {}
         if not blocking:
