@@ -353,7 +353,8 @@ def test_planted_values_reach_no_log_database_object_or_alert(migration, channel
     runs = [("causes_deces", "2022"), ("causes_deces", "2023"), ("pmsi_mco", "2022"), ("pmsi_mco", "2023")]
     task_logs = _run_all(migration, capfd, caplog, runs)
 
-    assert outputs.search(canaries, task_logs) == []
+    hits = outputs.search(canaries, task_logs)
+    assert not hits, f"{len(hits)} hit(s):\n" + "\n".join(hits)
 
 
 def _upload_source(migration, name: str, table, arrow: pa.Table) -> None:
@@ -387,7 +388,8 @@ def test_a_headerless_csv_row_reaches_no_output(migration, channels, capfd, capl
     outputs = Outputs(migration, channels)
     task_logs = _run_all(migration, capfd, caplog, [("causes_deces", "2022")])
 
-    assert outputs.search(canaries, task_logs) == []
+    hits = outputs.search(canaries, task_logs)
+    assert not hits, f"{len(hits)} hit(s):\n" + "\n".join(hits)
     assert migration.ledger.get("causes_deces", "KI_CCI_R", "2022").state == "quarantined"
 
 
