@@ -223,7 +223,7 @@ class Outputs:
             f"Airflow's database, table {name}": "\n".join(rows - self.airflow_before.get(name, set()))
             for name, rows in airflow_after.items()
         }
-        ledger_url = f"sqlite:///{migration.tmp_path / 'ledger.db'}"
+        ledger_url = migration.ledger.engine.url.render_as_string(hide_password=False)
         ledger = "\n".join(row for rows in _database_rows(ledger_url).values() for row in rows)
         outputs, data = _bucket_texts(migration)
         alerts = _alert_texts(self.webhook, self.smtp)
