@@ -21,6 +21,8 @@ export HDH_S3_PORT="${HDH_S3_PORT:-8333}"
 export HDH_WEED_MASTER_PORT="${HDH_WEED_MASTER_PORT:-9333}"
 export HDH_WEED_VOLUME_PORT="${HDH_WEED_VOLUME_PORT:-8081}"
 export HDH_WEED_FILER_PORT="${HDH_WEED_FILER_PORT:-8888}"
+# SeaweedFS's data directory (-dir): tests read the store's own files there (tests/integration/test_canaries.py).
+export HDH_S3_DATA_DIR="${HDH_S3_DATA_DIR:-$HDH_STATE_DIR/stack/seaweedfs}"
 export HDH_API_PORT="${HDH_API_PORT:-8080}"  # the api-server of the browser tests
 export HDH_S3_ACCESS_KEY="${HDH_S3_ACCESS_KEY:-hdh-local}"
 export HDH_S3_SECRET_KEY="${HDH_S3_SECRET_KEY:-hdh-local-secret}"

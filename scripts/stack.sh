@@ -50,12 +50,12 @@ start_seaweedfs() {
   for variable in HDH_S3_PORT HDH_WEED_MASTER_PORT HDH_WEED_VOLUME_PORT HDH_WEED_FILER_PORT; do
     refuse_taken_port seaweedfs "${!variable}" "$variable"
   done
-  mkdir -p "$STACK_DIR/seaweedfs"
+  mkdir -p "$HDH_S3_DATA_DIR"
   cat >"$STACK_DIR/s3.json" <<JSON
 {"identities": [{"name": "hdh", "credentials": [{"accessKey": "$HDH_S3_ACCESS_KEY", "secretKey": "$HDH_S3_SECRET_KEY"}],
   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
 JSON
-  nohup "$WEED" server -dir="$STACK_DIR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  nohup "$WEED" server -dir="$HDH_S3_DATA_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$HDH_WEED_MASTER_PORT" -volume.port="$HDH_WEED_VOLUME_PORT" -filer.port="$HDH_WEED_FILER_PORT" \
     -master.volumeSizeLimitMB=1024 -volume.max=200 \
     -s3 -s3.port="$HDH_S3_PORT" -s3.config="$STACK_DIR/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 >"$STACK_DIR/seaweedfs.log" 2>&1 &
@@ -88,7 +88,7 @@ case "${1:-status}" in
     stop_one azurite; stop_one seaweedfs
     wait_ports_closed "$HDH_AZURITE_PORT" "$HDH_S3_PORT" "$HDH_WEED_MASTER_PORT" "$HDH_WEED_VOLUME_PORT" "$HDH_WEED_FILER_PORT"
     ;;
-  reset) "$0" stop; rm -rf "$STACK_DIR"; echo "stack: data removed" ;;
+  reset) "$0" stop; rm -rf "$STACK_DIR" "$HDH_S3_DATA_DIR"; echo "stack: data removed" ;;
   status)
     for name in azurite seaweedfs; do
       if pid_alive "$STACK_DIR/$name.pid"; then echo "$name: running (pid $(cat "$STACK_DIR/$name.pid"))"; else echo "$name: stopped"; fi

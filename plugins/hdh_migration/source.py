@@ -55,7 +55,8 @@ class AzureSource:
     def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None, throttle=None) -> None:
         """Stream one object into a local spool file in ranges, feeding the digest as bytes arrive.
 
-        ``throttle`` (a ``throttle.TokenBucket``) is paid before each range is requested.
+        ``throttle`` (a ``throttle.TokenBucket``) is paid before each range is requested. ``progress``
+        is called once a range is on disk (flushed), so a reader of the spool file may follow it.
         """
         from azure.core import MatchConditions
 
@@ -76,4 +77,15 @@ class AzureSource:
                     spool.write(chunk)
                 offset += length
                 if progress:
+                    spool.flush()
                     progress(length)
+
+    def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
+        """A few bytes of one object (a parquet footer), conditional on the ETag seen when listing."""
+        from azure.core import MatchConditions
+
+        blob = self.container_client.get_blob_client(obj.name)
+        stream = blob.download_blob(
+            offset=offset, length=length, etag=f'"{obj.etag}"', match_condition=MatchConditions.IfNotModified
+        )
+        return stream.readall()

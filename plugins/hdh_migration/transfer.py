@@ -3,8 +3,9 @@
 Each function is one Airflow task body. They exchange only metadata through XCom (names, sizes,
 hashes, counts), never data values. Heavy libraries are imported inside the functions.
 
-Commit protocol: objects are uploaded under the run's own ``_staging/…/<run token>/`` folder,
-checked, promoted to final keys by server-side copy, and only then is the partition manifest
+Commit protocol: each object is checked on the worker, then uploaded under the run's own
+``_staging/…/<run token>/`` folder and read back (an object that fails a check never leaves the
+worker), promoted to final keys by server-side copy, and only then is the partition manifest
 written, by the lease holder only (a re-check under the lease, then a conditional PUT): the manifest
 is the commit point. The ledger records it at once; the cleanup that follows (the run's staging, its
 unfinished uploads, stale final keys) is best effort: what it leaves is reported and swept under the
@@ -478,26 +479,101 @@ def _check_columns(actual: list[str], table: Table, expected, label: str) -> Non
         )
 
 
-def _open_parquet(path: Path):
+def _open_parquet(path: Path, metadata=None):
     """A parquet file read as a buffered stream, without pre-buffering whole row groups.
 
     With ``use_threads=False`` on ``iter_batches`` this keeps the reader at about one decoded row
     group (measured: 115 MB above the libraries instead of 189 MB for 65,536-row ER_PRS_F groups).
+    ``metadata``: the file's footer, already read (the file may still be arriving).
     """
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    return pq.ParquetFile(path, metadata=metadata, pre_buffer=False, buffer_size=1 << 20)
 
 
-def _parquet_batches(path: Path, table: Table, expected, label: str):
-    """Record batches of a parquet source, after checking its columns and types against the schema."""
-    import pyarrow as pa
+PARQUET_MAGIC = b"PAR1"
+FOOTER_GUESS = 64 << 10  # one ranged read holds the footer of every table here
 
+
+def _unreadable_parquet(label: str, error: Exception) -> StructuralError:
     rule = "expect_file_to_be_valid_parquet"
+    return StructuralError(
+        f"{label}: not a readable parquet file (rule: {rule}; {type(error).__name__}). The object is truncated or "
+        "corrupt: re-export it, then re-run the partition",
+        rule,
+    )
+
+
+def _parquet_footer(source, obj, label: str) -> bytes:
+    """The footer of a parquet source (metadata, its length, the magic), read before the rest of it."""
+    tail = source.read_range(obj, max(0, obj.size - FOOTER_GUESS), min(obj.size, FOOTER_GUESS))
+    if len(tail) < 12 or tail[-4:] != PARQUET_MAGIC:
+        raise _unreadable_parquet(label, ValueError("no parquet footer"))
+    length = int.from_bytes(tail[-8:-4], "little") + 8
+    if length + 4 > obj.size:
+        raise _unreadable_parquet(label, ValueError("footer longer than the file"))
+    if length > len(tail):
+        tail = source.read_range(obj, obj.size - length, length)
+    return tail[-length:]
+
+
+def _row_group_end(row_group) -> int:
+    """The offset just past a row group's last column chunk."""
+    end = 0
+    for index in range(row_group.num_columns):
+        column = row_group.column(index)
+        first_page = column.dictionary_page_offset or column.data_page_offset
+        end = max(end, first_page + column.total_compressed_size)
+    return end
+
+
+class _Landed:
+    """How many bytes of a spool file are on disk, for a reader that follows its download."""
+
+    def __init__(self, total: int):
+        import threading
+
+        self._changed = threading.Condition()
+        self._total = total
+        self._bytes = 0
+        self._finished = False
+
+    def __call__(self, nbytes: int) -> None:
+        with self._changed:
+            self._bytes += nbytes
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        with self._changed:
+            self._finished = True
+            self._changed.notify_all()
+
+    def wait_for(self, offset: int) -> bool:
+        """Whether the first ``offset`` bytes landed; False if the download ended before them."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._bytes >= offset or self._finished)
+            return self._bytes >= offset
+
+    @property
+    def stopped_early(self) -> bool:
+        with self._changed:
+            return self._finished and self._bytes < self._total
+
+
+def _parquet_batches(path: Path, footer: bytes, landed: _Landed, table: Table, expected, label: str):
+    """Record batches of a parquet source as its row groups land, after checking its columns and types.
+
+    ``footer`` was read first, so each row group is decoded as soon as the download has written it.
+    If the download stops early, so do the batches: the caller surfaces the download's error.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        parquet = _open_parquet(path)
-        _check_columns(parquet.schema_arrow.names, table, expected, label)
-        wrong = [f.name for f in expected if not parquet.schema_arrow.field(f.name).type.equals(f.type)]
+        metadata = pq.read_metadata(pa.BufferReader(footer))
+        schema = metadata.schema.to_arrow_schema()
+        _check_columns(schema.names, table, expected, label)
+        wrong = [f.name for f in expected if not schema.field(f.name).type.equals(f.type)]
         if wrong:
             raise StructuralError(
                 f"{label}: column types differ from the schema {table.schema_path.name} for {wrong} (rule: "
@@ -505,13 +581,16 @@ def _parquet_batches(path: Path, table: Table, expected, label: str):
                 "expect_table_column_types_to_match_schema",
                 column_list=wrong,
             )
-        yield from parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False)
+        for index in range(metadata.num_row_groups):
+            if not landed.wait_for(_row_group_end(metadata.row_group(index))):
+                if landed.stopped_early:
+                    return
+                raise _unreadable_parquet(label, ValueError("a row group ends past the end of the file"))
+            # Opened once the row group is on disk: Arrow bounds its reads by the file's size at opening.
+            parquet = _open_parquet(path, metadata)
+            yield from parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], use_threads=False)
     except (pa.ArrowInvalid, OSError) as err:
-        raise StructuralError(
-            f"{label}: not a readable parquet file (rule: {rule}; {type(err).__name__}). The object is truncated or "
-            "corrupt: re-export it, then re-run the partition",
-            rule,
-        ) from None
+        raise _unreadable_parquet(label, err) from None
 
 
 def _check_encoding(path: Path, table: Table, label: str) -> None:
@@ -609,29 +688,25 @@ def _upload_and_verify(
     return upload_s
 
 
-def _background(function, *args):
-    """Run ``function(*args)`` in a thread of its own; returns its future."""
+def _background(function):
+    """Run ``function()`` in a thread of its own; returns its future."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hdh-upload")
-    future = pool.submit(function, *args)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hdh-download")
+    future = pool.submit(function)
     pool.shutdown(wait=False)
     return future
 
 
-def _discard_staged(target, staged, key: str) -> None:
-    """An object that will not be promoted: let its upload finish or fail, then remove what landed."""
-    if staged is None:
-        return
-    try:
-        staged.result()
-    except Exception as error:  # noqa: BLE001 - the object is refused anyway; its upload's fault is moot
-        log.info("%s: the staged upload ended with %s; removing what landed", key, type(error).__name__)
-    try:
-        target.delete_keys([key])
-        target.abort_uploads(key)
-    except Exception as error:  # noqa: BLE001 - it is in this run's staging, which its quarantine or commit cleans
-        log.warning("%s: not removed yet (%s); the run's cleanup removes it", key, type(error).__name__)
+def _check_spooled_footer(path: Path, footer: bytes, label: str) -> None:
+    """The footer the checks decoded with is the one in the spooled bytes (the bytes uploaded)."""
+    with open(path, "rb") as spooled:
+        spooled.seek(-len(footer), os.SEEK_END)
+        if spooled.read() != footer:
+            raise IntegrityError(
+                f"{label}: the parquet footer read first differs from the one downloaded after it (rule: the "
+                "checked bytes are the uploaded bytes). Re-run the partition; if it persists, report a bug"
+            )
 
 
 @_renews_lease
@@ -664,26 +739,6 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         source_digest = sha256_stream()
         source_path = spool / "source"
         log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())
-        download_started = time.monotonic()
-        source.download_to(
-            obj,
-            source_path,
-            target.settings.read_chunk,
-            source_digest,
-            Progress(f"{label} download", obj.size),
-            throttle=bucket_for(bandwidth),
-        )
-        download_s = time.monotonic() - download_started
-        source_sha256 = source_digest.hexdigest()
-        if source_path.stat().st_size != obj.size:
-            raise IntegrityError(
-                f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}",
-                domain=table.domain,
-                table=table.name,
-                partition=partition,
-                obj=obj.name,
-            )
-
         grain = catalogue.domain(table.domain).grain
         suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
         source_fp = Fingerprint()
@@ -695,47 +750,84 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             if keys is not None:
                 keys.update(batch)
 
-        def upload(path: Path, sha256: str) -> float:
-            return _upload_and_verify(
-                target, path, staged_key, sha256, source_sha256, label, task_state_store, bucket_for(bandwidth)
-            )
+        landed = _Landed(obj.size)
+        download_progress = Progress(f"{label} download", obj.size)
 
-        staged = None  # the parquet upload, running while the batches are checked
+        def spooled(nbytes: int) -> None:
+            download_progress(nbytes)
+            landed(nbytes)
+
+        def download() -> float:
+            download_started = time.monotonic()
+            try:
+                source.download_to(
+                    obj,
+                    source_path,
+                    target.settings.read_chunk,
+                    source_digest,
+                    spooled,
+                    throttle=bucket_for(bandwidth),
+                )
+            finally:
+                landed.finish()
+            return time.monotonic() - download_started
+
+        # A parquet source is checked row group by row group while it is still arriving (its footer is
+        # read first); a CSV source is checked once spooled (its encoding is checked on the whole file).
+        downloading = _background(download) if table.format == "parquet" else None
+        unreadable = None
         try:
             if table.format == "parquet":
-                # The bytes to upload are the source's, already hashed: send them to staging (and read
-                # them back) while the batches are checked. Staging is promoted only after validation.
-                upload_path, upload_sha256 = source_path, source_sha256
-                staged = _background(upload, upload_path, upload_sha256)
-                for batch in _parquet_batches(source_path, table, expected, label):
+                footer = _parquet_footer(source, obj, label)
+                for batch in _parquet_batches(source_path, footer, landed, table, expected, label):
                     check(batch)
-                target_fp = source_fp  # byte-identical copy: proven by the sha256 read back after upload
             else:
+                download_s = download()
                 upload_path = spool / "converted.parquet"
                 with pq.ParquetWriter(upload_path, expected, compression="zstd") as writer:
                     for batch in _csv_batches(source_path, table, expected, label):
                         check(batch)
                         writer.write_batch(batch, row_group_size=BATCH_ROWS)
-                target_fp = Fingerprint()
-                for batch in _open_parquet(upload_path).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
-                    target_fp.update(batch)
-                upload_sha256 = sha256_file(upload_path)
-                if target_fp.hexdigest() != source_fp.hexdigest():
-                    raise IntegrityError(
-                        f"{label}: the converted parquet does not reconcile with the CSV source "
-                        "(rule: content fingerprint). This is a bug in the conversion: report it",
-                        domain=table.domain,
-                        table=table.name,
-                        partition=partition,
-                        obj=obj.name,
-                    )
         except StructuralError as error:
-            log.warning("%s", error)
-            _discard_staged(target, staged, staged_key)
-            return _unreadable_result(item, obj, source_sha256, error, time.monotonic() - started)
+            unreadable = error
         except BaseException:
-            _discard_staged(target, staged, staged_key)
+            if downloading is not None:
+                downloading.exception()  # the spool file is removed below: let the download end first
             raise
+        # The download's own errors (network, an ETag changed since planning) surface here and are retried.
+        if downloading is not None:
+            download_s = downloading.result()
+        source_sha256 = source_digest.hexdigest()
+        if source_path.stat().st_size != obj.size:
+            raise IntegrityError(
+                f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}",
+                domain=table.domain,
+                table=table.name,
+                partition=partition,
+                obj=obj.name,
+            )
+        if unreadable is not None:
+            log.warning("%s", unreadable)
+            return _unreadable_result(item, obj, source_sha256, unreadable, time.monotonic() - started)
+        if table.format == "parquet":
+            _check_spooled_footer(source_path, footer, label)
+            # The bytes to upload are the source's, already hashed; the sha256 read back proves the copy.
+            upload_path, upload_sha256, target_fp = source_path, source_sha256, source_fp
+        else:
+            target_fp = Fingerprint()
+            for batch in _open_parquet(upload_path).iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+                target_fp.update(batch)
+            upload_sha256 = sha256_file(upload_path)
+            if target_fp.hexdigest() != source_fp.hexdigest():
+                raise IntegrityError(
+                    f"{label}: the converted parquet does not reconcile with the CSV source "
+                    "(rule: content fingerprint). This is a bug in the conversion: report it",
+                    domain=table.domain,
+                    table=table.name,
+                    partition=partition,
+                    obj=obj.name,
+                )
+        # Only now may bytes leave the worker: an object that fails a check is never sent, not even to staging.
         blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
         upload_s = None
         if blocking:
@@ -745,11 +837,17 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 len(blocking),
                 ", ".join(expectation_id(r) for r in blocking),
             )
-            _discard_staged(target, staged, staged_key)
-        elif staged is not None:
-            upload_s = staged.result()  # the upload's own errors (IntegrityError on a bad read-back) surface here
         else:
-            upload_s = upload(upload_path, upload_sha256)
+            upload_s = _upload_and_verify(
+                target,
+                upload_path,
+                staged_key,
+                upload_sha256,
+                source_sha256,
+                label,
+                task_state_store,
+                bucket_for(bandwidth),
+            )
         key_files = {}
         spilled = keys.close() if keys is not None else {}
         if not blocking:
