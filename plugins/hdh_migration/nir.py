@@ -90,7 +90,7 @@ def raw_nir_mask(values):
     import pyarrow.compute as pc
 
     array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, from_pandas=True)
-    if len(array) == 0 or _all_numbers_too_short(array):
+    if len(array) == 0 or numbers_too_short_for_nir(array):
         return np.zeros(len(array), dtype=bool)
     if pa.types.is_floating(array.type):
         # pandas turns an integer column with nulls into floats: read whole numbers back as integers.
@@ -107,8 +107,9 @@ def raw_nir_mask(values):
     return mask
 
 
-def _all_numbers_too_short(array) -> bool:
-    """A numeric column whose every value has fewer than 13 integer digits: the string cast is skipped."""
+def numbers_too_short_for_nir(array) -> bool:
+    """Whether ``array`` is numeric with every value under 13 integer digits (then no NIR can be in it),
+    read from its minimum and maximum: most numeric columns are answered without a string cast."""
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -315,8 +315,7 @@ def _open_parquet(path: Path):
 
 
 def _parquet_batches(path: Path, table: Table, expected, label: str):
-    """Record batches of a parquet source, after checking its columns and types against the schema."""
-
+    """Record batches of a parquet source, after checking its columns, types and codecs against the schema."""
     rule = "expect_file_to_be_valid_parquet"
     try:
         parquet = _open_parquet(path)
@@ -368,8 +367,6 @@ def _unreadable_codecs(metadata) -> list[str]:
 
 def _check_encoding(path: Path, table: Table, label: str) -> None:
     """Refuse a CSV declared Latin-1 that is in fact UTF-8: Latin-1 decodes any byte, silently wrong."""
-    import re
-
     if table.csv.encoding.lower().replace("_", "-") not in ("latin-1", "iso-8859-1", "latin1"):
         return
     utf8_sequence = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
@@ -389,7 +386,8 @@ _CSV_COLUMN = re.compile(r"CSV column #(\d+)")  # 0-based
 
 
 def _csv_parse_error(error: BaseException, table: Table, expected, label: str) -> StructuralError:
-    """Arrow's CSV error as positions and counts only: the column named from the schema, the row number."""
+    """Arrow's CSV error as counts and positions only (the column named from the schema): its message quotes
+    the offending line or cell, so it is read here and never repeated."""
     text = str(error)
     counts = _CSV_COLUMNS.search(text)
     if counts:
@@ -607,7 +605,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             except Exception as error:  # noqa: BLE001 - a library's message may quote a value
                 raise StructuralError(
                     f"{label}: the checks could not run on a batch of {batch.num_rows} rows ({type(error).__name__}) "
-                    f"(rule: {UNCHECKED_BATCH}). Nothing is uploaded; report the error with this object's name",
+                    f"(rule: {UNCHECKED_BATCH}). The object is not promoted; report the error with this object's name",
                     UNCHECKED_BATCH,
                 ) from None
 
