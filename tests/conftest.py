@@ -51,12 +51,13 @@ def read_table_bytes(data: bytes, table):
     if table.format == "parquet":
         return pq.read_table(io.BytesIO(data))
     dialect = table.csv
+    schema = load_table_schema(table.schema_path).arrow_schema()
     return csv.read_csv(
         io.BytesIO(data),
-        read_options=csv.ReadOptions(encoding=dialect.encoding),
+        read_options=csv.ReadOptions(encoding=dialect.encoding, column_names=None if dialect.header else schema.names),
         parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
         convert_options=csv.ConvertOptions(
-            column_types=load_table_schema(table.schema_path).arrow_schema(),
+            column_types=schema,
             decimal_point=dialect.decimal_point,
             strings_can_be_null=True,
         ),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from hdh_migration.errors import ConfigurationError
 from hdh_migration.throttle import BandwidthShare, bandwidth_share
 from hdh_migration.windows import TransferWindow, parse_day_spec
 
@@ -37,7 +38,7 @@ DEFAULT_TRANSFER_SLOTS = 16
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigurationError, ValueError):
     """The catalogue file is not a valid migration plan."""
 
 
@@ -296,6 +297,37 @@ def _load_wave(number, raw, where: str) -> Wave:
     )
 
 
+def _load_csv_dialect(raw: dict, where: str) -> CsvDialect:
+    """The CSV dialect, each setting checked here: a wrong one would otherwise fail only when a file is read."""
+    import codecs
+
+    _check_keys(raw, {"delimiter", "decimal_point", "encoding", "header"}, where)
+    dialect = CsvDialect(**raw)
+    for key in ("delimiter", "decimal_point"):
+        value = getattr(dialect, key)
+        if not isinstance(value, str) or len(value) != 1 or value in '\r\n"':
+            raise CatalogueError(
+                f"{where}: field {key!r} must be one character (not a quote or a newline), got {value!r}"
+            )
+    if dialect.delimiter == dialect.decimal_point:
+        raise CatalogueError(f"{where}: fields 'delimiter' and 'decimal_point' must differ")
+    if not isinstance(dialect.encoding, str):
+        raise CatalogueError(f"{where}: field 'encoding' must be a Python codec name such as latin-1 or utf-8")
+    try:
+        codecs.lookup(dialect.encoding)
+    except LookupError:
+        raise CatalogueError(
+            f"{where}: field 'encoding' is {dialect.encoding!r}, which is not a known encoding; write a Python codec "
+            "name such as latin-1, cp1252 or utf-8"
+        ) from None
+    if not isinstance(dialect.header, bool):
+        raise CatalogueError(
+            f"{where}: field 'header' must be true (the first line names the columns) or false (no header line: "
+            f"the columns are the schema's, in its order), got {dialect.header!r}"
+        )
+    return dialect
+
+
 def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where: str) -> Table:
     where = f"{where}, table {name!r}"
     if not _NAME.match(name):
@@ -325,8 +357,7 @@ def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where
         dialect = raw.get("csv") or {}
         if not isinstance(dialect, dict):
             raise CatalogueError(f"{where}: field 'csv' must be a mapping")
-        _check_keys(dialect, {"delimiter", "decimal_point", "encoding", "header"}, f"{where}, field 'csv'")
-        csv = CsvDialect(**dialect)
+        csv = _load_csv_dialect(dialect, f"{where}, field 'csv'")
     elif "csv" in raw:
         raise CatalogueError(f"{where}: field 'csv' applies only to format csv")
     optional = raw.get("optional", False)

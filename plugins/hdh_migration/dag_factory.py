@@ -43,8 +43,8 @@ CUTOVER_QUEUE = "cutover"
 # Tasks returning a dict say multiple_outputs=False: Airflow infers True from a ``-> dict`` annotation and
 # would push every key again as an XCom of its own (15 rows per transferred object, its results twice).
 
-# Data, integrity and sovereignty errors cannot be fixed by retrying: fail at once. Everything
-# else (network errors, 5xx, throttling) falls through to the exponential-backoff retries.
+# Data, integrity, configuration and sovereignty errors cannot be fixed by retrying: fail at once.
+# Everything else (network errors, 5xx, throttling) falls through to the exponential-backoff retries.
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[RetryRule(exception=MigrationError, action=RetryAction.FAIL, reason="data or policy error: not retryable")]
 )
@@ -92,8 +92,12 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
 
 #### Triage notes
 - **A task failed with `domain=… table=… partition=… object=…`**: the message names the rule and
-  the next step. Data and policy errors (`DataError`, `IntegrityError`, `SovereigntyError`,
-  `FrozenDomainError`) fail at once without retry; fix the cause and clear the run.
+  the next step. Data, configuration and policy errors (`DataError`, `IntegrityError`, `ConfigurationError`,
+  `SovereigntyError`, `FrozenDomainError`) fail at once without retry; fix the cause (for a
+  `ConfigurationError`, the file and setting it names) and clear the run.
+- **An object that cannot be read or checked** (`expect_file_to_be_valid_parquet`,
+  `expect_csv_to_parse_with_schema_types`, `expect_batch_checks_to_complete`): its partition is
+  quarantined at once; the message gives the exception's class, the columns and counts, never a value.
 - **Network errors** (Azure or the sovereign store unreachable, 5xx, throttling) are retried with
   exponential backoff; a retried `transfer_object` resumes its multipart upload.
 - **Nothing is promoted** until every object of every table passed validation; a failed run leaves

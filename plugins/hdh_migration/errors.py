@@ -37,6 +37,11 @@ class MigrationError(Exception):
         return parse_where(str(self))
 
 
+class ConfigurationError(MigrationError):
+    """The project's own configuration is wrong (the catalogue, a schema file, a suite): retrying the same
+    files cannot help. The message names the file and the setting to fix."""
+
+
 class DataError(MigrationError):
     """The source data breaks a rule (format, schema, expectation, key, count, checksum)."""
 
@@ -45,6 +50,7 @@ class StructuralError(DataError):
     """One source object cannot be read as the table's schema says: its partition is quarantined.
 
     ``expectation`` names the broken rule in GX's vocabulary, so the report reads like the suite's.
+    Its message is the package's own: never the text of a library exception, which may quote a value.
     """
 
     def __init__(self, message: str, expectation: str, **kwargs):

@@ -26,7 +26,8 @@ class ExpectColumnValuesToNotContainRawNir(ColumnMapExpectation):
     """Expect no value of the column to hold a raw NIR (see ``hdh_migration.nir`` for the rules).
 
     A pseudonymised SNDS table must never carry a raw NIR, not even inside free text or spaced.
-    Nulls are not counted; ``mostly`` works as for any column map expectation.
+    Nulls are not counted. Run by GX directly, ``mostly`` works as for any column map expectation; the
+    transfer ignores it (``hdh_migration.validation.privacy_guard``): one raw NIR blocks the partition.
     """
 
     map_metric = "column_values.not_contain_raw_nir"

@@ -231,9 +231,9 @@ def _row_hashes(batch, columns: list[str] | None = None):
     if _HASHER is None:
         secret = os.environ.get(FINGERPRINT_KEY_SETTING, "")
         if len(secret) < _MIN_KEY_CHARS:
-            from hdh_migration.errors import MigrationError
+            from hdh_migration.errors import ConfigurationError
 
-            raise MigrationError(
+            raise ConfigurationError(
                 f"{FINGERPRINT_KEY_SETTING} is {'too short' if secret else 'not set'}: the content fingerprints "
                 f"need a secret key of at least {_MIN_KEY_CHARS} characters, the same on every worker. Set it "
                 "in .env for docker-compose (see .env.example); scripts/prod.sh generates one into its secrets "

@@ -46,6 +46,7 @@ _CANDIDATE = f"(?:^|[^0-9A-Za-z]){_BODY}(?:{_KEY})?(?:$|[^0-9A-Za-z])"
 
 _CORSICA = {"2A": "19", "2B": "18"}
 _SHORTEST = 13  # the keyless NIR, unspaced: no shorter value can hold one
+_SMALLEST_NUMBER = 10 ** (_SHORTEST - 1)  # a number below it has fewer digits than any NIR
 
 
 def _is_raw_nir(match: re.Match) -> bool:
@@ -62,6 +63,22 @@ def find_raw_nir(text: str) -> bool:
     return any(_is_raw_nir(match) for match in _NIR.finditer(text))
 
 
+def can_hold_nir(arrow_type) -> bool:
+    """Whether values of this Arrow type can hold a raw NIR: text, and numbers of 13 digits or more.
+
+    The guard covers every such column, whatever its declared length (the data need not respect it).
+    """
+    import pyarrow as pa
+
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return True
+    if pa.types.is_integer(arrow_type):
+        return arrow_type.bit_width == 64  # 32 bits hold 10 digits at most
+    if pa.types.is_decimal(arrow_type):
+        return arrow_type.precision - arrow_type.scale >= _SHORTEST
+    return pa.types.is_float64(arrow_type)  # a float32 keeps 7 significant digits: a NIR would not survive
+
+
 def raw_nir_mask(values):
     """A numpy bool array, True where the value holds a raw NIR; nulls are False.
 
@@ -73,16 +90,34 @@ def raw_nir_mask(values):
     import pyarrow.compute as pc
 
     array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, from_pandas=True)
+    if len(array) == 0 or numbers_too_short_for_nir(array):
+        return np.zeros(len(array), dtype=bool)
     if pa.types.is_floating(array.type):
         # pandas turns an integer column with nulls into floats: read whole numbers back as integers.
         whole = pc.and_(pc.equal(array, pc.floor(array)), pc.less(pc.abs(array), 1e15))
         array = pc.if_else(whole, array, pa.scalar(None, array.type)).cast(pa.int64())
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
         array = pc.cast(array, pa.string())
-    if len(array) == 0 or (pc.max(pc.binary_length(array)).as_py() or 0) < _SHORTEST:
+    if (pc.max(pc.binary_length(array)).as_py() or 0) < _SHORTEST:
         return np.zeros(len(array), dtype=bool)  # no value is long enough to hold a NIR: skip the regex
     candidates = pc.match_substring_regex(array, _CANDIDATE).fill_null(False)
     mask = np.asarray(candidates.to_numpy(zero_copy_only=False), dtype=bool)
     positions = np.flatnonzero(mask)
     mask[positions] = [find_raw_nir(text) for text in array.take(positions).to_pylist()]
     return mask
+
+
+def numbers_too_short_for_nir(array) -> bool:
+    """Whether ``array`` is numeric with every value under 13 integer digits (then no NIR can be in it),
+    read from its minimum and maximum: most numeric columns are answered without a string cast."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+        return False
+    if pa.types.is_floating(kind) and pc.any(pc.is_nan(array)).as_py():
+        return False  # NaN defeats min/max; the slow path drops it anyway
+    extremes = pc.min_max(array)
+    low, high = extremes["min"].as_py(), extremes["max"].as_py()
+    return low is None or (low > -_SMALLEST_NUMBER and high < _SMALLEST_NUMBER)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from hdh_migration.errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class Column:
@@ -70,13 +72,39 @@ def arrow_type(table_schema_type: str):
     }
     try:
         return mapping[table_schema_type]
-    except KeyError:
-        raise ValueError(f"unsupported Table Schema type {table_schema_type!r}") from None
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unsupported Table Schema type {table_schema_type!r} (supported: {', '.join(mapping)})"
+        ) from None
 
 
 @lru_cache(maxsize=256)
 def load_table_schema(path: str | Path) -> TableSchema:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    """The Table Schema file, checked: a ``ConfigurationError`` names the file and what to fix in it."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigurationError(
+            f"schema file {path}: cannot be read ({type(err).__name__}). Fix the table's 'schema' field in the catalogue"
+        ) from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: the file is ours, its position helps
+        raise ConfigurationError(f"schema file {path}: not valid UTF-8 JSON ({err}). Fix the file") from None
+    fields = raw.get("fields") if isinstance(raw, dict) else None
+    if not isinstance(fields, list) or not fields:
+        raise ConfigurationError(f"schema file {path}: no 'fields' list. Fix the file: it is a Table Schema")
+    for index, field in enumerate(fields):
+        if not isinstance(field, dict) or not isinstance(field.get("name"), str) or not field["name"]:
+            raise ConfigurationError(f"schema file {path}: field #{index + 1} has no 'name'. Fix the file")
+        try:
+            arrow_type(field.get("type"))
+        except ValueError as err:
+            raise ConfigurationError(
+                f"schema file {path}: column {field['name']}: {err}. Fix its 'type' in the file"
+            ) from None
+    names = [f["name"] for f in fields]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigurationError(f"schema file {path}: column(s) {', '.join(duplicated)} declared twice. Fix the file")
     primary_key = raw.get("primaryKey") or []
     if isinstance(primary_key, str):
         primary_key = [primary_key]
@@ -88,7 +116,7 @@ def load_table_schema(path: str | Path) -> TableSchema:
             constraints=dict(f.get("constraints") or {}),
             nomenclature=(f.get("nomenclature") or None) if f.get("nomenclature") not in ("-", "") else None,
         )
-        for f in raw["fields"]
+        for f in fields
     )
     return TableSchema(
         name=raw.get("name", Path(path).stem),

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdh_migration.errors import MigrationError
+from hdh_migration.errors import ConfigurationError
 
 SIGNING_CONN_ID = "hdh_cutover_signing"
 PUBLIC_KEY_SETTING = "HDH_CUTOVER_PUBLIC_KEY"
@@ -34,7 +34,7 @@ ROOT_CONTEXT = "hdh-migration cutover root v1"
 HISTORY_CONTEXT = "hdh-migration cutover history v1"
 
 
-class SigningKeyError(MigrationError):
+class SigningKeyError(ConfigurationError):
     """The signing key or the pinned public key is missing or malformed; the message says which setting."""
 
 

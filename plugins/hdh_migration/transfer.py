@@ -21,6 +21,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from hdh_migration.catalogue import Catalogue, Domain, Table, cached_catalogue
 from hdh_migration.errors import (
+    ConfigurationError,
     DataError,
     FrozenDomainError,
     IntegrityError,
@@ -466,17 +468,36 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
 
 
 def _check_columns(actual: list[str], table: Table, expected, label: str) -> None:
-    if actual != expected.names:
-        missing = [n for n in expected.names if n not in actual]
-        extra = [n for n in actual if n not in expected.names]
-        raise StructuralError(
-            f"{label}: columns differ from the schema {table.schema_path.name} (rule: "
-            f"expect_table_columns_to_match_ordered_list; missing {missing}, unexpected {extra}"
-            f"{', or another order' if not missing and not extra else ''}). Fix the export, or update the schema "
-            "file if the SNDS dictionary changed",
-            "expect_table_columns_to_match_ordered_list",
-            column_list=expected.names,
-        )
+    """The file's columns are the schema's, in order. The error names only the schema's columns: the file's
+    own names may be anything (a headerless CSV's first row), so they appear as counts and positions."""
+    if actual == expected.names:
+        return
+    known = set(expected.names)
+    missing = [n for n in expected.names if n not in actual]
+    unexpected = [position for position, name in enumerate(actual, 1) if name not in known]
+    details = [f"the file has {len(actual)} columns, the schema {len(expected.names)}"]
+    if missing:
+        details.append(f"missing {', '.join(missing)}")
+    if unexpected:
+        details.append(f"{len(unexpected)} unexpected column(s) at position(s) {', '.join(map(str, unexpected[:20]))}")
+    if not missing and not unexpected:
+        position = next(i for i, (a, b) in enumerate(zip(actual, expected.names, strict=False), 1) if a != b)
+        details.append(f"another order: position {position} should be {expected.names[position - 1]}")
+    header_read = table.format == "csv" and table.csv.header
+    raise StructuralError(
+        f"{label}: columns differ from the schema {table.schema_path.name} (rule: "
+        f"expect_table_columns_to_match_ordered_list; {'; '.join(details)}). Fix the export, or update the schema "
+        "file if the SNDS dictionary changed"
+        + (", or set 'header: false' in the catalogue if the file has no header line" if header_read else ""),
+        "expect_table_columns_to_match_ordered_list",
+        column_list=expected.names,
+    )
+
+
+def _unreadable(label: str, rule: str, error: BaseException, next_step: str) -> StructuralError:
+    """A file the readers could not decode: the rule and the exception's class, never its text (a
+    library's message may quote the bytes or the value it choked on)."""
+    return StructuralError(f"{label}: {next_step} (rule: {rule}; {type(error).__name__})", rule)
 
 
 def _open_parquet(path: Path, metadata=None):
@@ -496,11 +517,11 @@ FOOTER_GUESS = 64 << 10  # one ranged read holds the footer of every table here
 
 
 def _unreadable_parquet(label: str, error: Exception) -> StructuralError:
-    rule = "expect_file_to_be_valid_parquet"
-    return StructuralError(
-        f"{label}: not a readable parquet file (rule: {rule}; {type(error).__name__}). The object is truncated or "
-        "corrupt: re-export it, then re-run the partition",
-        rule,
+    return _unreadable(
+        label,
+        "expect_file_to_be_valid_parquet",
+        error,
+        "not a readable parquet file: the object is truncated or corrupt. Re-export it, then re-run the partition",
     )
 
 
@@ -581,6 +602,14 @@ def _parquet_batches(path: Path, footer: bytes, landed: _Landed, table: Table, e
                 "expect_table_column_types_to_match_schema",
                 column_list=wrong,
             )
+        unreadable = _unreadable_codecs(metadata)
+        if unreadable:
+            raise StructuralError(
+                f"{label}: the parquet file is compressed with {', '.join(unreadable)}, which pyarrow cannot read "
+                "(rule: expect_file_to_be_valid_parquet). Re-export it with zstd, snappy or gzip, then re-run the "
+                "partition",
+                "expect_file_to_be_valid_parquet",
+            )
         for index in range(metadata.num_row_groups):
             if not landed.wait_for(_row_group_end(metadata.row_group(index))):
                 if landed.stopped_early:
@@ -589,14 +618,32 @@ def _parquet_batches(path: Path, footer: bytes, landed: _Landed, table: Table, e
             # Opened once the row group is on disk: Arrow bounds its reads by the file's size at opening.
             parquet = _open_parquet(path, metadata)
             yield from parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=[index], use_threads=False)
-    except (pa.ArrowInvalid, OSError) as err:
+    except StructuralError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the file is the fault
         raise _unreadable_parquet(label, err) from None
+
+
+def _unreadable_codecs(metadata) -> list[str]:
+    """The compression codecs of a parquet file's column chunks that this pyarrow cannot decode."""
+    import pyarrow as pa
+
+    def readable(codec: str) -> bool:
+        try:
+            return codec == "UNCOMPRESSED" or pa.Codec.is_available(codec.lower())
+        except ValueError:  # a codec pyarrow does not even name (LZO)
+            return False
+
+    codecs = {
+        metadata.row_group(group).column(column).compression
+        for group in range(metadata.num_row_groups)
+        for column in range(metadata.num_columns)
+    }
+    return sorted(codec for codec in codecs if not readable(codec))
 
 
 def _check_encoding(path: Path, table: Table, label: str) -> None:
     """Refuse a CSV declared Latin-1 that is in fact UTF-8: Latin-1 decodes any byte, silently wrong."""
-    import re
-
     if table.csv.encoding.lower().replace("_", "-") not in ("latin-1", "iso-8859-1", "latin1"):
         return
     utf8_sequence = re.compile(rb"[\xc2-\xf4][\x80-\xbf]")
@@ -610,20 +657,66 @@ def _check_encoding(path: Path, table: Table, label: str) -> None:
                 )
 
 
+# The positions Arrow's CSV errors give (its messages also quote the row): kept, the rest dropped.
+_CSV_COLUMNS = re.compile(r"Expected (\d+) columns, got (\d+)")
+_CSV_COLUMN = re.compile(r"CSV column #(\d+)")  # 0-based
+
+
+def _csv_parse_error(error: BaseException, table: Table, expected, label: str) -> StructuralError:
+    """Arrow's CSV error as counts and positions only (the column named from the schema): its message quotes
+    the offending line or cell, so it is read here and never repeated."""
+    text = str(error)
+    counts = _CSV_COLUMNS.search(text)
+    if counts:
+        return StructuralError(
+            f"{label}: a line of the CSV has {counts[2]} fields where the schema {table.schema_path.name} has "
+            f"{counts[1]} columns (rule: expect_table_columns_to_match_ordered_list). Fix the export (a delimiter "
+            f"inside an unquoted value, or a wrong 'delimiter' in the catalogue), then re-run the partition",
+            "expect_table_columns_to_match_ordered_list",
+            column_list=expected.names,
+        )
+    column = _CSV_COLUMN.search(text)
+    detail = type(error).__name__
+    if column and int(column[1]) < len(expected.names):
+        detail = f"a value of column {expected.names[int(column[1])]} (#{int(column[1]) + 1}) is not its declared type"
+    hint = "" if table.csv.header else ", or set 'header: true' in the catalogue if its first line names the columns"
+    return StructuralError(
+        f"{label}: the CSV does not parse with the schema's types (rule: expect_csv_to_parse_with_schema_types; "
+        f"{detail}). Fix the export{hint}, then re-run the partition",
+        "expect_csv_to_parse_with_schema_types",
+    )
+
+
 def _csv_batches(path: Path, table: Table, expected, label: str):
-    """Stream a French CSV export (Latin-1, ';', decimal comma) as typed record batches."""
+    """Stream a French CSV export (Latin-1, ';', decimal comma) as typed record batches.
+
+    With ``header: false`` the file has no header line: its columns are the schema's, in order.
+    """
     import pyarrow as pa
     from pyarrow import csv
 
     dialect = table.csv
     _check_encoding(path, table, label)
-    with open(path, encoding=dialect.encoding, newline="") as handle:
-        header = handle.readline().rstrip("\r\n").split(dialect.delimiter)
-    _check_columns([name.strip('"') for name in header], table, expected, label)
+    if dialect.header:
+        try:
+            with open(path, encoding=dialect.encoding, newline="") as handle:
+                header = handle.readline().rstrip("\r\n").split(dialect.delimiter)
+        except UnicodeError as err:
+            raise _unreadable(
+                label,
+                "expect_csv_to_parse_with_schema_types",
+                err,
+                f"the CSV's first line is not {dialect.encoding}. Re-export it, or declare its encoding in the catalogue",
+            ) from None
+        _check_columns([name.strip('"') for name in header], table, expected, label)
     try:
         reader = csv.open_csv(
             path,
-            read_options=csv.ReadOptions(encoding=dialect.encoding, block_size=4 << 20),
+            read_options=csv.ReadOptions(
+                encoding=dialect.encoding,
+                block_size=4 << 20,
+                column_names=None if dialect.header else expected.names,
+            ),
             parse_options=csv.ParseOptions(delimiter=dialect.delimiter),
             convert_options=csv.ConvertOptions(
                 column_types=expected,
@@ -635,12 +728,13 @@ def _csv_batches(path: Path, table: Table, expected, label: str):
         )
         yield from reader
     except pa.ArrowInvalid as err:
-        # Arrow's message quotes the offending cell: keep only the rule it states.
-        detail = str(err).split(":")[0]
-        raise StructuralError(
-            f"{label}: the CSV does not parse with the schema's types (rule: expect_csv_to_parse_with_schema_types; "
-            f"{detail}). Fix the export, then re-run the partition",
+        raise _csv_parse_error(err, table, expected, label) from None
+    except Exception as err:  # noqa: BLE001 - whatever the decoder raises, the file is the fault
+        raise _unreadable(
+            label,
             "expect_csv_to_parse_with_schema_types",
+            err,
+            "the CSV cannot be decoded with the catalogue's dialect. Fix the export, then re-run the partition",
         ) from None
 
 
@@ -662,6 +756,7 @@ def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralErr
         "key_files": {},
         "key_null_rows": 0,
         "validation": [{"type": error.expectation, "kwargs": error.kwargs, "success": False, "result": {}}],
+        "unreadable": str(error),  # the package's own message: names and counts, no value
         "duration_s": round(duration, 3),
     }
 
@@ -719,7 +814,13 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     from hdh_migration.source import SourceObject
     from hdh_migration.target import Progress
     from hdh_migration.throttle import bucket_for
-    from hdh_migration.validation import SuiteRunner, blocking_failures, expectation_id, partition_parameters
+    from hdh_migration.validation import (
+        UNCHECKED_BATCH,
+        SuiteRunner,
+        blocking_failures,
+        expectation_id,
+        partition_parameters,
+    )
 
     started = time.monotonic()
     catalogue = _catalogue()
@@ -730,7 +831,6 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     label = where(table.domain, table.name, partition, obj.name)
     final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition)
     staged_key = staging_key(final_key, item["run_token"])
-    expected = load_table_schema(table.schema_path).arrow_schema()
     _hold_lease(_ledger(), table.domain, partition, run_id)
     spool = _spool_dir()
     try:
@@ -740,15 +840,31 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         source_path = spool / "source"
         log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())
         grain = catalogue.domain(table.domain).grain
+        expected = load_table_schema(table.schema_path).arrow_schema()
         suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
         source_fp = Fingerprint()
         keys = KeyHashSpill(spool, list(table.primary_key), item["key_buckets"]) if table.primary_key else None
 
         def check(batch) -> None:
-            suite.validate(batch)
-            source_fp.update(batch)
-            if keys is not None:
-                keys.update(batch)
+            try:
+                suite.validate(batch)
+                source_fp.update(batch)
+                if keys is not None:
+                    keys.update(batch)
+            except StructuralError as error:  # already redacted: locate it
+                raise StructuralError(
+                    f"{label}: {error}. Fix the source object, then re-run the partition",
+                    error.expectation,
+                    **error.kwargs,
+                ) from None
+            except OSError:
+                raise  # the spool's disk: an infrastructure fault, retried
+            except Exception as error:  # noqa: BLE001 - a library's message may quote a value
+                raise StructuralError(
+                    f"{label}: the checks could not run on a batch of {batch.num_rows} rows ({type(error).__name__}) "
+                    f"(rule: {UNCHECKED_BATCH}). The object is not promoted; report the error with this object's name",
+                    UNCHECKED_BATCH,
+                ) from None
 
         landed = _Landed(obj.size)
         download_progress = Progress(f"{label} download", obj.size)
@@ -887,7 +1003,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             obj.size / 1e6 / max(result["duration_s"], 1e-6),
         )
         return result
-    except DataError as error:
+    except (DataError, ConfigurationError) as error:
         _record_failure(table.domain, table.name, partition, error, run_id)
         raise
     finally:
@@ -989,7 +1105,10 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
                 for entry in result["validation"]:
                     if not entry["success"]:
                         failing_objects.setdefault(expectation_id(entry), []).append(result["source"]["name"])
-            quarantined.append(_quarantine(target, ledger, table, planned, summary, blocking, failing_objects, run_id))
+            unreadable = [r["unreadable"] for r in table_results if r.get("unreadable")]
+            quarantined.append(
+                _quarantine(target, ledger, table, planned, summary, blocking, failing_objects, run_id, unreadable)
+            )
             continue
         summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
         verdicts[table.name] = summary
@@ -1041,7 +1160,15 @@ def _unique_key_check(target, table: Table, buckets: int, table_results: list[di
 
 
 def _quarantine(
-    target, ledger, table: Table, planned: dict, summary: dict, blocking: list[dict], objects: dict, run_id: str
+    target,
+    ledger,
+    table: Table,
+    planned: dict,
+    summary: dict,
+    blocking: list[dict],
+    objects: dict,
+    run_id: str,
+    unreadable: list[str] = (),
 ):
     """Keep the failing partition out of the store: a redacted report, no staging, state quarantined."""
     from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
@@ -1097,7 +1224,9 @@ def _quarantine(
     else:
         error = QuarantinedError(
             f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(located)}. Nothing was "
-            f"promoted; report {where_report}. Fix the source partition in Azure and re-run it, or accept these "
+            f"promoted; report {where_report}. "
+            + "".join(f"Unreadable: {reason}. " for reason in unreadable)
+            + "Fix the source partition in Azure and re-run it, or accept these "
             f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
             f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'",
             domain=table.domain,

@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from hdh_migration.errors import ConfigurationError, StructuralError
+
 log = logging.getLogger(__name__)
 
 # Kwargs that come from the suite (names, bounds, formats), never from the data; any other kwarg is dropped.
@@ -84,7 +86,10 @@ def merge_results(totals: dict[str, dict], results: list[dict]) -> dict[str, dic
     return totals
 
 
-PRIVACY_EXPECTATIONS = frozenset({"expect_column_values_to_not_contain_raw_nir"})
+PRIVACY_EXPECTATION = "expect_column_values_to_not_contain_raw_nir"
+PRIVACY_EXPECTATIONS = frozenset({PRIVACY_EXPECTATION})
+# The failure of a check that raised on a batch, when no one expectation can be named (GX's own run).
+UNCHECKED_BATCH = "expect_batch_checks_to_complete"
 # Checks whose failure means the copy itself is wrong: a bug or a fault, never a waivable data issue.
 INTEGRITY_CHECKS = frozenset(
     {"expect_table_row_count_to_equal_source", "expect_partition_content_fingerprint_to_match_source"}
@@ -102,12 +107,25 @@ def expectation_id(result: dict) -> str:
     return f"{result['type']}({columns})"
 
 
+def _privacy_breach(result: dict) -> bool:
+    """A privacy result that is not clean: any unexpected row or a failed evaluation, whatever its success says."""
+    counts = result.get("result") or {}
+    return not result["success"] or bool(counts.get("unexpected_count")) or bool(counts.get("raised_exception"))
+
+
 def blocking_failures(results: list[dict], waived: set[str]) -> list[dict]:
-    """The failed expectations that stop a partition: all but the waived ones (privacy is never waived)."""
+    """The failed expectations that stop a partition: all but the waived ones.
+
+    A privacy expectation is never waived, and it blocks on any unexpected row: no ``mostly`` applies.
+    """
     return [
         r
         for r in results
-        if not r["success"] and (r["type"] in PRIVACY_EXPECTATIONS or expectation_id(r) not in waived)
+        if (
+            _privacy_breach(r)
+            if r["type"] in PRIVACY_EXPECTATIONS
+            else not r["success"] and expectation_id(r) not in waived
+        )
     ]
 
 
@@ -176,19 +194,45 @@ def _is_datetime(value) -> bool:
     return isinstance(value, dt.date | pd.Timestamp) and getattr(value, "tzinfo", None) is None
 
 
-def _comparable(array, kind: str):
-    """Dates and timestamps as timestamp[ns] (how pandas holds them); other kinds unchanged."""
+def _time_unit(arrow_type) -> str:
+    """The unit datetimes of this type are compared in: a timestamp's own, milliseconds for a date.
+
+    Never nanoseconds for a date: timestamp[ns] ends in 1677 and 2262, and SNDS sentinel dates
+    (1600-01-01, 2999-12-31) lie beyond; every date32 fits in timestamp[ms].
+    """
     import pyarrow as pa
 
-    return array.cast(pa.timestamp("ns")) if kind == "datetime" else array
+    return arrow_type.unit if pa.types.is_timestamp(arrow_type) else "ms"
 
 
-def _bound(value, kind: str):
+def _comparable(array, kind: str, unit: str | None = None):
+    """Dates and timestamps as timestamps of ``unit`` (default: their own unit); other kinds unchanged."""
+    import pyarrow as pa
+
+    if kind != "datetime":
+        return array
+    wanted = pa.timestamp(unit or _time_unit(array.type))
+    return array if array.type == wanted else array.cast(wanted)
+
+
+def _datetime_bound(value, unit: str, upper: bool, strict: bool) -> tuple:
+    """A datetime bound in ``unit``, exactly: ``(scalar, strict)`` for comparing values held in that unit.
+
+    A bound finer than the unit is floored; the comparison stays exact because the values are whole
+    units: ``v >= 10.5`` is ``v > 10``, ``v <= 10.5`` is ``v <= 10``.
+    """
     import pandas as pd
     import pyarrow as pa
 
-    if kind == "datetime":
-        return pa.scalar(pd.Timestamp(value).as_unit("ns").value, pa.timestamp("ns"))
+    stamp = pd.Timestamp(value).asm8
+    floored = stamp.astype(f"datetime64[{unit}]")  # numpy floors, before 1970 too
+    exact = floored.astype(stamp.dtype) == stamp
+    return pa.scalar(floored), strict if exact else not upper
+
+
+def _number_bound(value, kind: str):
+    import pyarrow as pa
+
     return pa.scalar(float(value) if kind == "float" or isinstance(value, float) else int(value))
 
 
@@ -265,12 +309,19 @@ def _native_between(kw, types):
             return None
     elif kind != "datetime" or not all(_is_datetime(b) for b in bounds):
         return None
-    low = None if low is None else _bound(low, kind)
-    high = None if high is None else _bound(high, kind)
     strict_min, strict_max = bool(kw.get("strict_min")), bool(kw.get("strict_max"))
-    return _map_check(
-        kw["column"], kw["mostly"], lambda a: _between(_comparable(a, kind), low, high, strict_min, strict_max)
-    )
+    if kind == "datetime":
+
+        def condition(array):
+            unit = _time_unit(array.type)
+            lower = (None, strict_min) if low is None else _datetime_bound(low, unit, False, strict_min)
+            upper = (None, strict_max) if high is None else _datetime_bound(high, unit, True, strict_max)
+            return _between(_comparable(array, kind, unit), lower[0], upper[0], lower[1], upper[1])
+
+        return _map_check(kw["column"], kw["mostly"], condition)
+    lower = None if low is None else _number_bound(low, kind)
+    upper = None if high is None else _number_bound(high, kind)
+    return _map_check(kw["column"], kw["mostly"], lambda a: _between(a, lower, upper, strict_min, strict_max))
 
 
 def _native_in_set(kw, types):
@@ -349,15 +400,29 @@ def _native_match_regex(kw, types):
     return _map_check(kw["column"], kw["mostly"], by_re2)
 
 
-def _native_raw_nir(kw, types):
+def privacy_guard(column: str) -> tuple[dict, Callable]:
+    """The raw-NIR guard of one column: its identity and evaluator, whatever a suite says about it.
+
+    A suite only names the column: ``mostly``, ``row_condition`` and any other kwarg are ignored, so
+    one unexpected row fails it. A column absent from the batch fails it too (nothing was checked).
+    """
     import numpy as np
     import pyarrow as pa
 
-    from hdh_migration.nir import raw_nir_mask
+    from hdh_migration.nir import numbers_too_short_for_nir, raw_nir_mask
 
-    if types[kw["column"]] not in ("string", "integer", "float"):
-        return None
-    return _map_check(kw["column"], kw["mostly"], lambda a: pa.array(np.logical_not(raw_nir_mask(a))))
+    check = _map_check(column, 1.0, lambda a: pa.array(np.logical_not(raw_nir_mask(a))))
+
+    def evaluate(batch):
+        if column not in batch.schema.names:
+            return False, {"element_count": batch.num_rows, "raised_exception": True}
+        array = batch.column(column)
+        if numbers_too_short_for_nir(array):  # most numeric columns: no per-value work
+            missing = _count_true(_missing(array)) if pa.types.is_floating(array.type) else array.null_count
+            return True, {"element_count": len(array), "unexpected_count": 0, "missing_count": missing}
+        return check(batch)
+
+    return {"type": PRIVACY_EXPECTATION, "kwargs": {"column": column}}, evaluate
 
 
 def _native_pair_greater(kw, types):
@@ -378,7 +443,11 @@ def _native_pair_greater(kw, types):
         rows = len(a)
         kept = pc.invert(pc.or_(_missing(a), _missing(b)))
         considered = _count_true(kept)
-        ok = pc.and_(pc.fill_null(compare(_comparable(a, kind), _comparable(b, kind)), False), kept)
+        unit = None
+        if kind == "datetime":  # the finer of the two units: dates and ms timestamps compare in ms
+            units = [_time_unit(a.type), _time_unit(b.type)]
+            unit = max(units, key=("s", "ms", "us", "ns").index)
+        ok = pc.and_(pc.fill_null(compare(_comparable(a, kind, unit), _comparable(b, kind, unit)), False), kept)
         unexpected = considered - _count_true(ok)
         result = {"element_count": rows, "unexpected_count": unexpected, "missing_count": rows - considered}
         return _mostly(considered, unexpected, mostly), result
@@ -414,7 +483,6 @@ _NATIVE: dict[str, tuple[Callable, frozenset, tuple]] = {
         ("column",),
     ),
     "expect_column_values_to_match_regex": (_native_match_regex, frozenset({"column", "mostly", "regex"}), ("column",)),
-    "expect_column_values_to_not_contain_raw_nir": (_native_raw_nir, frozenset({"column", "mostly"}), ("column",)),
     "expect_column_pair_values_a_to_be_greater_than_b": (
         _native_pair_greater,
         frozenset({"column_A", "column_B", "or_equal", "ignore_row_if", "mostly"}),
@@ -451,7 +519,11 @@ class SuiteRunner:
 
     Expectations ``native_check`` covers run in Arrow; the others (if any) through a GX ephemeral
     context on the same batch. ``native=False`` runs everything through GX (the reference the tests
-    compare with).
+    compare with). The raw-NIR guard is the runner's own (``privacy_guard``): it runs on every column
+    the suite names and on every other column that can hold a NIR, so no suite can weaken it.
+
+    A suite that cannot be used raises ``ConfigurationError`` (retrying cannot fix it); a check that
+    raises on a batch raises ``StructuralError`` naming the expectation and the exception's class only.
     """
 
     def __init__(self, suite_path: Path, parameters: dict | None = None, native: bool = True):
@@ -460,16 +532,34 @@ class SuiteRunner:
 
         from hdh_migration import gx_expectations  # noqa: F401 - registers the project's expectations
 
-        document = json.loads(Path(suite_path).read_text(encoding="utf-8"))
-        self.suite_name = document["name"]
+        self.suite_path = Path(suite_path)
+        fix = "Fix the file, or regenerate its generated part with `python -m hdh_migration suites`"
+        try:
+            document = json.loads(self.suite_path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigurationError(
+                f"suite file {suite_path}: cannot be read ({type(err).__name__}). Check the table's 'suite' field in "
+                "the catalogue, or generate it with `python -m hdh_migration suites`"
+            ) from None
+        except ValueError as err:  # the file is ours: its JSON error position helps
+            raise ConfigurationError(f"suite file {suite_path}: not valid JSON ({err}). {fix}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
+            raise ConfigurationError(f"suite file {suite_path}: no 'expectations' list. {fix}")
+        self.suite_name = document.get("name") or self.suite_path.stem
         self._context = context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = {"globally": False}
-        self.suite = context.suites.add(gx.ExpectationSuite(**document))
-        if len(self.suite.expectations) != len(document["expectations"]):
+        try:
+            self.suite = context.suites.add(gx.ExpectationSuite(**document))
+        except Exception as err:  # noqa: BLE001 - GX refuses a malformed suite with many classes
+            raise ConfigurationError(f"suite file {suite_path}: GX refuses it ({type(err).__name__}). {fix}") from None
+        known = {e.expectation_type for e in self.suite.expectations}
+        unknown = sorted({str(e.get("type")) for e in document["expectations"] if e.get("type") not in known})
+        if len(self.suite.expectations) != len(document["expectations"]) or unknown:
             # GX drops an expectation type it does not know with only a log line: refuse instead.
-            raise ValueError(
-                f"suite {self.suite_name} ({suite_path}): {len(document['expectations'])} expectations in the file, "
-                f"{len(self.suite.expectations)} known to GX. Check the expectation types"
+            raise ConfigurationError(
+                f"suite file {suite_path}: unknown expectation type(s) {', '.join(unknown) or '(unnamed)'}: GX knows "
+                f"{len(self.suite.expectations)} of the {len(document['expectations'])} expectations. Correct the "
+                "type names (GX 1.x core types, or the project's in hdh_migration.gx_expectations)"
             )
         self.parameters = parameters or {}
         self.native = native
@@ -486,9 +576,16 @@ class SuiteRunner:
         configurations = []
         for expectation in self.suite.expectations:
             configuration = copy.deepcopy(expectation.configuration)
-            configuration.process_suite_parameters(suite_parameters=self.parameters)
-            # Through the expectation's model again, as GX's validator does: its types (17 -> 17.0).
-            configurations.append((expectation, configuration.to_domain_obj().configuration))
+            try:
+                configuration.process_suite_parameters(suite_parameters=self.parameters)
+                # Through the expectation's model again, as GX's validator does: its types (17 -> 17.0).
+                configurations.append((expectation, configuration.to_domain_obj().configuration))
+            except Exception as err:  # noqa: BLE001 - a parameter the run does not define, a bad kwarg
+                raise ConfigurationError(
+                    f"suite file {self.suite_path}: expectation {expectation_id(configuration.to_json_dict())} "
+                    f"cannot take this run's parameters ({type(err).__name__}; the run defines "
+                    f"{', '.join(sorted(self.parameters)) or 'none'}). Fix its kwargs in the file"
+                ) from None
         columns: dict[str, list] = {}
         for pair in configurations:
             column = pair[1].kwargs.get("column")
@@ -503,13 +600,22 @@ class SuiteRunner:
             return plan
         import great_expectations as gx
 
-        steps, fallback = [], []
+        from hdh_migration.nir import can_hold_nir
+
+        steps, fallback, guarded = [], [], set()
         for expectation, configuration in self._processed():
+            if configuration.type in PRIVACY_EXPECTATIONS:
+                column = configuration.kwargs.get("column")
+                if column not in guarded:
+                    guarded.add(column)
+                    steps.append(privacy_guard(column))
+                continue
             identity = redact({"expectation_config": configuration.to_json_dict()})
             check = native_check(configuration.type, configuration.kwargs, schema) if self.native else None
             steps.append((identity, check))
             if check is None:
                 fallback.append(expectation)
+        steps += [privacy_guard(f.name) for f in schema if f.name not in guarded and can_hold_nir(f.type)]
         batch_definition = None
         if fallback:
             name = f"{self.suite_name}.gx{len(self._plans)}"
@@ -526,13 +632,16 @@ class SuiteRunner:
         from_gx: dict[str, list[dict]] = {}
         if fallback is not None:
             batch_definition, suite = fallback
-            frame = record_batch.to_pandas(date_as_object=False)
-            batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-            outcome = batch.validate(
-                suite,
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
-                expectation_parameters=self.parameters,
-            )
+            try:
+                frame = record_batch.to_pandas(date_as_object=False)
+                batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
+                outcome = batch.validate(
+                    suite,
+                    result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
+                    expectation_parameters=self.parameters,
+                )
+            except Exception as error:  # noqa: BLE001 - a library's message may quote a value
+                raise _unchecked({"type": UNCHECKED_BATCH, "kwargs": {}}, error, record_batch.num_rows) from None
             for result in outcome.to_json_dict()["results"]:
                 redacted = redact(result)
                 from_gx.setdefault(_identity_key(redacted), []).append(redacted)
@@ -540,13 +649,27 @@ class SuiteRunner:
         for identity, check in steps:
             if check is None:
                 results.append(from_gx[_identity_key(identity)].pop(0))
-            else:
+                continue
+            try:
                 success, counts = check(record_batch)
-                results.append({**identity, "success": bool(success), "result": counts})
+            except Exception as error:  # noqa: BLE001 - a library's message may quote a value
+                raise _unchecked(identity, error, record_batch.num_rows) from None
+            results.append({**identity, "success": bool(success), "result": counts})
         merge_results(self.totals, results)
 
     def results(self) -> list[dict]:
         return list(self.totals.values())
+
+
+def _unchecked(identity: dict, error: Exception, rows: int) -> StructuralError:
+    """A check that raised on a batch, as a redacted error: the expectation, the column, the exception's
+    class and the batch's row count; never the exception's text, which may quote a value."""
+    return StructuralError(
+        f"{expectation_id(identity)} could not be evaluated on a batch of {rows} rows ({type(error).__name__}), "
+        f"so the object is not checked (rule: {identity['type']})",
+        identity["type"],
+        **identity["kwargs"],
+    )
 
 
 def _identity_key(result: dict) -> str:

@@ -4,33 +4,13 @@ from __future__ import annotations
 
 import json
 
-import sqlalchemy as sa
 from conftest import rewrite_source, set_values
+from haystacks import airflow_xcoms, assert_nowhere, ledger_dump, outputs, tries
 
 from hdh_migration.cli import main
 
 RAW_NIR = "253072B07300470"  # a valid Corsican NIR from the shared vectors
 CANARY = "ZQXCANARY"
-
-
-def _airflow_xcoms(dag_id: str) -> list[str]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        return [
-            json.dumps(row.value, default=str) for row in session.scalars(sa.select(XComModel).filter_by(dag_id=dag_id))
-        ]
-
-
-def _ledger_dump(migration) -> str:
-    from hdh_migration.ledger import metadata
-
-    with migration.ledger.engine.connect() as conn:
-        return json.dumps(
-            {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t))] for t in metadata.sorted_tables},
-            default=str,
-        )
 
 
 def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration, capfd):
@@ -86,8 +66,8 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     everything = {
         "board": render_board(view, "/hdh"),
         "task logs": logs,
-        "xcom": "\n".join(_airflow_xcoms("hdh_transfer__causes_deces")),
-        "ledger": _ledger_dump(migration),
+        "xcom": "\n".join(airflow_xcoms("hdh_transfer__causes_deces")),
+        "ledger": ledger_dump(migration),
         "store documents": "\n".join(
             migration.target_bytes(k).decode("utf-8")
             for k in migration.target_keys("_")
@@ -158,3 +138,76 @@ def test_on_call_reaches_the_redacted_report_from_the_failed_task(migration):
     assert CANARY not in page.text
     for other in ("/hdh/reports/_manifests/beneficiaires/IR_BEN_R/snapshot=2024-06-30.json", link + "0"):
         assert client.get(other, headers={"Authorization": f"Bearer {token}"}).status_code == 404
+
+
+def test_a_raw_nir_in_a_numeric_column_is_a_privacy_incident_and_leaves_no_trace(migration, capfd):
+    migration.seed(domains=["dcir"])
+    nir = 295109912611193  # a valid NIR from the shared vectors, as a number
+    rewrite_source(
+        migration,
+        "dcir",
+        "ER_PHA_F",
+        "2024-01-01",
+        lambda t: set_values(set_values(t, "PHA_PRS_C13", {4: nir}), "PHA_ACT_PRU", {6: float(nir)}),
+    )
+    capfd.readouterr()
+    run = migration.run("dcir", "2024-01-01")
+    logs = "".join(capfd.readouterr())
+    assert str(run.state) == "failed"
+    assert tries(run)["validate_partition"] == ({"failed"}, 1)
+    record = migration.ledger.get("dcir", "ER_PHA_F", "2024-01-01")
+    assert record.state == "quarantined"
+    assert record.last_error.startswith("PRIVACY INCIDENT domain=dcir table=ER_PHA_F partition=2024-01-01")
+    assert "raw NIR values in column(s) PHA_ACT_PRU, PHA_PRS_C13 " in record.last_error
+    # ER_PRS_F passed: its staging waits for the next run's commit; nothing of ER_PHA_F stays.
+    assert migration.target_keys("dcir/") == [] and migration.target_keys("_staging/dcir/ER_PHA_F/") == []
+    haystacks = outputs(migration, "hdh_transfer__dcir", logs, "_")
+    assert "PRIVACY INCIDENT" in haystacks["task logs"] and "privacy_incident" in haystacks["ledger"]
+    assert_nowhere(haystacks, [str(nir), "2.95109912611193e+14", "2 95 10 99"])
+
+
+def test_a_suite_cannot_weaken_the_nir_guard(migration, tmp_path, capfd):
+    from conftest import write_catalogue
+
+    from hdh_migration.catalogue import cached_catalogue
+    from hdh_migration.suites import PRIVACY_EXPECTATION
+
+    table = migration.catalogue.domain("causes_deces").table("KI_CCI_R")
+    suite = json.loads(table.suite_path.read_text())
+    weakened = []
+    for expectation in suite["expectations"]:
+        if expectation["type"] == PRIVACY_EXPECTATION and expectation["kwargs"]["column"] == "DCD_CIM_COD":
+            continue  # the guard removed
+        if expectation["type"] == PRIVACY_EXPECTATION and expectation["kwargs"]["column"] == "DCD_LIE_LIB":
+            expectation["kwargs"]["mostly"] = 0.01  # the guard made lenient
+        weakened.append(expectation)
+    suite["expectations"] = weakened
+    path = tmp_path / "KI_CCI_R.weakened.json"
+    path.write_text(json.dumps(suite))
+
+    def use_weakened_suite(raw):
+        raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["suite"] = str(path)
+
+    write_catalogue(migration.catalogue_path, migration.name, use_weakened_suite)
+    cached_catalogue.cache_clear()
+    migration.seed(domains=["causes_deces"])
+    rewrite_source(
+        migration,
+        "causes_deces",
+        "KI_CCI_R",
+        "2022",
+        lambda t: set_values(set_values(t, "DCD_LIE_LIB", {3: f"vu le {RAW_NIR}"}), "DCD_CIM_COD", {5: RAW_NIR}),
+    )
+    capfd.readouterr()
+    run = migration.run("causes_deces", "2022")
+    logs = "".join(capfd.readouterr())
+    assert str(run.state) == "failed"
+    record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
+    assert record.state == "quarantined"
+    assert "raw NIR values in column(s) DCD_CIM_COD, DCD_LIE_LIB " in record.last_error
+    report = migration.target.get_json(next(k for k in migration.target_keys("_quarantine/") if k.endswith(".json")))
+    guards = {r["kwargs"]["column"]: r for r in report["validation"]["results"] if r["type"] == PRIVACY_EXPECTATION}
+    assert guards["DCD_LIE_LIB"]["kwargs"] == {"column": "DCD_LIE_LIB"}, "reported as enforced: no mostly"
+    assert guards["DCD_LIE_LIB"]["result"]["unexpected_count"] == 1 and not guards["DCD_LIE_LIB"]["success"]
+    assert guards["DCD_CIM_COD"]["result"]["unexpected_count"] == 1
+    assert_nowhere(outputs(migration, "hdh_transfer__causes_deces", logs, "_"), [RAW_NIR, "2 53 07 2B"])

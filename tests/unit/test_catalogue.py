@@ -147,6 +147,23 @@ def test_loading_imports_nothing_heavy():
             lambda raw: raw["domains"]["dcir"].update(expected_duration_minutes=0),
             "domain 'dcir': field 'expected_duration_minutes' must be a whole number of minutes from 1",
         ),
+        (
+            lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(encoding="latin-15"),
+            "table 'KI_CCI_R', field 'csv': field 'encoding' is 'latin-15', which is not a known encoding; write a "
+            "Python codec name such as latin-1",
+        ),
+        (
+            lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(header="no"),
+            "table 'KI_CCI_R', field 'csv': field 'header' must be true (the first line names the columns) or false",
+        ),
+        (
+            lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(delimiter=";;"),
+            "table 'KI_CCI_R', field 'csv': field 'delimiter' must be one character",
+        ),
+        (
+            lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(decimal_point=";"),
+            "table 'KI_CCI_R', field 'csv': fields 'delimiter' and 'decimal_point' must differ",
+        ),
     ],
 )
 def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):
@@ -174,3 +191,18 @@ def test_a_new_table_is_a_catalogue_entry_and_a_schema_file(tmp_path):
 
     catalogue = load_catalogue(_write(tmp_path, add))
     assert [t.name for t in catalogue.domain("dcir").tables] == ["ER_PHA_F", "ER_PRS_F", "ER_UCD_F"]
+
+
+def test_a_catalogue_error_is_a_configuration_error_the_dags_do_not_retry(tmp_path):
+    from airflow.sdk import RetryAction
+
+    from hdh_migration.dag_factory import RETRY_POLICY
+    from hdh_migration.errors import ConfigurationError
+
+    path = _write(
+        tmp_path, lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(encoding="x")
+    )
+    with pytest.raises(ConfigurationError) as excinfo:
+        load_catalogue(path)
+    assert RETRY_POLICY.evaluate(excinfo.value, try_number=1, max_tries=5).action == RetryAction.FAIL
+    assert RETRY_POLICY.evaluate(ConnectionResetError(), try_number=1, max_tries=5).action == RetryAction.DEFAULT

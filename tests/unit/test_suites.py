@@ -26,7 +26,7 @@ def test_committed_suites_are_up_to_date_with_their_schemas(tmp_path):
         )
 
 
-def test_every_table_has_hand_written_rules_and_a_nir_guard_on_every_string_column():
+def test_every_table_has_hand_written_rules_and_a_nir_guard_on_every_column_that_can_hold_one():
     from hdh_migration.schema import load_table_schema
 
     for table in _tables():
@@ -34,8 +34,12 @@ def test_every_table_has_hand_written_rules_and_a_nir_guard_on_every_string_colu
         hand_written = [e for e in suite["expectations"] if e["meta"]["hdh_origin"] != GENERATED]
         assert hand_written, f"{table.name} has no hand-written expectation"
         guarded = {e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == PRIVACY_EXPECTATION}
-        strings = {c.name for c in load_table_schema(table.schema_path).columns if c.type == "string"}
-        assert guarded == strings, table.name
+        capable = {
+            c.name
+            for c in load_table_schema(table.schema_path).columns
+            if c.type in ("string", "yearmonth", "integer", "number")  # text, 64-bit integers, doubles
+        }
+        assert guarded == capable, table.name
 
 
 def test_regeneration_after_a_schema_change_keeps_the_hand_written_part(tmp_path):
