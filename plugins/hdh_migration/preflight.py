@@ -55,6 +55,7 @@ def _client_error(error) -> str:
 
 def _azure_error(error) -> str:
     code = getattr(error, "error_code", None) or getattr(error, "status_code", None)
+    code = getattr(code, "value", code)  # the storage SDK gives an enum
     return f"{type(error).__name__}" + (f" {code}" if code else "")
 
 
@@ -118,7 +119,7 @@ def check_source(container: str) -> Check:
     try:
         client = AzureSource(SOURCE_CONN_ID, container).container_client
         step = "list"
-        page = next(iter(client.list_blobs(results_per_page=100).by_page()), [])
+        page = list(next(iter(client.list_blobs(results_per_page=100).by_page()), []))
         blobs = [b for b in page if b.size]
         if not blobs:
             return Check(name, WARNING, "listed, but holds no object to read: seed or check the container")
