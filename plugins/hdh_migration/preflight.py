@@ -284,18 +284,29 @@ def check_store_settings(target) -> list[Check]:
     return rows
 
 
+def _rule_prefix(rule: dict) -> str:
+    scope = rule.get("Filter", {})
+    return scope.get("Prefix", scope.get("And", {}).get("Prefix", rule.get("Prefix", "")))
+
+
 def _lifecycle_row(rules: list[dict]) -> Check:
     enabled = [r for r in rules if r.get("Status") == "Enabled"]
-
-    def prefix(rule):
-        return rule.get("Filter", {}).get("Prefix", rule.get("Prefix", ""))
-
+    staging = f"{STAGING_PREFIX}/"
+    expiring = [r for r in enabled if "Expiration" in r]
+    # An expiry beyond _staging/ would delete committed data and its proofs.
+    beyond = [r.get("ID", "(no ID)") for r in expiring if not _rule_prefix(r).startswith(staging)]
+    if beyond:
+        return Check(
+            "bucket lifecycle",
+            BLOCKER,
+            f"rule(s) {', '.join(beyond)} expire objects outside {staging} (committed data, {CUTOVER_PREFIX}/, "
+            f"{MANIFEST_PREFIX}/): limit their filter to the prefix {staging}",
+        )
     aborts = any("AbortIncompleteMultipartUpload" in r for r in enabled)
-    expires = any("Expiration" in r and f"{STAGING_PREFIX}/".startswith(prefix(r) or "") for r in enabled)
-    if aborts and expires:
-        return Check("bucket lifecycle", OK, f"aborts stale multipart uploads and expires {STAGING_PREFIX}/")
+    if aborts and expiring:
+        return Check("bucket lifecycle", OK, f"aborts stale multipart uploads and expires {staging}")
     missing = [
-        what for what, has in (("abort stale multipart uploads", aborts), ("expire _staging/", expires)) if not has
+        what for what, has in (("abort stale multipart uploads", aborts), ("expire _staging/", expiring)) if not has
     ]
     return Check(
         "bucket lifecycle",

@@ -323,3 +323,45 @@ def test_each_blocker_is_named_and_fails_the_preflight(ready, api_server, monkey
     lines = _stdout(capsys)
     assert any(line.startswith(row) and " BLOCKER " in line for line in lines)
     assert lines[-1].startswith(f"NOT ready: {report['blockers']} blocker(s)")
+
+
+@pytest.fixture
+def locked_bucket():
+    """A SeaweedFS bucket made with object lock (so versioned); every version removed afterwards."""
+    import uuid
+
+    from hdh_migration.target import SovereignTarget
+    from hdh_migration.transfer import TARGET_CONN_ID
+
+    target = SovereignTarget(TARGET_CONN_ID, f"t{uuid.uuid4().hex[:12]}")
+    target.client.create_bucket(Bucket=target.bucket, ObjectLockEnabledForBucket=True)
+    yield target
+    versions = target.client.list_object_versions(Bucket=target.bucket)
+    for entry in versions.get("Versions", []) + versions.get("DeleteMarkers", []):
+        target.client.delete_object(Bucket=target.bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+    target.client.delete_bucket(Bucket=target.bucket)
+
+
+def test_store_settings_are_read_from_the_bucket(locked_bucket):
+    """What the bucket has, as the store answers it; an expiry beyond _staging/ is a blocker."""
+    from hdh_migration.preflight import LIFECYCLE_RULE, check_store_settings, check_target_writes
+
+    client, bucket = locked_bucket.client, locked_bucket.bucket
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [LIFECYCLE_RULE]})
+    rows = {r.check: r for r in check_store_settings(locked_bucket)}
+    assert rows["bucket versioning"].verdict == "ok" and rows["bucket versioning"].detail.startswith("Enabled")
+    assert rows["bucket object lock"].verdict == "ok", rows["bucket object lock"]
+    assert rows["bucket lifecycle"].verdict == "ok", rows["bucket lifecycle"]
+    # The probes work on a versioned, locked bucket too (a delete there leaves a marker, not the bytes).
+    assert check_target_writes(locked_bucket).verdict == "ok"
+
+    aborts_only = {**LIFECYCLE_RULE, "ID": "aborts-only"}
+    del aborts_only["Expiration"]
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [aborts_only]})
+    row = {r.check: r for r in check_store_settings(locked_bucket)}["bucket lifecycle"]
+    assert row.verdict == "warning" and "no rule to expire _staging/" in row.detail and '"Days": 7' in row.detail
+
+    everything = {**LIFECYCLE_RULE, "ID": "expire-all", "Filter": {"Prefix": ""}}
+    client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [everything]})
+    row = {r.check: r for r in check_store_settings(locked_bucket)}["bucket lifecycle"]
+    assert row.verdict == "BLOCKER" and "expire-all" in row.detail and "outside _staging/" in row.detail
