@@ -306,7 +306,7 @@ def test_each_blocker_is_named_and_fails_the_preflight(ready, api_server, monkey
     row = row.format(name=ready.name)
     assert code == 1 and report["ready"] is False
     # Only the provoked row blocks (a broken guard or bucket also stops the checks that need the target).
-    assert set(blockers) - {"bucket settings"} == {row}, report
+    assert set(blockers) - {"bucket settings"} == {row}, blockers
     for word in words:
         assert word in blockers[row], (word, blockers[row])
     if provoke is _non_sovereign_endpoint:
