@@ -365,3 +365,35 @@ def test_store_settings_are_read_from_the_bucket(locked_bucket):
     client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [everything]})
     row = {r.check: r for r in check_store_settings(locked_bucket)}["bucket lifecycle"]
     assert row.verdict == "BLOCKER" and "expire-all" in row.detail and "outside _staging/" in row.detail
+
+
+def test_the_target_probe_cleans_up_when_a_step_fails(migration, monkeypatch):
+    """ListParts answered 503 (every retry): a blocker naming it, and no probe object or upload left."""
+    import socket
+
+    from faults.proxy import FaultProxy
+
+    from hdh_migration.preflight import PREFLIGHT_PREFIX, check_guard, check_target_writes
+
+    migration.target.ensure_bucket()
+    direct = os.environ["AIRFLOW_CONN_HDH_SOVEREIGN_TARGET"]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+
+    def strike_list_parts(proxy, method, target):
+        proxy.mode = "http503" if method == "GET" and "uploadId=" in target else "pass"
+
+    proxy = FaultProxy(port, int(os.environ["HDH_S3_PORT"]), http=True, on_request=strike_list_parts).start()
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", _target_connection(f"http://127.0.0.1:{port}"))
+        guard, target = check_guard(migration.catalogue)
+        row = check_target_writes(target)
+        assert row.verdict == "BLOCKER" and row.detail.startswith("ListParts answered"), row
+        assert proxy.faulted >= 1 and any(m == "DELETE" and "uploadId=" in t for m, t in proxy.requests)
+    finally:
+        proxy.stop()
+    monkeypatch.setenv("AIRFLOW_CONN_HDH_SOVEREIGN_TARGET", direct)
+    target = migration.target
+    assert target.list_keys(f"{PREFLIGHT_PREFIX}/") == []
+    assert target.client.list_multipart_uploads(Bucket=target.bucket).get("Uploads", []) == []
