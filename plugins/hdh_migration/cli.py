@@ -11,6 +11,7 @@
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
 - ``waive``: accept named failing expectations of a quarantined partition;
+- ``preflight``: before wave 1, check the real accounts, the store's settings and the Airflow side;
 - ``seed``: write the deterministic synthetic SNDS data into Azure (Azurite).
 
 ``migrate``, ``cutover``, ``rollback`` and ``verify`` drive the running deployment through Airflow's
@@ -582,6 +583,20 @@ def cmd_suites(args) -> int:
     return EXIT_OK
 
 
+def cmd_preflight(args) -> int:
+    """The readiness table; exit 1 on any blocker."""
+    from hdh_migration.preflight import BLOCKER, as_json, run_preflight
+
+    rows = run_preflight(load_catalogue(args.catalogue), max_skew_s=args.max_clock_skew)
+    data = as_json(rows)
+    text = _table([[r.check, r.verdict, r.detail] for r in rows], ["check", "verdict", "detail"]) + (
+        f"\n\n{'ready for wave 1' if data['ready'] else 'NOT ready'}: {data['blockers']} blocker(s), "
+        f"{data['warnings']} warning(s)"
+    )
+    _emit(args, data, text)
+    return EXIT_FAILED if any(r.verdict == BLOCKER for r in rows) else EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -650,6 +665,15 @@ def _parser() -> argparse.ArgumentParser:
     waive.add_argument("--expectation", action="append", required=True, help="as named in the error, e.g. type(column)")
     waive.add_argument("--by", required=True, help="who accepts")
     waive.add_argument("--reason", required=True, help="why it is acceptable")
+    preflight = command(
+        "preflight", cmd_preflight, "before wave 1: check the accounts, the store and Airflow; exit 1 on a blocker"
+    )
+    preflight.add_argument(
+        "--max-clock-skew",
+        type=float,
+        default=300,
+        help="seconds this machine's clock may differ from the store's before it blocks (default: 300)",
+    )
     commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     return parser
 
