@@ -33,6 +33,8 @@ def sha256_file(path: str | Path, chunk_size: int = 8 << 20) -> str:
 _SHORT_STRING_BYTES = 256
 _MASK32 = 0xFFFFFFFF
 FINGERPRINT_KEY_SETTING = "HDH_FINGERPRINT_KEY"
+# The local profiles' key (scripts/env.sh): public, so never a deployment's (preflight refuses it).
+LOCAL_FINGERPRINT_KEY = "hdh-local-content-fingerprint-key"
 _MIN_KEY_CHARS = 16
 
 

@@ -26,7 +26,6 @@ PREFLIGHT_PREFIX = f"{STAGING_PREFIX}/_preflight"
 # SigV4 refuses requests more than 15 min off the store's clock; stay well inside it.
 MAX_CLOCK_SKEW_S = 300.0
 WARN_CLOCK_SKEW_S = 60.0
-FINGERPRINT_KEY_ENV = "HDH_FINGERPRINT_KEY"
 MIN_FINGERPRINT_KEY_CHARS = 32
 # What the probes write: a constant, never data.
 PROBE_BYTES = b"hdh-migration preflight probe\n"
@@ -66,6 +65,7 @@ def project_connections() -> tuple[tuple[str, str, bool], ...]:
     """(conn id, what it is for, required) of every connection the project uses."""
     from hdh_migration.airflow_api import API_CONN_ID
     from hdh_migration.alerts import SMTP_CONN_ID, WEBHOOK_CONN_ID
+    from hdh_migration.signing import SIGNING_CONN_ID
     from hdh_migration.transfer import LEDGER_CONN_ID, SOURCE_CONN_ID, TARGET_CONN_ID
 
     return (
@@ -73,6 +73,7 @@ def project_connections() -> tuple[tuple[str, str, bool], ...]:
         (TARGET_CONN_ID, "the sovereign S3 target (aws)", True),
         (LEDGER_CONN_ID, "the ledger database", True),
         (API_CONN_ID, "Airflow's REST API for the gap scan's backfills (http)", True),
+        (SIGNING_CONN_ID, "the cutover signer's private key (generic; the cutover worker only)", True),
         (WEBHOOK_CONN_ID, "the webhook alert channel (http)", False),
         (SMTP_CONN_ID, "the e-mail alert channel (smtp)", False),
     )
@@ -379,22 +380,24 @@ def check_pool(catalogue: Catalogue) -> Check:
 
 
 def check_fingerprint_key() -> Check:
-    """The content fingerprints' key: set, and not the public default (integrity.py)."""
-    from hdh_migration.integrity import _DEFAULT_KEY
+    """The content fingerprints' key: set, long enough, and not the local profiles' public one."""
+    from hdh_migration.integrity import FINGERPRINT_KEY_SETTING, LOCAL_FINGERPRINT_KEY
 
     name = "fingerprint key"
-    key = os.environ.get(FINGERPRINT_KEY_ENV, "")
+    key = os.environ.get(FINGERPRINT_KEY_SETTING, "")
     fix = (
-        f"set {FINGERPRINT_KEY_ENV} to one random secret (e.g. `openssl rand -hex 32`), the same on every worker, "
-        "from the secrets backend"
+        f"set {FINGERPRINT_KEY_SETTING} to one random secret (e.g. `openssl rand -hex 32`), the same on every "
+        "worker, from the secrets backend"
     )
     if not key:
-        return Check(name, BLOCKER, f"{FINGERPRINT_KEY_ENV} is not set: fingerprints use the public default key; {fix}")
-    if key.encode() == _DEFAULT_KEY:
-        return Check(name, BLOCKER, f"{FINGERPRINT_KEY_ENV} is the public default key; {fix}")
+        return Check(name, BLOCKER, f"{FINGERPRINT_KEY_SETTING} is not set: no transfer can fingerprint; {fix}")
+    if key == LOCAL_FINGERPRINT_KEY:
+        return Check(
+            name, BLOCKER, f"{FINGERPRINT_KEY_SETTING} is the local profiles' public key (scripts/env.sh); {fix}"
+        )
     if len(key) < MIN_FINGERPRINT_KEY_CHARS:
-        return Check(name, WARNING, f"{FINGERPRINT_KEY_ENV} has fewer than {MIN_FINGERPRINT_KEY_CHARS} characters")
-    return Check(name, OK, f"{FINGERPRINT_KEY_ENV} is set and is not the default (the same on every worker?)")
+        return Check(name, WARNING, f"{FINGERPRINT_KEY_SETTING} has fewer than {MIN_FINGERPRINT_KEY_CHARS} characters")
+    return Check(name, OK, f"{FINGERPRINT_KEY_SETTING} is set and is not the local one (the same on every worker?)")
 
 
 def check_backfill_right(catalogue: Catalogue) -> Check:

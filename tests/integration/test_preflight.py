@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import ROOT
 
 from hdh_migration.catalogue import TRANSFER_POOL
 from hdh_migration.cli import main
@@ -256,8 +257,14 @@ def _fingerprint_key_unset(monkeypatch, migration, passwords):
     monkeypatch.delenv("HDH_FINGERPRINT_KEY")
 
 
-def _fingerprint_key_default(monkeypatch, migration, passwords):
-    monkeypatch.setenv("HDH_FINGERPRINT_KEY", "hdh-migration content fingerprint v2")
+def _fingerprint_key_local(monkeypatch, migration, passwords):
+    from hdh_migration.integrity import LOCAL_FINGERPRINT_KEY
+
+    assert (
+        f'HDH_FINGERPRINT_KEY="${{HDH_FINGERPRINT_KEY:-{LOCAL_FINGERPRINT_KEY}}}"'
+        in (ROOT / "scripts" / "env.sh").read_text()
+    )
+    monkeypatch.setenv("HDH_FINGERPRINT_KEY", LOCAL_FINGERPRINT_KEY)
 
 
 def _ledger_connection_missing(monkeypatch, migration, passwords):
@@ -290,7 +297,7 @@ PROVOKED = [
     (_non_sovereign_endpoint, "sovereignty guard", ["non-sovereign pattern *.amazonaws.com", "not run"]),
     (_pool_too_small, f"pool {TRANSFER_POOL}", ["4 slot(s)", "transfer_slots is 16", "airflow pools set"]),
     (_fingerprint_key_unset, "fingerprint key", ["is not set", "openssl rand"]),
-    (_fingerprint_key_default, "fingerprint key", ["public default key"]),
+    (_fingerprint_key_local, "fingerprint key", ["the local profiles' public key"]),
     (_ledger_connection_missing, "connection hdh_ledger", ["missing", "AIRFLOW_CONN_HDH_LEDGER"]),
     (_api_unreachable, "API user may backfill", ["no api-server answers", "hdh_airflow_api"]),
     (_api_user_is_a_viewer, "API user may backfill", ["may not create backfills", "hdh_transfer__causes_deces"]),
