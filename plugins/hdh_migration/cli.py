@@ -496,8 +496,10 @@ def cmd_verify(args) -> int:
             pinned = pinned_public_keys(args.public_key)
         except SigningKeyError as error:
             raise Refused(str(error)) from None
-        _progress(f"verify: signatures checked against {', '.join(sorted(pinned))}")
-    elif args.public_key:
+        checked_against = f"signatures checked against {', '.join(sorted(pinned))}"
+    else:
+        checked_against = "signatures checked by the deployment against the key its workers pin"
+    if args.public_key and not args.local:
         raise Refused(
             f"--public-key needs --local: the deployment's verify DAG trusts the key its workers pin (${PUBLIC_KEY_SETTING})"
         )
@@ -517,7 +519,7 @@ def cmd_verify(args) -> int:
         for r in reports
     ]
     text = _table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"])
-    text += "".join(f"\n{r['problems']}" for r in reports if r["verify"] == "FAILED")
+    text += "".join(f"\n{r['problems']}" for r in reports if r["verify"] == "FAILED") + f"\n{checked_against}"
     _emit(args, reports, text)
     return EXIT_FAILED if any(r["verify"] == "FAILED" for r in reports) else EXIT_OK
 

@@ -177,15 +177,20 @@ def _task_log_files(since: float) -> str:
     )
 
 
+def _is_data(key: str) -> bool:
+    """A data object: final, or staged by a table that passed (its rows are the data being moved)."""
+    return not key.startswith("_") or (key.startswith("_staging/") and key.endswith(".parquet"))
+
+
 def _bucket_texts(migration) -> tuple[dict[str, str], dict[str, str]]:
-    """(every object outside the final data keys as text, every final data object's values as text)."""
+    """(every other object as text: manifests, reports, key files; every data object's values as text)."""
     outputs, data = {}, {}
     for key in migration.target_keys(""):
         body = migration.target_bytes(key)
         text = body.decode("latin-1")
         if body[:4] == b"PAR1":
             text += "\n" + _values_text(pq.read_table(io.BytesIO(body)))
-        (outputs if key.startswith("_") else data)[key] = text
+        (data if _is_data(key) else outputs)[key] = text
     return outputs, data
 
 
@@ -243,7 +248,7 @@ class Outputs:
             _hits(canaries, haystacks)
             + _hits([c for c in canaries if c.fresh], {"Airflow's database": airflow_all})
             + _hits([c for c in canaries if not c.fresh], airflow_new)
-            + _hits([c for c in canaries if c.privacy], {f"committed object {k}": t for k, t in data.items()})
+            + _hits([c for c in canaries if c.privacy], {f"data object {k}": t for k, t in data.items()})
         )
 
 

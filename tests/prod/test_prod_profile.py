@@ -190,8 +190,8 @@ def test_only_the_cutover_worker_process_holds_the_signing_key_and_verify_checks
 
     from hdh_migration.cutover import verify
 
-    holders = set()
-    for service in (
+    holders, read = set(), set()
+    services = (
         "api-server",
         "scheduler",
         "dag-processor",
@@ -199,17 +199,22 @@ def test_only_the_cutover_worker_process_holds_the_signing_key_and_verify_checks
         "worker-default",
         "worker-transfer",
         "worker-cutover",
-    ):
+    )
+    for service in services:
         root = psutil.Process(profile.pid(service))
         for process in [root, *root.children(recursive=True)]:
             try:
                 environment = process.environ()
             except psutil.NoSuchProcess:
                 continue  # a task process that has just finished
+            if not environment:
+                continue  # a process on its way out (a zombie) shows no environment
+            read.add(service)
             if "AIRFLOW_CONN_HDH_CUTOVER_SIGNING" in environment:
                 holders.add(service)
             assert environment.get("HDH_CUTOVER_PUBLIC_KEY") == os.environ["HDH_CUTOVER_PUBLIC_KEY"], service
             assert environment.get("HDH_FINGERPRINT_KEY") == os.environ["HDH_FINGERPRINT_KEY"], service
+    assert read == set(services)
     assert holders == {"worker-cutover"}
     for name in DOMAINS:
         assert verify(name, deep=True)["problems"] == 0
