@@ -18,6 +18,11 @@ PROBE = """
 import importlib.util, json, sys, time
 import airflow.sdk  # Airflow's own import cost is not the DAG folder's
 from pathlib import Path
+# A pure-Python reference in the same interpreter: this machine's speed at this moment (its CPU time
+# varies nearly twofold with the load on the other core), so that the budget is a ratio to it.
+started = time.process_time()
+sum(i * i for i in range(3_000_000))
+reference = time.process_time() - started
 started = time.process_time()  # CPU time: the machine is shared, wall time is noise
 dags = {}
 for path in sorted(Path(sys.argv[1]).glob("*.py")):
@@ -43,7 +48,7 @@ for path in sorted(Path(sys.argv[1]).glob("*.py")):
             }
 elapsed = time.process_time() - started
 heavy = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[2].split(",")))
-print(json.dumps({"seconds": elapsed, "heavy": heavy, "dags": dags}))
+print(json.dumps({"seconds": elapsed, "reference": reference, "heavy": heavy, "dags": dags}))
 """
 
 
@@ -72,9 +77,11 @@ def test_dag_files_import_no_heavy_module(probe):
 
 
 def test_dag_folder_imports_well_under_a_second(probe):
-    """CPU time, not wall time, and the best of three fresh imports: load on a shared machine does not decide it."""
-    best = min([probe["seconds"]] + [_probe()["seconds"] for _ in range(2)])
-    assert best < 0.5, f"importing dags/ took at best {best:.3f} s of CPU in three fresh interpreters"
+    """CPU time as a ratio to a pure-Python reference loop run in the same fresh interpreter, the best of
+    three: neither load on a shared machine nor its speed decides it. About 2 here (0.4-0.6 s of CPU for
+    a 0.2-0.3 s reference); 3 is about the 0.5 s the budget was on this machine at its fastest."""
+    ratios = [p["seconds"] / p["reference"] for p in (probe, _probe(), _probe())]
+    assert min(ratios) < 3.0, f"importing dags/ took at best {min(ratios):.2f}x the reference loop's CPU time"
 
 
 def test_every_dag_declares_owner_tags_retries_and_docs(probe):
