@@ -150,6 +150,18 @@ def _run_capturing(migration, capfd, domain: str, partition: str):
     return run, "".join(capfd.readouterr())
 
 
+def _quarantined_at_once(migration, capfd, domain: str, table: str, partition: str):
+    """Run the partition: it fails, its objects are tried once and its validation is not retried; the
+    table is quarantined. Returns the run's logs and the table's ledger record."""
+    run, logs = _run_capturing(migration, capfd, domain, partition)
+    assert str(run.state) == "failed"
+    tasks = tries(run)
+    assert tasks["transfer_object"][1] == 1 and tasks["validate_partition"] == ({"failed"}, 1)
+    record = migration.ledger.get(domain, table, partition)
+    assert record.state == "quarantined"
+    return logs, record
+
+
 def test_sentinel_dates_are_checked_in_their_unit_and_quarantine_at_once_without_the_value(migration, capfd, caplog):
     migration.seed(domains=["dcir"])
     name = _first_object(migration, "dcir", "ER_PHA_F", "2024-01-01")
@@ -201,12 +213,7 @@ def test_an_unsupported_codec_quarantines_at_once_and_says_how_to_re_export(migr
     assert {metadata.row_group(0).column(i).compression for i in range(metadata.num_columns)} == {"LZO"}
     _put(migration, name, data)
 
-    run, logs = _run_capturing(migration, capfd, "beneficiaires", "2024-06-30")
-    assert str(run.state) == "failed"
-    tasks = tries(run)
-    assert tasks["transfer_object"][1] == 1 and tasks["validate_partition"] == ({"failed"}, 1)
-    record = migration.ledger.get("beneficiaires", "IR_BEN_R", "2024-06-30")
-    assert record.state == "quarantined"
+    logs, record = _quarantined_at_once(migration, capfd, "beneficiaires", "IR_BEN_R", "2024-06-30")
     assert f"expect_file_to_be_valid_parquet() in object(s) {name}" in record.last_error
     assert "compressed with LZO, which pyarrow cannot read" in record.last_error
     assert "Re-export it with zstd, snappy or gzip" in record.last_error
@@ -257,12 +264,7 @@ def test_a_csv_without_its_header_line_is_refused_by_counts_and_positions_never_
     assert sink.getvalue().split(b"\n", 1)[0].count(RAW_NIR.encode()) == 1, "the NIR is in the first line"
     _put(migration, name, sink.getvalue())
 
-    run, logs = _run_capturing(migration, capfd, "causes_deces", "2022")
-    assert str(run.state) == "failed"
-    tasks = tries(run)
-    assert tasks["transfer_object"][1] == 1 and tasks["validate_partition"] == ({"failed"}, 1)
-    record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
-    assert record.state == "quarantined"
+    logs, record = _quarantined_at_once(migration, capfd, "causes_deces", "KI_CCI_R", "2022")
     error = record.last_error
     assert error.startswith("domain=causes_deces table=KI_CCI_R partition=2022: quarantined")
     assert (
