@@ -186,7 +186,7 @@ def test_the_store_honours_conditional_manifest_writes(migration, store):
 
 def test_lease_renewal_keeps_the_lease_through_a_long_step(migration, store, monkeypatch):
     migration.seed(domains=[DOMAIN])
-    ttl = dt.timedelta(seconds=2)
+    ttl = dt.timedelta(seconds=4)  # wide: a renewal beat stalled by a loaded machine stays inside it
     monkeypatch.setattr(transfer, "PARTITION_LEASE", ttl)
     monkeypatch.setattr(transfer, "LEASE_RENEW_EVERY", dt.timedelta(seconds=0.3))
     plan = transfer.plan_partition(DOMAIN, PARTITION, "run-a")

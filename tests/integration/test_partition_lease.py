@@ -38,7 +38,7 @@ def _wait_past(ledger, domain: str, partition: str, moment: dt.datetime) -> None
 def test_lease_expiry_is_judged_by_the_database_clock_not_the_workers(migration, monkeypatch):
     import hdh_migration.ledger as ledger_module
 
-    ledger, ttl = migration.ledger, dt.timedelta(seconds=2)
+    ledger, ttl = migration.ledger, dt.timedelta(seconds=4)
     assert ledger.claim_partition("dcir", "2024-01-01", "run-a", ttl) is None
     lease = ledger.partition_lease("dcir", "2024-01-01")
     assert dt.timedelta(seconds=1) < lease.expires_at - lease.database_now <= ttl
