@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,33 @@ ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = ROOT / "dags" / "domains.yaml"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 pytest_plugins = ("faults.fixtures", "prod.profile")
+
+
+def _isolate_xdist_worker() -> None:
+    """Under pytest-xdist (``make test`` runs two workers), give each worker what two workers must not share.
+
+    Runs when this module is imported, before any test module imports Airflow: each worker gets its own
+    copy of the migrated SQLite metadata database (two ``dag.test()`` writers on one SQLite file lock
+    each other out) and its own api-server port (``HDH_API_PORT`` moved by ten per worker). A run
+    without xdist, or against another metadata database, is left as it is.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    index = int(worker.removeprefix("gw"))
+    home = Path(os.environ["AIRFLOW_HOME"])
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == f"sqlite:///{home / 'airflow.db'}":
+        own = home / f"airflow-{worker}.db"
+        shutil.copyfile(home / "airflow.db", own)
+        os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{own}"
+    port = int(os.environ.get("HDH_API_PORT", "8080")) + 10 * index
+    os.environ["HDH_API_PORT"] = str(port)
+    if "AIRFLOW_CONN_HDH_AIRFLOW_API" in os.environ:
+        api = json.loads(os.environ["AIRFLOW_CONN_HDH_AIRFLOW_API"])
+        os.environ["AIRFLOW_CONN_HDH_AIRFLOW_API"] = json.dumps({**api, "port": port})
+
+
+_isolate_xdist_worker()
 
 
 def pytest_configure(config):
