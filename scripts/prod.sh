@@ -261,10 +261,10 @@ cmd_start() {
     }
   fi
   # The pool every transfer_object runs in, sized by the catalogue's transfer_slots (idempotent).
-  local pool slots
-  read -r pool slots < <("$PYTHON" -c 'from hdh_migration.catalogue import TRANSFER_POOL, cached_catalogue
-print(TRANSFER_POOL, cached_catalogue().transfer_slots)')
-  "$AIRFLOW" pools set "$pool" "$slots" "hdh-migration: concurrent transfer_object tasks" >/dev/null
+  "$PYTHON" -m hdh_migration pools sync >>"$LOG_DIR/db-migrate.log" 2>&1 || {
+    echo "prod: python -m hdh_migration pools sync failed; see $LOG_DIR/db-migrate.log" >&2
+    exit 1
+  }
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   local deadline=$((SECONDS + ${HDH_PROD_START_TIMEOUT:-240}))
   until services_healthy "${log_offsets[@]}"; do

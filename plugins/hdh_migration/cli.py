@@ -599,6 +599,20 @@ def cmd_preflight(args) -> int:
     return EXIT_FAILED if any(r.verdict == BLOCKER for r in rows) else EXIT_OK
 
 
+def cmd_pools(args) -> int:
+    """Create or resize the transfers' Airflow pool to the catalogue's transfer_slots."""
+    from hdh_migration.pools import sync_transfer_pool
+
+    synced = sync_transfer_pool(load_catalogue(args.catalogue))
+    was = "created" if synced.previous is None else ("unchanged" if not synced.changed else f"was {synced.previous}")
+    _emit(
+        args,
+        {"pool": synced.pool, "slots": synced.slots, "previous": synced.previous, "changed": synced.changed},
+        f"pool {synced.pool}: {synced.slots} slot(s) ({was})",
+    )
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -675,6 +689,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=300,
         help="seconds this machine's clock may differ from the store's before it blocks (default: 300)",
+    )
+    pools = command(
+        "pools",
+        cmd_pools,
+        "size the transfers' Airflow pool from the catalogue's transfer_slots (run by the deployment at start)",
+    )
+    pools.add_argument(
+        "action", choices=["sync"], help="sync: create the pool, or resize it, to transfer_slots (idempotent)"
     )
     commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     return parser
