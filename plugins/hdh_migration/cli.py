@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.signing import PUBLIC_KEY_SETTING
@@ -226,7 +227,7 @@ def _api(args):
 
     if args.api_url:
         if not args.password_file:
-            raise Refused("--api-url needs --password-file (the api-server's passwords file) for the login")
+            raise Refused("--api-url needs --password-file (the users' passwords file) for the login")
         return AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
     return AirflowApi.from_connection()
 
@@ -613,6 +614,22 @@ def cmd_pools(args) -> int:
     return EXIT_OK
 
 
+def cmd_users(args) -> int:
+    """Create or update the deployment's users and roles (FAB auth manager)."""
+    from hdh_migration.accounts import AccountError, parse_users, sync_users
+
+    try:
+        synced = sync_users(parse_users(args.users), Path(args.password_file))
+    except AccountError as error:
+        raise Refused(str(error)) from None
+    rows = [
+        [s.username, s.role, "created" if s.created else ("password set" if s.password_changed else "unchanged")]
+        for s in synced
+    ]
+    _emit(args, [s.as_dict() for s in synced], _table(rows, ["user", "role", "change"]))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -625,7 +642,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the deployment's api-server, e.g. http://127.0.0.1:8080 (default: connection hdh_airflow_api)",
     )
     deployment.add_argument("--user", default="admin", help="login for --api-url (default: admin)")
-    deployment.add_argument("--password-file", help="with --api-url: the simple auth manager's passwords file")
+    deployment.add_argument(
+        "--password-file",
+        help="with --api-url: the users' passwords file, JSON {user: password} (the profile's passwords.json)",
+    )
     deployment.add_argument(
         "--timeout", type=float, default=1800, help="seconds to wait for the deployment's runs (default: 1800)"
     )
@@ -697,6 +717,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     pools.add_argument(
         "action", choices=["sync"], help="sync: create the pool, or resize it, to transfer_slots (idempotent)"
+    )
+    users = command(
+        "users",
+        cmd_users,
+        "create or update the deployment's users with their roles (FAB auth manager; run by the deployment at start)",
+    )
+    users.add_argument("action", choices=["sync"], help="sync: create each user, or set its role and password again")
+    users.add_argument(
+        "--users",
+        default=os.environ.get("HDH_AIRFLOW_USERS", ""),
+        help="name:Role pairs, comma-separated; Role one of Viewer, User, Op, Admin (default: $HDH_AIRFLOW_USERS)",
+    )
+    users.add_argument(
+        "--password-file",
+        required=True,
+        help="JSON {user: password}, mode 600: a user without a password gets a generated one, written there",
     )
     commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     return parser

@@ -222,9 +222,11 @@ def env_sh_connections() -> dict[str, dict]:
     return connections(env_sh_exports())
 
 
-def simple_auth_users(setting: str) -> dict[str, str]:
-    """[core] simple_auth_manager_users (``name:role,...``) as {name: role}."""
-    return {name.strip(): role.strip() for name, role, *_ in (user.split(":") for user in setting.split(","))}
+def fab_users(setting: str) -> dict[str, str]:
+    """HDH_AIRFLOW_USERS (``name:Role,...``) as {name: Role}, read as `users sync` reads it."""
+    from hdh_migration.accounts import parse_users
+
+    return parse_users(setting)
 
 
 def lock_pin(lock: Path, distribution: str) -> str:
@@ -589,8 +591,10 @@ def test_init_sizes_the_transfer_pool_from_the_catalogue():
     assert "python -m hdh_migration pools sync" in script
     assert "airflow pools set" not in script
     assert script.index("/entrypoint airflow") < script.index("pools sync"), "the pool needs the migrated database"
-    assert '"$PYTHON" -m hdh_migration pools sync' in PROD_SH.read_text()
-    assert "pools set" not in PROD_SH.read_text()
+    prod = PROD_SH.read_text()
+    assert 'for sync in "pools sync" "users sync --password-file $HDH_PASSWORDS_FILE"; do' in prod
+    assert '"$PYTHON" -m hdh_migration $sync' in prod
+    assert "pools set" not in prod
 
 
 def test_connection_ids_are_those_of_env_sh():
@@ -674,37 +678,33 @@ def test_gap_scan_api_connection_has_the_shape_of_env_sh():
     assert (moved["port"], moved["password"]) == (18080, "given")
 
 
-def test_gap_scan_user_has_role_user_next_to_the_admin():
-    users = simple_auth_users(airflow_environment()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])
-    assert users == {env_example()["AIRFLOW_ADMIN_USERNAME"]: "admin", GAP_SCAN_USER: "user"}
+def test_users_have_fab_roles_on_call_viewers_data_engineers_and_the_gap_scan_user():
+    from hdh_migration.accounts import AUTH_MANAGER
+
+    assert airflow_env()["AIRFLOW__CORE__AUTH_MANAGER"] == AUTH_MANAGER
+    raw = raw_compose()["x-airflow-common"]["environment"]["HDH_AIRFLOW_USERS"]
+    assert variable_references(raw) == [("HDH_AIRFLOW_USERS", ":?")]
+    users = fab_users(airflow_environment()["HDH_AIRFLOW_USERS"])
+    assert users[GAP_SCAN_USER] == "User", "the gap scan creates backfills: role User, not Admin"
+    assert {"Viewer", "User", "Admin"} <= set(users.values())
     assert connections(airflow_environment())[API_CONN_ID]["login"] == GAP_SCAN_USER
-
-
-def test_role_user_may_backfill_and_no_more():
-    """What SimpleAuthManager lets role user do: the gap scan's calls (DAG reads and writes: backfills,
-    runs, unpause), not connections, pools, variables or configuration."""
-    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    manager = SimpleAuthManager()
-    user = SimpleAuthManagerUser(username=GAP_SCAN_USER, role="user")
-    for method in ("GET", "POST", "PUT"):
-        assert manager.is_authorized_dag(method=method, user=user), method
-    assert not manager.is_authorized_connection(method="GET", user=user)
-    assert not manager.is_authorized_pool(method="POST", user=user)
-    assert not manager.is_authorized_variable(method="GET", user=user)
-    assert not manager.is_authorized_configuration(method="PUT", user=user)
+    assert not any("SIMPLE_AUTH_MANAGER" in key for key in airflow_environment()), "FAB manages the users"
 
 
 def test_init_merges_the_gap_scan_password_into_the_passwords_file(tmp_path):
     init = service("airflow-init")
     script = init["command"][-1]
     step = re.search(r"^python3 -c '\n(.*?)^'$", script, re.MULTILINE | re.DOTALL)
+    sync = 'python -m hdh_migration users sync --password-file "${HDH_PASSWORDS_FILE}"'
+    assert sync in script, "airflow-init does not create the users"
+    assert script.index("python3 -c") < script.index("/entrypoint airflow") < script.index(sync), (
+        "the gap scan's password is in the file, and the database migrated, before the users are made"
+    )
     assert step, "airflow-init does not write the gap scan user's password"
     assert script.index("python3 -c") < script.index("chown -R"), "the file must be handed to the Airflow user"
     assert init["user"] == "0:0"
     environment = airflow_environment("airflow-init")
-    in_container = environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    in_container = environment["HDH_PASSWORDS_FILE"]
     assert posixpath.dirname(in_container) == AUTH_VOLUME
     assert f"airflow-auth:{AUTH_VOLUME}" in compose()["x-airflow-common"]["volumes"]
     assert re.search(rf"^chown -R \S+ .*{re.escape(AUTH_VOLUME)}", script, re.MULTILINE)
@@ -714,7 +714,7 @@ def test_init_merges_the_gap_scan_password_into_the_passwords_file(tmp_path):
         subprocess.run(
             [sys.executable, "-c", step[1]],
             env={
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+                "HDH_PASSWORDS_FILE": str(passwords_file),
                 "AIRFLOW_CONN_HDH_AIRFLOW_API": environment["AIRFLOW_CONN_HDH_AIRFLOW_API"],
             },
             check=True,
@@ -962,17 +962,23 @@ def test_prod_profile_has_the_gap_scan_user_of_compose(prod_config):
     assert (local["conn_type"], local["login"]) == (deployed["conn_type"], deployed["login"]) == ("http", GAP_SCAN_USER)
     assert (local["schema"], local["host"], local["port"]) == ("http", "127.0.0.1", int(settings["AIRFLOW__API__PORT"]))
     assert local["password"] == "<secret>", "scripts/prod.sh config prints the gap scan user's password"
-    assert simple_auth_users(settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]) == {
-        "admin": "admin",
-        GAP_SCAN_USER: "user",
+    assert fab_users(settings["HDH_AIRFLOW_USERS"]) == {
+        "admin": "Admin",
+        "oncall": "Viewer",
+        "engineer": "User",
+        GAP_SCAN_USER: "User",
     }
+    assert (
+        fab_users(settings["HDH_AIRFLOW_USERS"])[GAP_SCAN_USER]
+        == fab_users(env_example()["HDH_AIRFLOW_USERS"])[GAP_SCAN_USER]
+    )
 
 
 def test_prod_profile_generates_the_gap_scan_password_into_the_passwords_file(prod_config):
     secrets_file = prod_config["dir"] / "secrets.env"
     password = env_file(secrets_file)["HDH_GAP_SCAN_PASSWORD"]
     assert len(password) >= 32
-    passwords_file = Path(prod_config["settings"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords_file = Path(prod_config["settings"]["HDH_PASSWORDS_FILE"])
     assert passwords_file.parent == prod_config["dir"]
     assert json.loads(passwords_file.read_text()) == {GAP_SCAN_USER: password}
     for path in (secrets_file, passwords_file):
@@ -989,7 +995,7 @@ def test_prod_profile_adds_the_gap_scan_password_to_an_older_state(tmp_path):
         "AIRFLOW__API__SECRET_KEY": "key",
     }
     (prod_dir / "secrets.env").write_text("".join(f"{name}={value}\n" for name, value in older.items()))
-    passwords_file = prod_dir / "simple_auth_manager_passwords.json"
+    passwords_file = prod_dir / "passwords.json"
     passwords_file.write_text(json.dumps({"admin": "the-admin-password"}) + "\n")
     run_prod_config(tmp_path)
     secrets = env_file(prod_dir / "secrets.env")
