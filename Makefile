@@ -47,16 +47,16 @@ install: $(VENV)/.installed node_modules/.installed
 $(VENV)/.installed: requirements.txt requirements/dev.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(UV) pip sync --python $(VENV)/bin/python --quiet requirements.txt requirements/dev.txt
+	$(UV) pip sync --python $(VENV)/bin/python --quiet --require-hashes requirements.txt requirements/dev.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-lock:  ## recompile both locks from their inputs
-	$(UV) pip compile --quiet --python-version 3.11 requirements/main.in -o requirements.txt
-	$(UV) pip compile --quiet --python-version 3.11 requirements/dev.in -o requirements/dev.txt
+lock:  ## recompile both locks from their inputs, with every distribution's hashes
+	$(UV) pip compile --quiet --python-version 3.11 --generate-hashes requirements/main.in -o requirements.txt
+	$(UV) pip compile --quiet --python-version 3.11 --generate-hashes requirements/dev.in -o requirements/dev.txt
 
 stack-start:
 	scripts/stack.sh start

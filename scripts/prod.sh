@@ -12,9 +12,11 @@
 #   demo    start, then a full migration of the demo domains through the scheduler and the workers
 #   config  the services' commands and the Airflow settings they run with (secrets masked)
 #
-# Users (SimpleAuthManager): admin, and hdh_gap_scan (role user) for the gap scan's connection
-# hdh_airflow_api; the passwords are in HDH_PROD_DIR/simple_auth_manager_passwords.json, the gap
-# scan's generated into HDH_PROD_DIR/secrets.env with the other secrets (HDH_FINGERPRINT_KEY among them).
+# Users (FAB auth manager, deploy/airflow.env), created or updated at each start by
+# `python -m hdh_migration users sync` from HDH_AIRFLOW_USERS (name:Role pairs; default admin:Admin,
+# oncall:Viewer, engineer:User, and hdh_gap_scan:User for the gap scan's connection hdh_airflow_api).
+# Their passwords are in HDH_PROD_DIR/passwords.json (mode 600; generated for new users); the gap
+# scan's is generated into HDH_PROD_DIR/secrets.env with the other secrets (HDH_FINGERPRINT_KEY among them).
 #
 # The cutover signing key (Ed25519) is generated once into HDH_PROD_DIR/cutover-signing: its private
 # half reaches the cutover worker alone, as connection hdh_cutover_signing; every service gets the
@@ -109,19 +111,19 @@ export AIRFLOW__API__PORT="$HDH_AIRFLOW_PORT"
 export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT="$HDH_SCHEDULER_HEALTH_PORT"
 export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="$HDH_TRIGGERER_LOG_PORT"
 export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$HDH_WORKER_LOG_PORT"
-# The admin, and the gap scan's own least-privilege user (role user: DAG access, enough to create
-# backfills and trigger runs) with the generated password of secrets.env.
+# The users and their FAB roles: an admin, on-call staff (Viewer: read only), data engineers (User:
+# trigger, clear, backfill), and the gap scan's own user (User: creates backfills) with the generated
+# password of secrets.env.
 GAP_SCAN_USER=hdh_gap_scan
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin,$GAP_SCAN_USER:user"
-export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$PROD_DIR/simple_auth_manager_passwords.json"
+export HDH_AIRFLOW_USERS="${HDH_AIRFLOW_USERS:-admin:Admin,oncall:Viewer,engineer:User,$GAP_SCAN_USER:User}"
+export HDH_PASSWORDS_FILE="$PROD_DIR/passwords.json"
 export AIRFLOW_CONN_HDH_LEDGER="{\"conn_type\": \"postgres\", \"host\": \"$HDH_PG_HOST\", \"port\": $HDH_PG_PORT, \"schema\": \"$HDH_LEDGER_DB\", \"login\": \"$HDH_PG_USER\", \"password\": \"$HDH_PG_PASSWORD\"}"
 export AIRFLOW_CONN_HDH_AIRFLOW_API="{\"conn_type\": \"http\", \"host\": \"127.0.0.1\", \"port\": $HDH_AIRFLOW_PORT, \"schema\": \"http\", \"login\": \"$GAP_SCAN_USER\", \"password\": \"$HDH_GAP_SCAN_PASSWORD\"}"
 for name in $(compgen -e | grep '^HDH_PROD_CONN_' || true); do export "AIRFLOW_CONN_${name#HDH_PROD_CONN_}=${!name}"; done
 
-# SimpleAuthManager reads the passwords of its users from the passwords file and generates the
-# missing ones (the admin's) at the api-server's start: the gap scan user's password is merged in
-# before, under the file lock the api-server takes, keeping the others.
-"$PYTHON" - "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" "$GAP_SCAN_USER" <<'PY'
+# The users' passwords file: the gap scan user's password (that of its connection) is merged in,
+# keeping the others; `users sync` generates the missing ones at start.
+"$PYTHON" - "$HDH_PASSWORDS_FILE" "$GAP_SCAN_USER" <<'PY'
 import fcntl, json, os, sys
 
 path, user = sys.argv[1:]
@@ -260,11 +262,16 @@ cmd_start() {
       exit 1
     }
   fi
-  # The pool every transfer_object runs in, sized by the catalogue's transfer_slots (idempotent).
-  local pool slots
-  read -r pool slots < <("$PYTHON" -c 'from hdh_migration.catalogue import TRANSFER_POOL, cached_catalogue
-print(TRANSFER_POOL, cached_catalogue().transfer_slots)')
-  "$AIRFLOW" pools set "$pool" "$slots" "hdh-migration: concurrent transfer_object tasks" >/dev/null
+  # The pool every transfer_object runs in, sized by the catalogue's transfer_slots, and the users
+  # with their roles and passwords (both idempotent).
+  local sync
+  for sync in "pools sync" "users sync --password-file $HDH_PASSWORDS_FILE"; do
+    # shellcheck disable=SC2086 # the words of the command
+    "$PYTHON" -m hdh_migration $sync >>"$LOG_DIR/db-migrate.log" 2>&1 || {
+      echo "prod: python -m hdh_migration ${sync%% --*} failed; see $LOG_DIR/db-migrate.log" >&2
+      exit 1
+    }
+  done
   for name in "${SERVICES[@]}"; do start_service "$name"; done
   local deadline=$((SECONDS + ${HDH_PROD_START_TIMEOUT:-240}))
   until services_healthy "${log_offsets[@]}"; do
@@ -284,8 +291,8 @@ print(TRANSFER_POOL, cached_catalogue().transfer_slots)')
   done
   # The workers answer on the broker (what docker-compose.yml's healthcheck asks them).
   workers_answer || workers_answer || { echo "prod: the Celery workers do not answer a ping; logs in $LOG_DIR" >&2; exit 1; }
-  echo "prod: healthy in $(elapsed "$started"): api-server $HDH_API_URL (user admin, password in" \
-    "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE), workers $DEFAULT_WORKER (default), $TRANSFER_WORKER (transfer)," \
+  echo "prod: healthy in $(elapsed "$started"): api-server $HDH_API_URL (users $HDH_AIRFLOW_USERS, passwords in" \
+    "$HDH_PASSWORDS_FILE), workers $DEFAULT_WORKER (default), $TRANSFER_WORKER (transfer)," \
     "$CUTOVER_WORKER (cutover, signing key $(fingerprint))"
 }
 
@@ -343,6 +350,8 @@ cmd_config() {
   env | grep -E '^AIRFLOW__' | sort | sed -E 's/^(AIRFLOW__(CORE__FERNET_KEY|API_AUTH__JWT_SECRET|API__SECRET_KEY))=.*/\1=<secret>/'
   env | grep -E '^AIRFLOW_CONN_' | sort | sed -E 's/("password": ")[^"]+"/\1<secret>"/'
   echo "HDH_ALLOW_LOCAL_STANDINS=${HDH_ALLOW_LOCAL_STANDINS:-}"
+  echo "HDH_AIRFLOW_USERS=$HDH_AIRFLOW_USERS"
+  echo "HDH_PASSWORDS_FILE=$HDH_PASSWORDS_FILE"
   env | grep -E '^HDH_(FINGERPRINT_KEY|CUTOVER_PUBLIC_KEY)=' | sort | sed -E 's/^(HDH_FINGERPRINT_KEY)=.*/\1=<secret>/'
 }
 
@@ -351,7 +360,7 @@ cmd_demo() {
   cmd_start
   started=$(date +%s%N)
   "$PYTHON" -m hdh_migration seed --seed 42 --rows-per-partition "${SEED_ROWS:-2000}"
-  local api=(--api-url "$HDH_API_URL" --password-file "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+  local api=(--api-url "$HDH_API_URL" --password-file "$HDH_PASSWORDS_FILE")
   "$PYTHON" -m hdh_migration migrate "${api[@]}"
   "$PYTHON" -m hdh_migration cutover --all --by "prod.sh demo" "${api[@]}"
   "$PYTHON" -m hdh_migration verify --all "${api[@]}"

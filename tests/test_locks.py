@@ -1,5 +1,7 @@
 """The locks match their inputs: requirements.txt and requirements/dev.txt are what uv compiles
-from requirements/main.in and requirements/dev.in, and package-lock.json holds the Azurite of
+from requirements/main.in and requirements/dev.in, with the hashes of every distribution (pip and
+uv then refuse a download whose bytes differ: `uv pip sync --require-hashes` in the Makefile,
+`pip install --require-hashes` in the Dockerfile), and package-lock.json holds the Azurite of
 package.json.
 
 The Python check resolves against PyPI (uv takes a few seconds). It compiles into a copy of the
@@ -34,6 +36,7 @@ def pins(lock_text: str) -> dict[str, str]:
         if match := PIN.match(line):
             name = re.sub(r"[-_.]+", "-", match["name"]).lower()
             marker = (match["marker"] or "").strip()
+            marker = marker.rstrip("\\").strip()
             found[name] = match["version"] + (f"; {marker}" if marker else "")
     return found
 
@@ -50,14 +53,25 @@ def uv() -> str:
     [("requirements/main.in", "requirements.txt"), ("requirements/dev.in", "requirements/dev.txt")],
 )
 def test_python_lock_matches_its_input(source, lock, tmp_path):
-    command = f"uv pip compile --python-version 3.11 {source} -o {lock}"
+    command = f"uv pip compile --python-version 3.11 --generate-hashes {source} -o {lock}"
     committed = (ROOT / lock).read_text()
     assert f"#    {command}\n" in committed, f"{lock} was not made by `{command}`"
 
     recompiled = tmp_path / Path(lock).name
     recompiled.write_text(committed)
     result = subprocess.run(
-        [uv(), "pip", "compile", "--quiet", "--python-version", "3.11", source, "-o", str(recompiled)],
+        [
+            uv(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--python-version",
+            "3.11",
+            "--generate-hashes",
+            source,
+            "-o",
+            str(recompiled),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,6 +86,23 @@ def test_python_lock_matches_its_input(source, lock, tmp_path):
         if expected.get(name) != actual.get(name)
     )
     assert not drift, f"{lock} is stale; run `make lock` ({command}) and commit it:\n" + "\n".join(drift)
+
+
+HASH = re.compile(r"^\s+--hash=sha256:[0-9a-f]{64}(\s*\\)?$")
+
+
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements/dev.txt"])
+def test_every_pin_of_the_lock_carries_its_hashes(lock):
+    """Each `name==version` line is followed by at least one sha256 hash, read as pip reads them."""
+    lines = (ROOT / lock).read_text().splitlines()
+    unhashed = []
+    for number, line in enumerate(lines):
+        if PIN.match(line):
+            following = lines[number + 1] if number + 1 < len(lines) else ""
+            if not line.rstrip().endswith("\\") or not HASH.match(following):
+                unhashed.append(line.split()[0])
+    assert pins((ROOT / lock).read_text()), f"{lock} pins nothing"
+    assert not unhashed, f"{lock} pins without a hash (run `make lock`): {unhashed[:10]}"
 
 
 def test_package_lock_pins_the_azurite_of_package_json():

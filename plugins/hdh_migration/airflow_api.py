@@ -61,7 +61,7 @@ class AirflowApi:
 
     @classmethod
     def from_password_file(cls, url: str, password_file: str | Path, username: str = "admin") -> AirflowApi:
-        """A user of the simple auth manager, with the password from its passwords file."""
+        """A user of the deployment, with its password from a passwords file (JSON ``{user: password}``)."""
         passwords = json.loads(Path(password_file).read_text())
         return cls(url, username, passwords[username], timeout=60.0)
 

@@ -34,6 +34,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.signing import PUBLIC_KEY_SETTING
@@ -226,7 +227,7 @@ def _api(args):
 
     if args.api_url:
         if not args.password_file:
-            raise Refused("--api-url needs --password-file (the api-server's passwords file) for the login")
+            raise Refused("--api-url needs --password-file (the users' passwords file) for the login")
         return AirflowApi.from_password_file(args.api_url, args.password_file, args.user)
     return AirflowApi.from_connection()
 
@@ -599,6 +600,36 @@ def cmd_preflight(args) -> int:
     return EXIT_FAILED if any(r.verdict == BLOCKER for r in rows) else EXIT_OK
 
 
+def cmd_pools(args) -> int:
+    """Create or resize the transfers' Airflow pool to the catalogue's transfer_slots."""
+    from hdh_migration.pools import sync_transfer_pool
+
+    synced = sync_transfer_pool(load_catalogue(args.catalogue))
+    was = "created" if synced.previous is None else ("unchanged" if not synced.changed else f"was {synced.previous}")
+    _emit(
+        args,
+        {"pool": synced.pool, "slots": synced.slots, "previous": synced.previous, "changed": synced.changed},
+        f"pool {synced.pool}: {synced.slots} slot(s) ({was})",
+    )
+    return EXIT_OK
+
+
+def cmd_users(args) -> int:
+    """Create or update the deployment's users and roles (FAB auth manager)."""
+    from hdh_migration.accounts import AccountError, parse_users, sync_users
+
+    try:
+        synced = sync_users(parse_users(args.users), Path(args.password_file))
+    except AccountError as error:
+        raise Refused(str(error)) from None
+    rows = [
+        [s.username, s.role, "created" if s.created else ("password set" if s.password_changed else "unchanged")]
+        for s in synced
+    ]
+    _emit(args, [s.as_dict() for s in synced], _table(rows, ["user", "role", "change"]))
+    return EXIT_OK
+
+
 def _parser() -> argparse.ArgumentParser:
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -611,7 +642,10 @@ def _parser() -> argparse.ArgumentParser:
         help="the deployment's api-server, e.g. http://127.0.0.1:8080 (default: connection hdh_airflow_api)",
     )
     deployment.add_argument("--user", default="admin", help="login for --api-url (default: admin)")
-    deployment.add_argument("--password-file", help="with --api-url: the simple auth manager's passwords file")
+    deployment.add_argument(
+        "--password-file",
+        help="with --api-url: the users' passwords file, JSON {user: password} (the profile's passwords.json)",
+    )
     deployment.add_argument(
         "--timeout", type=float, default=1800, help="seconds to wait for the deployment's runs (default: 1800)"
     )
@@ -675,6 +709,30 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=300,
         help="seconds this machine's clock may differ from the store's before it blocks (default: 300)",
+    )
+    pools = command(
+        "pools",
+        cmd_pools,
+        "size the transfers' Airflow pool from the catalogue's transfer_slots (run by the deployment at start)",
+    )
+    pools.add_argument(
+        "action", choices=["sync"], help="sync: create the pool, or resize it, to transfer_slots (idempotent)"
+    )
+    users = command(
+        "users",
+        cmd_users,
+        "create or update the deployment's users with their roles (FAB auth manager; run by the deployment at start)",
+    )
+    users.add_argument("action", choices=["sync"], help="sync: create each user, or set its role and password again")
+    users.add_argument(
+        "--users",
+        default=os.environ.get("HDH_AIRFLOW_USERS", ""),
+        help="name:Role pairs, comma-separated; Role one of Viewer, User, Op, Admin (default: $HDH_AIRFLOW_USERS)",
+    )
+    users.add_argument(
+        "--password-file",
+        required=True,
+        help="JSON {user: password}, mode 600: a user without a password gets a generated one, written there",
     )
     commands.add_parser("seed", help="seed synthetic SNDS data into Azure (see `seed --help`)")
     return parser

@@ -355,28 +355,25 @@ def check_pool(catalogue: Catalogue) -> Check:
     """The pool every transfer_object runs in must have the catalogue's transfer_slots (bandwidth shares)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    name = f"pool {TRANSFER_POOL}"
-    fix = (
-        f'airflow pools set {TRANSFER_POOL} {catalogue.transfer_slots} "hdh-migration: concurrent transfer_object '
-        'tasks"'
-    )
-    try:
-        from airflow.models.pool import Pool
+    from hdh_migration.pools import SYNC_COMMAND, transfer_pool_slots
 
-        pool = Pool.get_pool(TRANSFER_POOL)
+    name = f"pool {TRANSFER_POOL}"
+    fix = f"run `{SYNC_COMMAND}` (sizes it from the catalogue)"
+    try:
+        slots = transfer_pool_slots()
     except SQLAlchemyError as error:
         return Check(name, BLOCKER, f"cannot read Airflow's metadata database ({type(error).__name__}): run here")
-    if pool is None:
+    if slots is None:
         return Check(name, BLOCKER, f"missing: no transfer_object task can run; {fix}")
-    if pool.slots != catalogue.transfer_slots:
-        effect = "under-uses" if pool.slots < catalogue.transfer_slots else "exceeds"
+    if slots != catalogue.transfer_slots:
+        effect = "under-uses" if slots < catalogue.transfer_slots else "exceeds"
         return Check(
             name,
             BLOCKER,
-            f"{pool.slots} slot(s), the catalogue's transfer_slots is {catalogue.transfer_slots}: the transfers "
+            f"{slots} slot(s), the catalogue's transfer_slots is {catalogue.transfer_slots}: the transfers "
             f"{effect} the bandwidth caps; {fix}",
         )
-    return Check(name, OK, f"{pool.slots} slot(s) = transfer_slots")
+    return Check(name, OK, f"{slots} slot(s) = transfer_slots")
 
 
 def check_fingerprint_key() -> Check:

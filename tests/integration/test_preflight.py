@@ -295,7 +295,11 @@ PROVOKED = [
     (_target_bucket_missing, "target bucket {name}", ["HeadBucket answered", "does not exist", "create it"]),
     (_wrong_target_secret, "target bucket {name}", ["HTTP 403", "secret key (password)"]),
     (_non_sovereign_endpoint, "sovereignty guard", ["non-sovereign pattern *.amazonaws.com", "not run"]),
-    (_pool_too_small, f"pool {TRANSFER_POOL}", ["4 slot(s)", "transfer_slots is 16", "airflow pools set"]),
+    (
+        _pool_too_small,
+        f"pool {TRANSFER_POOL}",
+        ["4 slot(s)", "transfer_slots is 16", "python -m hdh_migration pools sync"],
+    ),
     (_fingerprint_key_unset, "fingerprint key", ["is not set", "openssl rand"]),
     (_fingerprint_key_local, "fingerprint key", ["the local profiles' public key"]),
     (_ledger_connection_missing, "connection hdh_ledger", ["missing", "AIRFLOW_CONN_HDH_LEDGER"]),

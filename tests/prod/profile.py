@@ -64,7 +64,7 @@ class Profile:
     def api(self):
         from hdh_migration.airflow_api import AirflowApi
 
-        return AirflowApi.from_password_file(self.api_url, self.dir / "simple_auth_manager_passwords.json")
+        return AirflowApi.from_password_file(self.api_url, self.dir / "passwords.json")
 
     def prod(self, command: str, timeout: float) -> subprocess.CompletedProcess:
         return subprocess.run(

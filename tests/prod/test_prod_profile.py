@@ -29,7 +29,7 @@ DOMAINS = ("causes_deces",)
 
 def cli(profile, *argv: str) -> subprocess.CompletedProcess:
     """``python -m hdh_migration`` as an operator runs it against the deployment, with its JSON output."""
-    api = ["--api-url", profile.api_url, "--password-file", str(profile.dir / "simple_auth_manager_passwords.json")]
+    api = ["--api-url", profile.api_url, "--password-file", str(profile.dir / "passwords.json")]
     return subprocess.run(
         [sys.executable, "-m", "hdh_migration", *argv, *api, "--json"],
         env=os.environ,
@@ -38,6 +38,43 @@ def cli(profile, *argv: str) -> subprocess.CompletedProcess:
         timeout=1500,
         check=False,
     )
+
+
+def test_the_users_have_their_roles_through_the_fab_auth_manager(profile):
+    """The users `users sync` made at start (HDH_AIRFLOW_USERS, FAB roles), each logged in with its own
+    password: on-call (Viewer) reads a DAG but may not trigger it nor create a backfill, the data
+    engineer (User) triggers a run (and deletes it: the DAG is paused, nothing runs), the gap scan's
+    user creates backfills (a dry run, as preflight asks), and a wrong password gets no token."""
+    from hdh_migration.airflow_api import AirflowApi, AirflowApiError
+    from hdh_migration.transfer import _catalogue
+
+    passwords_file = profile.dir / "passwords.json"
+    passwords = json.loads(passwords_file.read_text())
+    assert set(passwords) == {"admin", "oncall", "engineer", "hdh_gap_scan"}
+    assert oct(passwords_file.stat().st_mode & 0o777) == "0o600"
+    oncall, engineer, gap_scan = (
+        AirflowApi.from_password_file(profile.api_url, passwords_file, name)
+        for name in ("oncall", "engineer", "hdh_gap_scan")
+    )
+    (name,) = DOMAINS
+    dag_id = f"hdh_transfer__{name}"
+    partitions = _catalogue().domain(name).partitions()
+    oncall.wait_for_dag(dag_id, timeout=300)
+    assert oncall.dag(dag_id)["is_paused"] is True
+    with pytest.raises(AirflowApiError, match="HTTP 403"):
+        oncall.trigger(dag_id, {"partition": partitions[0]})
+    backfill = {"dag_id": dag_id, "from_date": "2000-01-01T00:00:00Z", "to_date": "2000-01-02T00:00:00Z"}
+    with pytest.raises(AirflowApiError, match="HTTP 403"):
+        oncall.call("POST", "/backfills/dry_run", json=backfill)
+
+    run = engineer.trigger(dag_id, {"partition": partitions[0]})
+    assert engineer.dag_run(dag_id, run["dag_run_id"])["state"] == "queued"
+    engineer.call("DELETE", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}")
+    assert oncall.dag_runs(dag_id) == []
+
+    assert "backfills" in gap_scan.call("POST", "/backfills/dry_run", json=backfill)
+    with pytest.raises(AirflowApiError, match="HTTP 401"):
+        AirflowApi(profile.api_url, "oncall", passwords["engineer"])
 
 
 @pytest.fixture(scope="module")
