@@ -5,8 +5,10 @@ VENV := .venv
 UV := $(VENV)/bin/uv
 ENV := source scripts/env.sh &&
 SEED_ROWS ?= 2000
+# make test's pytest-xdist workers (tests/conftest.py gives each its own Airflow database and api-server port)
+PYTEST_WORKERS ?= 2
 
-.PHONY: demo test services faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test test-deploy services faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -20,11 +22,16 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --local --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
 
-test: install stack-start services  ## start what the tests need, lint, then every test against the real servers
+test: install stack-start services  ## start what the tests need, lint, then every test but the deployment and fault suites, on two workers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
-	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m "not faults" $(PYTEST_ARGS)
+	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
+	  -m "not faults and not prod and not scheduler" $(PYTEST_ARGS)
+
+test-deploy: install stack-start services  ## the tests that start a deployment of their own: the gap scan through a scheduler, the production profile
+	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
+	$(ENV) $(VENV)/bin/python -m pytest -p no:cacheprovider -m "(prod or scheduler) and not faults" $(PYTEST_ARGS)
 
 prod-demo: install  ## the production-shaped profile (scripts/prod.sh): start it, migrate through its scheduler and Celery workers
 	scripts/prod.sh demo
