@@ -285,7 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
             "content-encoding", ""
         )
         if chunked or headers.get("x-amz-content-sha256", "").startswith("STREAMING-"):
-            self.close_connection = True  # the body is not read: the connection cannot carry another request
+            self.close_connection = True  # the connection carries no other request after this one
+            if "chunked" in headers.get("transfer-encoding", ""):
+                self._drain_chunked()  # the client's last chunk is read first: no broken pipe on its side
             rule = "trailer body" if rules.refuse_flexible_checksums else "chunked body (not emulated)"
             return self._error(400, "BadRequest", "trailing checksum is not supported", rule)
         body = self.rfile.read(int(headers.get("content-length", 0) or 0))
@@ -344,6 +346,17 @@ class _Handler(BaseHTTPRequestHandler):
         return hmac.compare_digest(auth.get_signature(self.command, urlsplit(self.path), received), signature)
 
     # -- answers --------------------------------------------------------------------------------
+
+    def _drain_chunked(self, limit: int = 1 << 20) -> None:
+        """Read a chunked body up to its last chunk and trailers (at most ``limit`` bytes), and drop it."""
+        read = 0
+        while read < limit:
+            size = int(self.rfile.readline(64).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # the trailers, up to the blank line
+                    pass
+                return
+            read += len(self.rfile.read(size + 2))
 
     def _error(self, status: int, code: str, message: str, rule: str) -> None:
         self.provider._refuse(self.command, urlsplit(self.path).path, rule)
