@@ -719,7 +719,7 @@ def _run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["seed"]:
-        from hdh_migration.synthetic import main_seed  # its own options: see `seed --help`
+        from hdh_synthetic import main_seed  # its own options: see `seed --help`
 
         return main_seed(argv[1:])
     args = _parser().parse_args(argv)

@@ -251,7 +251,7 @@ def test_a_headerless_csv_declared_so_is_read_with_the_schemas_columns(migration
 def test_a_csv_without_its_header_line_is_refused_by_counts_and_positions_never_its_tokens(migration, capfd):
     import dataclasses
 
-    from hdh_migration.synthetic import write_file
+    from hdh_synthetic import write_file
 
     migration.seed(domains=["causes_deces"])
     table = migration.catalogue.domain("causes_deces").table("KI_CCI_R")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CATALOGUE, DEMO_CATALOGUE
 
 from hdh_migration.catalogue import CatalogueError, load_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUE = ROOT / "dags" / "domains.yaml"
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -27,7 +27,17 @@ def _write(tmp_path: Path, mutate) -> Path:
     return path
 
 
-def test_demo_catalogue_loads_with_expected_domains():
+def test_the_deployed_catalogue_loads_and_names_existing_schemas_and_suites():
+    """dags/domains.yaml, whatever domains the user gave it: it loads, and every file it names exists."""
+    catalogue = load_catalogue(DEMO_CATALOGUE)
+    assert catalogue.domains
+    for domain in catalogue.domains:
+        assert domain.partitions()
+        for table in domain.tables:
+            assert table.schema_path.is_file() and table.suite_path.is_file(), f"{domain.name}.{table.name}"
+
+
+def test_the_tests_catalogue_loads_with_expected_domains():
     catalogue = load_catalogue(CATALOGUE)
     assert [d.name for d in catalogue.domains] == ["beneficiaires", "causes_deces", "dcir", "pmsi_mco"]
     dcir = catalogue.domain("dcir")
@@ -39,7 +49,7 @@ def test_demo_catalogue_loads_with_expected_domains():
     assert catalogue.domain("pmsi_mco").expected_duration_minutes == 120, "the default"
 
 
-def test_demo_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
+def test_the_tests_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
     import datetime as dt
 
     catalogue = load_catalogue(CATALOGUE)

@@ -13,15 +13,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import CATALOGUE as CATALOGUE_PATH
 from conftest import read_table_bytes
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.nir import raw_nir_mask
 from hdh_migration.schema import load_table_schema
-from hdh_migration.synthetic import BATCH_ROWS, blob_name, generate_file, write_file
+from hdh_synthetic import BATCH_ROWS, blob_name, generate_file, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUE = load_catalogue(ROOT / "dags" / "domains.yaml")
+CATALOGUE = load_catalogue(CATALOGUE_PATH)
 SEED, ROWS, FILES = 42, 240, 3
 TABLES = [table for domain in CATALOGUE.domains for table in domain.tables]
 ICD10 = re.compile(r"^[A-Z][0-9]{2}[0-9A-Z]{0,3}$")
@@ -41,7 +42,7 @@ def _generate(table, partition, file_index, *, seed=SEED, rows=ROWS, files=FILES
 
 @pytest.fixture(scope="module")
 def files() -> dict[tuple[str, str], list[pa.Table]]:
-    """Every file of every partition of the demo catalogue, by (table, partition)."""
+    """Every file of every partition of the tests' catalogue, by (table, partition)."""
     return {
         (table.name, partition): [_generate(table, partition, index) for index in range(FILES)]
         for domain in CATALOGUE.domains
@@ -298,10 +299,10 @@ def _catalogue_with_new_table(tmp_path: Path, fields: list[dict], primary_key: l
         "missingValues": [""],
     }
     (tmp_path / "T_NEW.json").write_text(json.dumps(schema))
-    raw = yaml.safe_load((ROOT / "dags" / "domains.yaml").read_text())
+    raw = yaml.safe_load(CATALOGUE_PATH.read_text())
     for domain in raw["domains"].values():
         for table in domain["tables"].values():
-            table["schema"] = str((ROOT / "dags" / table["schema"]).resolve())
+            table["schema"] = str((CATALOGUE_PATH.parent / table["schema"]).resolve())
     raw["domains"]["nouveau"] = {
         "owner": "team-test",
         "wave": 2,
