@@ -32,6 +32,10 @@ cat >>"$DST/dags/domains.yaml" <<'YAML'
         suite: ../expectations/pmsi_had/T_HADaaB.json
 YAML
 cd "$DST"
+# the copy's own code and DAG folder, whatever environment this was started from (Airflow's state stays)
+export HDH_ROOT="$DST" AIRFLOW__CORE__DAGS_FOLDER="$DST/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$DST/plugins"
+export PYTHONPATH="$DST/tools:$DST/plugins"
+unset HDH_CATALOGUE
 .venv/bin/python -m hdh_migration suites >/dev/null
 .venv/bin/python - <<'PY'
 import json
@@ -40,7 +44,8 @@ from pathlib import Path
 path = Path("expectations/pmsi_had/T_HADaaB.json")
 suite = json.loads(path.read_text())
 suite["expectations"].append(
-    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "SEJ_NBJ", "min_value": 0}, "meta": {}}
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "SEJ_NBJ", "min_value": 0},
+     "meta": {"hdh_origin": "hand-written", "rule": "a stay lasts 0 days or more"}}
 )
 path.write_text(json.dumps(suite, indent=2) + "\n")
 PY

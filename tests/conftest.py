@@ -45,6 +45,23 @@ def write_catalogue(path: Path, name: str, mutate=None) -> Path:
     return path
 
 
+NEW_TABLES = ROOT / "tests" / "data" / "catalogue" / "new_tables.yaml"
+
+
+def add_new_tables(raw: dict) -> None:
+    """A ``write_catalogue`` mutation: the real SNDS tables of tests/data/schema-snds, added by configuration
+    alone (new_tables.yaml: ER_UCD_F into dcir, and the domains dcirs, pmsi_had and pmsi_ssr)."""
+    fragment = yaml.safe_load(NEW_TABLES.read_text())
+    for name, domain in fragment["domains"].items():
+        for table in domain["tables"].values():
+            for key in ("schema", "suite"):
+                table[key] = str((NEW_TABLES.parent / table[key]).resolve())
+        if name in raw["domains"]:
+            raw["domains"][name]["tables"].update(domain["tables"])
+        else:
+            raw["domains"][name] = domain
+
+
 def read_table_bytes(data: bytes, table):
     """An object's bytes as an Arrow table: parquet as is, a French CSV export with its dialect and types."""
     import io
