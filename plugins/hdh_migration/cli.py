@@ -171,6 +171,12 @@ def status_rows(catalogue, ledger, records=None) -> list[dict]:
                 "quarantined": [
                     {"table": r.table_name, "partition": r.partition} for r in problems if r.state == "quarantined"
                 ],
+                # tables that passed but wait for a quarantined table of their partition (all commit together)
+                "waiting": [
+                    {"table": r.table_name, "partition": r.partition, "waits_for": r.last_error}
+                    for r in mine.values()
+                    if r.state == "validated" and r.last_error
+                ],
                 "last_error": _last_error(domain.name, problems, ledger),
                 **_cutover_summary(domain.name, ledger),
             }
@@ -212,6 +218,8 @@ def cmd_status(args) -> int:
     for r in rows:
         for quarantined in r["quarantined"]:
             lines.append(f"  {r['domain']}: quarantined {quarantined['table']} {quarantined['partition']}")
+        for waiting in r["waiting"]:
+            lines.append(f"  {r['domain']}: {waiting['table']} {waiting['partition']} passed, {waiting['waits_for']}")
         if r["last_error"]:
             error_lines = r["last_error"]["error"].splitlines()
             more = f" (+{len(error_lines) - 2} more: status --json)" if len(error_lines) > 2 else ""

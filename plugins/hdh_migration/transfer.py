@@ -1114,10 +1114,25 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         verdicts[table.name] = summary
         ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
     if quarantined:
+        # A partition commits all its tables or none (README, "One partition, all its tables"): the tables
+        # that passed wait, and the ledger, status and board say on which.
+        blockers = ", ".join(e.table for e in quarantined)
+        waiting = sorted(verdicts)
+        wait_note = (
+            f" | {', '.join(waiting)} passed and wait{'s' if len(waiting) == 1 else ''} for {blockers}: "
+            "a partition commits all its tables together, so none commits until the partition's next run passes"
+            if waiting
+            else ""
+        )
+        for name in waiting:
+            ledger.set_state(
+                tables[0]["domain"], name, tables[0]["partition"], "validated", run_id=run_id,
+                last_error=f"waits for {blockers} (quarantined in the same partition)",
+            )  # fmt: skip
         _release_lease(ledger, tables[0]["domain"], tables[0]["partition"], run_id)
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
         raise (PrivacyIncident if privacy else QuarantinedError)(
-            " | ".join(str(e) for e in quarantined),
+            " | ".join(str(e) for e in quarantined) + wait_note,
             domain=quarantined[0].domain,
             table=", ".join(e.table for e in quarantined),
             partition=quarantined[0].partition,

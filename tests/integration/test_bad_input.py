@@ -115,6 +115,12 @@ def test_bad_input_is_quarantined_with_a_clear_error(migration, domain, table_na
     )
     assert migration.target_keys(f"_staging/{domain}/{table_name}/") == []
     assert any(k.endswith(".json") for k in migration.target_keys(f"_quarantine/{domain}/{table_name}/"))
+    for other in migration.catalogue.domain(domain).tables:  # the partition's other tables wait, and say on which
+        if other.name != table_name:
+            waiting = migration.ledger.get(domain, other.name, partition)
+            assert waiting.state == "validated" and waiting.last_error == (
+                f"waits for {table_name} (quarantined in the same partition)"
+            ), other.name
 
 
 # ---------------------------------------------------------------------------------------------
