@@ -63,7 +63,6 @@ def _progress(message: str) -> None:
 
 
 def cmd_plan(args) -> int:
-    from hdh_migration.layout import partition_dir
     from hdh_migration.transfer import _source
 
     catalogue = load_catalogue(args.catalogue)
@@ -75,9 +74,7 @@ def cmd_plan(args) -> int:
         for partition in domain.partitions():
             objects = size = 0
             for table in domain.tables:
-                listed = source.list_objects(
-                    partition_dir(domain.name, table.name, table.partition_column, partition), table.source_extension
-                )
+                listed = source.list_objects(table.source_dir(partition), table.source_extension)
                 objects += len(listed)
                 size += sum(o.size for o in listed)
             rows.append(

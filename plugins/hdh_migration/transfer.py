@@ -378,7 +378,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             log.warning("%s: leftovers not swept (%s)", where(domain.name, table.name, partition), type(error).__name__)
     tables, objects = [], []
     for table in domain.tables:
-        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        prefix = table.source_dir(partition)
         listed = source.list_objects(prefix, table.source_extension)
         if not listed:
             if table.optional:
@@ -1423,9 +1423,7 @@ def manifest_problems(target, source, table: Table, partition: str, manifest: di
     """What differs between a partition's manifest, the live source listing and the landed objects."""
     from hdh_migration.target import SHA256_METADATA
 
-    listed = source.list_objects(
-        partition_dir(table.domain, table.name, table.partition_column, partition), table.source_extension
-    )
+    listed = source.list_objects(table.source_dir(partition), table.source_extension)
     live = {o.name: o.etag for o in listed}
     recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
     problems = []

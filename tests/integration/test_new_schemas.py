@@ -3,7 +3,8 @@
 tests/data/schema-snds holds four schemas copied from schema-snds (MPL-2.0): T_SSRaaB (no year column,
 only year-months), T_HADaaB, NS_PRS_F and ER_UCD_F (no primaryKey in its schema: the catalogue gives it
 one). tests/data/catalogue/new_tables.yaml adds them to the tests' catalogue: ER_UCD_F into dcir, and the
-domains dcirs, pmsi_had and pmsi_ssr. Generated data, then dag.test() of every partition and cutover.
+domains dcirs, pmsi_had and pmsi_ssr, whose tables are yearly families (T_SSR22B, T_SSR23B: the year in
+the table's name). Generated data, then dag.test() of every partition and cutover.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ def test_real_schemas_added_by_configuration_migrate_without_quarantine_and_cut_
     for domain, tables in NEW_TABLES.items():
         assert tables <= {t.name for t in catalogue.domain(domain).tables}
     migration.seed(domains=["beneficiaires", *DOMAINS])
+    # PMSI HAD and SSR are yearly families: one source table per year, the year in its name
+    from hdh_migration.gaps import list_azure_partitions
+
+    ssr = catalogue.domain("pmsi_ssr").table("T_SSRaaB")
+    assert ssr.source_name == "T_SSR{aa}B"
+    assert [o.name for o in migration.source.list_objects("pmsi_ssr/T_SSR23B/", "parquet")] == [
+        "pmsi_ssr/T_SSR23B/part-00000.parquet",
+        "pmsi_ssr/T_SSR23B/part-00001.parquet",
+    ]
+    for table in (ssr, catalogue.domain("pmsi_had").table("T_HADaaB")):
+        assert list_azure_partitions(migration.source.container_client, table) == {"2022", "2023"}
 
     for name in DOMAINS:
         domain = catalogue.domain(name)
@@ -39,6 +51,14 @@ def test_real_schemas_added_by_configuration_migrate_without_quarantine_and_cut_
     assert migration.target_keys("_quarantine/") == []
     manifest = migration.target.get_json("_manifests/pmsi_ssr/T_SSRaaB/SOR_ANN=2023.json")
     assert manifest["rows"] == 300 and len(manifest["files"]) == 2
+    assert [o["name"] for o in manifest["source_objects"]] == [
+        "pmsi_ssr/T_SSR23B/part-00000.parquet",
+        "pmsi_ssr/T_SSR23B/part-00001.parquet",
+    ]
+    assert migration.target_keys("pmsi_ssr/T_SSRaaB/SOR_ANN=2023/") == [
+        "pmsi_ssr/T_SSRaaB/SOR_ANN=2023/part-00000.parquet",
+        "pmsi_ssr/T_SSRaaB/SOR_ANN=2023/part-00001.parquet",
+    ]
 
     for name in DOMAINS:
         run = _cutover(migration, name)

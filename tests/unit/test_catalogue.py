@@ -174,6 +174,25 @@ def test_loading_imports_nothing_heavy():
             lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(decimal_point=";"),
             "table 'KI_CCI_R', field 'csv': fields 'delimiter' and 'decimal_point' must differ",
         ),
+        (
+            lambda raw: raw["domains"]["dcir"]["tables"]["ER_PRS_F"].update(source_name="ER_PRS_{aa}"),
+            "table 'ER_PRS_F': field 'source_name' names one table per year: only a yearly domain has one",
+        ),
+        (
+            lambda raw: raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T_MCOaaB"),
+            "table 'T_MCOaaB': field 'source_name' must hold the year once, as {aa} or {aaaa}",
+        ),
+        (
+            lambda raw: raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T-MCO{aa}B"),
+            "table 'T_MCOaaB': field 'source_name' 'T-MCO{aa}B' is not an SNDS table name",
+        ),
+        (
+            lambda raw: (
+                raw["domains"]["pmsi_mco"].update(first_partition="1999"),
+                raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T_MCO{aa}B"),
+            ),
+            "table 'T_MCOaaB': field 'source_name' writes the year on 2 digits ({aa}), which names 2000 to 2099 only",
+        ),
     ],
 )
 def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):
@@ -216,3 +235,25 @@ def test_a_catalogue_error_is_a_configuration_error_the_dags_do_not_retry(tmp_pa
         load_catalogue(path)
     assert RETRY_POLICY.evaluate(excinfo.value, try_number=1, max_tries=5).action == RetryAction.FAIL
     assert RETRY_POLICY.evaluate(ConnectionResetError(), try_number=1, max_tries=5).action == RetryAction.DEFAULT
+
+
+def test_a_yearly_family_maps_one_source_table_per_year_to_partitions_of_one_table(tmp_path):
+    """T_MCO22B, T_MCO23B... in the source; T_MCOaaB/SOR_ANN=2022/... in the target."""
+
+    def family(raw):
+        raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"]["source_name"] = "T_MCO{aa}B"
+        raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaC"]["source_name"] = "T_MCO{aaaa}C"
+
+    domain = load_catalogue(_write(tmp_path, family)).domain("pmsi_mco")
+    stays, linkage = domain.table("T_MCOaaB"), domain.table("T_MCOaaC")
+    assert [stays.source_dir(p) for p in domain.partitions()] == ["pmsi_mco/T_MCO22B/", "pmsi_mco/T_MCO23B/"]
+    assert linkage.source_dir("2023") == "pmsi_mco/T_MCO2023C/"
+    assert stays.source_listing_prefix() == "pmsi_mco/"
+    assert stays.source_partition("pmsi_mco/T_MCO23B/") == "2023"
+    assert linkage.source_partition("pmsi_mco/T_MCO2021C/") == "2021"
+    for other in ("pmsi_mco/T_MCO23C/", "pmsi_mco/T_MCOaaB/", "pmsi_mco/T_MCO23B/x/", "pmsi_mco/T_MCO2023B/"):
+        assert stays.source_partition(other) is None, other
+    # the column form, unchanged: the partition folders under the table
+    plain = load_catalogue(CATALOGUE).domain("pmsi_mco").table("T_MCOaaB")
+    assert plain.source_dir("2023") == "pmsi_mco/T_MCOaaB/SOR_ANN=2023/"
+    assert plain.source_partition("pmsi_mco/T_MCOaaB/SOR_ANN=2023/") == "2023"

@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hdh_migration.catalogue import Catalogue, CsvDialect, Table, load_catalogue, partition_start
-from hdh_migration.layout import part_name, partition_dir
+from hdh_migration.layout import part_name
 from hdh_migration.schema import Column, TableSchema, arrow_type, load_table_schema
 from hdh_synthetic import nomenclatures
 
@@ -846,9 +846,7 @@ def _write_french_csv(table: Table, arrow_schema: pa.Schema, batches: Iterable[p
 
 
 def blob_name(table: Table, partition: str, file_index: int) -> str:
-    return partition_dir(table.domain, table.name, table.partition_column, partition) + part_name(
-        file_index, table.source_extension
-    )
+    return table.source_dir(partition) + part_name(file_index, table.source_extension)
 
 
 def _container(wasb_conn_id: str, name: str):
@@ -923,7 +921,7 @@ def add_late_rows(
     container = _container(wasb_conn_id, catalogue.source_container)
     taken = [volume.files_per_partition - 1]
     for table in domain.tables:
-        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        prefix = table.source_dir(partition)
         for blob in container.list_blobs(name_starts_with=prefix):
             index = re.fullmatch(r"part-(\d+)\.\w+", blob.name[len(prefix) :])
             if index:
