@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ import pytest
 from conftest import rewrite_source, set_values
 from haystacks import assert_nowhere, outputs, tries
 
+from hdh_migration.cli import main
 from hdh_migration.layout import partition_dir
 
 
@@ -95,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize(
     ("domain", "table_name", "partition", "corrupt", "rule"), CASES, ids=[case[3].__name__ for case in CASES]
 )
-def test_bad_input_is_quarantined_with_a_clear_error(migration, domain, table_name, partition, corrupt, rule):
+def test_bad_input_is_quarantined_with_a_clear_error(migration, capsys, domain, table_name, partition, corrupt, rule):
     migration.seed(domains=[domain])
     name = _first_object(migration, domain, table_name, partition)
     corrupt(migration, name)
@@ -121,6 +123,12 @@ def test_bad_input_is_quarantined_with_a_clear_error(migration, domain, table_na
             assert waiting.state == "validated" and waiting.last_error == (
                 f"waits for {table_name} (quarantined in the same partition)"
             ), other.name
+            capsys.readouterr()
+            assert main(["status", "--json"]) == 0
+            status = {row["domain"]: row for row in json.loads(capsys.readouterr().out)}[domain]
+            assert status["waiting"] == [
+                {"table": other.name, "partition": partition, "waits_for": waiting.last_error}
+            ], "status says which table waits on which"
 
 
 # ---------------------------------------------------------------------------------------------
