@@ -724,8 +724,15 @@ def _run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["seed"]:
-        from hdh_synthetic import main_seed  # its own options: see `seed --help`
-
+        try:  # tooling beside the package (tools/), on PYTHONPATH through scripts/env.sh; never deployed
+            from hdh_synthetic import main_seed  # its own options: see `seed --help`
+        except ModuleNotFoundError:
+            print(
+                "seed: the synthetic-data generator (tools/hdh_synthetic) is not on PYTHONPATH; it ships with the "
+                "project's checkout, not with the deployment. Run it from a checkout after `source scripts/env.sh`",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
         return main_seed(argv[1:])
     args = _parser().parse_args(argv)
     # Each retry of the API client is a warning of urllib3's; the command's own line says what failed.
