@@ -306,6 +306,21 @@ def _plausible_spec(column: Column) -> _Spec:
     return dataclasses.replace(spec, low=low, high=high) if low <= high else spec
 
 
+def _fits(column: Column, spec: _Spec, code) -> bool:
+    """A nomenclature's code fits the column as declared. Its integers may reach 13 digits: the generator's
+    12-digit cap keeps random numbers from looking like a NIR, and the samples' codes (CIP13 from 34009)
+    never do."""
+    if not isinstance(code, int):
+        return spec.allows(code)
+    digits = (column.length or "").partition(",")[0]
+    constraints = column.constraints
+    return (
+        (not digits.isdigit() or len(str(abs(code))) <= int(digits))
+        and constraints.get("minimum", code) <= code <= constraints.get("maximum", code)
+        and (spec.enum is None or code in spec.enum)
+    )
+
+
 def _foreign_keys(schema: TableSchema) -> Iterator[tuple[str, list[str], list[str]]]:
     """(referenced table, columns here, columns there) for each declared foreign key."""
 
@@ -619,7 +634,7 @@ class _Frame:
         if spec.enum:
             return self._choice(name, spec, spec.enum)
         column = context.schema.column(name)
-        codes = tuple(v for v in nomenclatures.codes(column, spec.width) or () if spec.allows(v))
+        codes = tuple(v for v in nomenclatures.codes(column, spec.width) or () if _fits(column, spec, v))
         if codes:
             return self._choice(name, spec, codes)
         generate = getattr(self, f"_{spec.type}")
