@@ -56,3 +56,16 @@ def test_every_table_passes_its_generated_and_hand_written_expectations(catalogu
         assert sorted(t.name for _, t in tables) == ["ER_UCD_F", "NS_PRS_F", "T_HADaaB", "T_SSRaaB"]
     failing = {f"{d.name}.{t.name}": f for d, t in tables if (f := _failures(catalogue, d, t))}
     assert failing == {}
+
+
+def test_the_yearmonth_parameter_matches_the_months_of_the_partition_at_every_grain():
+    import re
+
+    def matches(grain: str, partition: str) -> list[str]:
+        regex = partition_parameters(grain, partition)["partition_yearmonth_regex"]
+        texts = ["202212", "202301", "202306", "202312", "202313", "202401", "202402", "202406", "2024021"]
+        return [t for t in texts if re.fullmatch(regex, t)]
+
+    assert matches("yearly", "2023") == ["202301", "202306", "202312"]
+    assert matches("monthly", "2024-02-01") == ["202402"]
+    assert matches("snapshot", "2024-06-30") == ["202406"]
