@@ -1112,7 +1112,8 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
             continue
         summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
         verdicts[table.name] = summary
-        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
+        # last_error=None: a table that waited for another one's quarantine in an earlier run waits no more
+        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows, last_error=None)
     if quarantined:
         # A partition commits all its tables or none (README, "One partition, all its tables"): the tables
         # that passed wait, and the ledger, status and board say on which.

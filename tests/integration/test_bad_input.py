@@ -131,6 +131,27 @@ def test_bad_input_is_quarantined_with_a_clear_error(migration, capsys, domain, 
             ], "status says which table waits on which"
 
 
+def test_the_tables_that_waited_commit_with_the_fixed_one_and_wait_no_more(migration, capsys):
+    """A partition commits all its tables together: once the quarantined one is fixed, both commit."""
+    migration.seed(domains=["dcir"])
+    name = _first_object(migration, "dcir", "ER_PHA_F", "2024-01-01")
+    original = migration.source_bytes(name)
+    negative_amount(migration, name)
+    assert str(migration.run("dcir", "2024-01-01").state) == "failed"
+    waiting = migration.ledger.get("dcir", "ER_PRS_F", "2024-01-01")
+    assert waiting.state == "validated" and waiting.last_error.startswith("waits for ER_PHA_F")
+
+    _put(migration, name, original)  # the producer fixed the source
+    assert str(migration.run("dcir", "2024-01-01").state) == "success"
+    assert {t: migration.ledger.get("dcir", t, "2024-01-01").state for t in ("ER_PHA_F", "ER_PRS_F")} == {
+        "ER_PHA_F": "committed",
+        "ER_PRS_F": "committed",
+    }
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert {row["domain"]: row for row in json.loads(capsys.readouterr().out)}["dcir"]["waiting"] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # No data value on any error path: each case plants values and searches every output for them.
 
