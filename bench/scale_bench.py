@@ -364,7 +364,7 @@ def run_backfill(args, workdir: Path) -> dict:
     dag_id = f"hdh_transfer__{BACKFILL_DOMAIN}"
     figures: dict = {"partitions": len(partitions), "tables": len(domain.tables)}
     with Stack(args, catalogue_path, workdir, "backfill") as stack:
-        from hdh_migration.synthetic import _container
+        from hdh_synthetic import _container
 
         _container("hdh_azure_source", catalogue.source_container)  # an empty source: every table is optional
         figures["db_migrate_s"] = stack.migrate_s
@@ -521,8 +521,8 @@ def run_fanout(args, workdir: Path) -> dict:
         from hdh_migration.catalogue import load_catalogue
         from hdh_migration.dag_factory import build_transfer_dag
         from hdh_migration.ledger import Ledger
-        from hdh_migration.synthetic import seed_azure
         from hdh_migration.transfer import _source, _target
+        from hdh_synthetic import seed_azure
 
         catalogue = load_catalogue(catalogue_path)
         started = time.perf_counter()

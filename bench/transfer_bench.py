@@ -502,7 +502,7 @@ def write_catalogue(path: Path, name: str, domain: str, tables: list[str]) -> Pa
 
 def _probe_bytes_per_row(table_name: str, domain: str, partition: str) -> float:
     from hdh_migration.catalogue import load_catalogue
-    from hdh_migration.synthetic import file_batches, write_file
+    from hdh_synthetic import file_batches, write_file
 
     catalogue = load_catalogue(CATALOGUE)
     table = catalogue.domain(domain).table(table_name)
@@ -518,7 +518,7 @@ def _probe_bytes_per_row(table_name: str, domain: str, partition: str) -> float:
 def _seed_file(job: dict) -> tuple[str, int]:
     """Generate one source file into a spool, upload it to Azure; returns (blob name, bytes)."""
     from hdh_migration.catalogue import load_catalogue
-    from hdh_migration.synthetic import blob_name, file_batches, write_file
+    from hdh_synthetic import blob_name, file_batches, write_file
 
     catalogue = load_catalogue(CATALOGUE)  # generation follows the full catalogue's links
     table = catalogue.domain(job["domain"]).table(job["table"])
@@ -547,7 +547,7 @@ def seed(pool, container: str, domain: str, tables: list[str], partition: str, r
     from azure.core.exceptions import ResourceExistsError
 
     from hdh_migration.catalogue import load_catalogue
-    from hdh_migration.synthetic import blob_name
+    from hdh_synthetic import blob_name
 
     client = blob_service().get_container_client(container)
     with contextlib.suppress(ResourceExistsError):

@@ -11,10 +11,14 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$HDH_ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__UNIT_TEST_MODE=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
-case ":${PYTHONPATH:-}:" in
-  *":$HDH_ROOT/plugins:"*) ;;
-  *) export PYTHONPATH="$HDH_ROOT/plugins${PYTHONPATH:+:$PYTHONPATH}" ;;
-esac
+# plugins/: the package every worker loads; tools/: the synthetic-data generator of `seed` (not shipped)
+for HDH_PATH_ENTRY in "$HDH_ROOT/tools" "$HDH_ROOT/plugins"; do
+  case ":${PYTHONPATH:-}:" in
+    *":$HDH_PATH_ENTRY:"*) ;;
+    *) export PYTHONPATH="$HDH_PATH_ENTRY${PYTHONPATH:+:$PYTHONPATH}" ;;
+  esac
+done
+unset HDH_PATH_ENTRY
 
 export HDH_AZURITE_PORT="${HDH_AZURITE_PORT:-10000}"
 export HDH_S3_PORT="${HDH_S3_PORT:-8333}"

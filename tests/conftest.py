@@ -14,7 +14,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CATALOGUE = ROOT / "dags" / "domains.yaml"
+# The tests' own catalogue (a copy of the demo's, with its own schemas and suites): a user's catalogue in
+# dags/domains.yaml, with more domains or other tables, never changes what the tests find. Only tests of
+# the demo itself read DEMO_CATALOGUE.
+CATALOGUE = ROOT / "tests" / "data" / "catalogue" / "domains.yaml"
+DEMO_CATALOGUE = ROOT / "dags" / "domains.yaml"
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 pytest_plugins = ("faults.fixtures", "prod.profile")
 
@@ -50,10 +54,12 @@ def pytest_configure(config):
     missing = [v for v in ("AIRFLOW_CONN_HDH_AZURE_SOURCE", "AIRFLOW_CONN_HDH_SOVEREIGN_TARGET") if v not in os.environ]
     if missing:
         raise pytest.UsageError(f"{missing} are not set: run the tests with `make test` (it sources scripts/env.sh)")
+    # Whatever loads "the" catalogue (the DAG files, the CLI, a subprocess) loads the tests' own.
+    os.environ["HDH_CATALOGUE"] = str(CATALOGUE)
 
 
 def write_catalogue(path: Path, name: str, mutate=None) -> Path:
-    """A copy of the demo catalogue with its own container and bucket, and absolute file paths."""
+    """A copy of the tests' catalogue with its own container and bucket, and absolute file paths."""
     raw = yaml.safe_load(CATALOGUE.read_text())
     raw["source_container"] = name
     raw["target_bucket"] = name
@@ -65,6 +71,23 @@ def write_catalogue(path: Path, name: str, mutate=None) -> Path:
         mutate(raw)
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+NEW_TABLES = ROOT / "tests" / "data" / "catalogue" / "new_tables.yaml"
+
+
+def add_new_tables(raw: dict) -> None:
+    """A ``write_catalogue`` mutation: the real SNDS tables of tests/data/schema-snds, added by configuration
+    alone (new_tables.yaml: ER_UCD_F into dcir, and the domains dcirs, pmsi_had and pmsi_ssr)."""
+    fragment = yaml.safe_load(NEW_TABLES.read_text())
+    for name, domain in fragment["domains"].items():
+        for table in domain["tables"].values():
+            for key in ("schema", "suite"):
+                table[key] = str((NEW_TABLES.parent / table[key]).resolve())
+        if name in raw["domains"]:
+            raw["domains"][name]["tables"].update(domain["tables"])
+        else:
+            raw["domains"][name] = domain
 
 
 def read_table_bytes(data: bytes, table):
@@ -97,7 +120,7 @@ def rewrite_source(migration, domain: str, table_name: str, partition: str, muta
     import io
 
     from hdh_migration.layout import partition_dir
-    from hdh_migration.synthetic import write_file
+    from hdh_synthetic import write_file
 
     table = migration.catalogue.domain(domain).table(table_name)
     prefix = partition_dir(domain, table_name, table.partition_column, partition)
@@ -151,7 +174,7 @@ class Migration:
         return _ledger()
 
     def seed(self, rows_per_partition: int = 300, domains=None, seed: int = 7, files_per_partition: int = 2):
-        from hdh_migration.synthetic import seed_azure
+        from hdh_synthetic import seed_azure
 
         return seed_azure(
             self.catalogue,

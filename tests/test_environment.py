@@ -28,7 +28,7 @@ def test_sourcing_env_sh_twice_changes_nothing():
     assert twice == once
     ledger = json.loads(twice["AIRFLOW_CONN_HDH_LEDGER"])
     assert ledger == {"conn_type": "sqlite", "host": f"{ROOT}/.local/ledger.db"}
-    assert twice["PYTHONPATH"] == f"{ROOT}/plugins"
+    assert twice["PYTHONPATH"] == f"{ROOT}/plugins:{ROOT}/tools"  # the package, then the seed tooling
 
 
 def test_a_ledger_connection_given_by_the_user_is_kept():

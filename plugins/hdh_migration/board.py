@@ -87,6 +87,7 @@ def board_view(catalogue, ledger, failed_task_instances: dict | None = None, ui_
                 "source_bytes_expected": known,
                 "partitions_of_unknown_size": unknown,
                 "problems": problems,
+                "waiting": row["waiting"],  # passed, waiting for a quarantined table of their partition
                 "cutover": {k: row["cutover"][k] for k in ("action", "at", "by")} if row["cutover"] else None,
                 "verify": {k: row["verify"][k] for k in ("at", "passed")} if row["verify"] else None,
             }
@@ -270,6 +271,13 @@ def _problem_rows(domains: list[dict]) -> str:
                 f"<td>{_badge(p['state'])}</td><td class='expectations'>{expectations}</td>"
                 f"<td class='num'>{p['attempts']}</td><td class='nowrap'>{escape(p['since'][:16].replace('T', ' '))}</td>"
                 f"<td class='links'>{'<br>'.join(links)}</td></tr>"
+            )
+        for w in d["waiting"]:
+            rows.append(
+                f'<tr class="waiting" data-domain="{escape(d["domain"])}" data-table="{escape(w["table"])}">'
+                f"<td>{escape(d['domain'])}</td><td>{escape(w['table'])}</td><td class='nowrap'>{escape(w['partition'])}</td>"
+                f"<td>{_badge('validated')}</td><td class='expectations'>passed; {escape(w['waits_for'])}</td>"
+                "<td></td><td></td><td></td></tr>"
             )
     if not rows:
         return '<p class="ok">No quarantined or failed partition.</p>'

@@ -20,6 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from hdh_migration.errors import ConfigurationError
+from hdh_migration.layout import partition_dir, partition_from_dir, table_prefix
 from hdh_migration.throttle import BandwidthShare, bandwidth_share
 from hdh_migration.windows import TransferWindow, parse_day_spec
 
@@ -36,6 +37,8 @@ TRANSFER_POOL = "hdh_transfer"
 DEFAULT_TRANSFER_SLOTS = 16
 
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
+# A yearly table family: one source table per year, the year in its name (T_MCOaaB -> T_MCO22B, T_MCO23B).
+YEAR_PLACEHOLDERS = {"{aa}": r"(?P<aa>[0-9]{2})", "{aaaa}": r"(?P<aaaa>[0-9]{4})"}
 
 
 class CatalogueError(ConfigurationError, ValueError):
@@ -61,10 +64,43 @@ class Table:
     suite_path: Path
     optional: bool = False
     csv: CsvDialect | None = None
+    # A yearly family's source table name, the year as {aa} or {aaaa}: "T_MCO{aa}B". None: one source
+    # table, its partitions in folders named by the partition column (<TABLE>/<PARTCOL>=<value>/).
+    source_name: str | None = None
 
     @property
     def source_extension(self) -> str:
         return self.format
+
+    def source_table(self, partition: str) -> str:
+        """The source table holding ``partition``: the family member of its year, or the table itself."""
+        if self.source_name is None:
+            return self.name
+        return self.source_name.replace("{aaaa}", partition).replace("{aa}", partition[2:])
+
+    def source_dir(self, partition: str) -> str:
+        """The source folder of a partition's objects: ``<domain>/<TABLE>/<PARTCOL>=<value>/``, or for a
+        yearly family ``<domain>/<TABLE of the year>/`` (``pmsi_mco/T_MCO23B/``)."""
+        if self.source_name is None:
+            return partition_dir(self.domain, self.name, self.partition_column, partition)
+        return table_prefix(self.domain, self.source_table(partition))
+
+    def source_listing_prefix(self) -> str:
+        """What one delimited listing of the source covers to find every partition of the table."""
+        return f"{self.domain}/" if self.source_name else table_prefix(self.domain, self.name)
+
+    def source_partition(self, listed_dir: str) -> str | None:
+        """The partition of a folder listed under ``source_listing_prefix()``, or None if not one of ours."""
+        if self.source_name is None:
+            return partition_from_dir(self.source_listing_prefix(), self.partition_column, listed_dir)
+        pattern = re.escape(self.source_name)
+        for placeholder, group in YEAR_PLACEHOLDERS.items():
+            pattern = pattern.replace(re.escape(placeholder), group)
+        match = re.fullmatch(f"{re.escape(self.source_listing_prefix())}{pattern}/", listed_dir)
+        if match is None:
+            return None
+        found = match.groupdict()
+        return found["aaaa"] if found.get("aaaa") else f"20{found['aa']}"
 
 
 @dataclass(frozen=True)
@@ -334,7 +370,9 @@ def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where
         raise CatalogueError(f"{where}: table names are SNDS identifiers such as ER_PRS_F")
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: expected a mapping of fields")
-    _check_keys(raw, {"format", "partition_column", "primary_key", "schema", "suite", "optional", "csv"}, where)
+    _check_keys(
+        raw, {"format", "partition_column", "primary_key", "schema", "suite", "optional", "csv", "source_name"}, where
+    )
     fmt = _require(raw, "format", where, str)
     if fmt not in FORMATS:
         raise CatalogueError(f"{where}: field 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -363,6 +401,7 @@ def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where
     optional = raw.get("optional", False)
     if not isinstance(optional, bool):
         raise CatalogueError(f"{where}: field 'optional' must be true or false")
+    source_name = _source_name(raw, grain, where)
     return Table(
         domain=domain,
         name=name,
@@ -373,7 +412,23 @@ def _load_table(domain: str, grain: str, name: str, raw: dict, base: Path, where
         suite_path=suite_path,
         optional=optional,
         csv=csv,
+        source_name=source_name,
     )
+
+
+def _source_name(raw: dict, grain: str, where: str) -> str | None:
+    """``source_name``: a yearly family's table name with the year as {aa} (2 digits) or {aaaa}."""
+    if "source_name" not in raw:
+        return None
+    value = raw["source_name"]
+    example = "write it as the SNDS names its yearly tables, e.g. source_name: T_MCO{aa}B (T_MCO22B, T_MCO23B)"
+    if grain != "yearly":
+        raise CatalogueError(f"{where}: field 'source_name' names one table per year: only a yearly domain has one")
+    if not isinstance(value, str) or sum(value.count(p) for p in YEAR_PLACEHOLDERS) != 1:
+        raise CatalogueError(f"{where}: field 'source_name' must hold the year once, as {{aa}} or {{aaaa}}; {example}")
+    if not _NAME.match(value.replace("{aaaa}", "2023").replace("{aa}", "23")):
+        raise CatalogueError(f"{where}: field 'source_name' {value!r} is not an SNDS table name; {example}")
+    return value
 
 
 def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, Wave]) -> Domain:
@@ -424,6 +479,12 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
     tables = tuple(
         _load_table(name, grain, table_name, tables_raw[table_name], base, where) for table_name in sorted(tables_raw)
     )
+    for table in tables:
+        if table.source_name and "{aaaa}" not in table.source_name and not 2000 <= int(first) <= int(cutover) <= 2099:
+            raise CatalogueError(
+                f"{where}, table {table.name!r}: field 'source_name' writes the year on 2 digits ({{aa}}), which names "
+                f"2000 to 2099 only; the partitions {first} to {cutover} need {{aaaa}}"
+            )
     return Domain(
         name=name,
         owner=owner,

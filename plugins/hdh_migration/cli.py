@@ -64,7 +64,6 @@ def _progress(message: str) -> None:
 
 
 def cmd_plan(args) -> int:
-    from hdh_migration.layout import partition_dir
     from hdh_migration.transfer import _source
 
     catalogue = load_catalogue(args.catalogue)
@@ -76,9 +75,7 @@ def cmd_plan(args) -> int:
         for partition in domain.partitions():
             objects = size = 0
             for table in domain.tables:
-                listed = source.list_objects(
-                    partition_dir(domain.name, table.name, table.partition_column, partition), table.source_extension
-                )
+                listed = source.list_objects(table.source_dir(partition), table.source_extension)
                 objects += len(listed)
                 size += sum(o.size for o in listed)
             rows.append(
@@ -172,6 +169,12 @@ def status_rows(catalogue, ledger, records=None) -> list[dict]:
                 "quarantined": [
                     {"table": r.table_name, "partition": r.partition} for r in problems if r.state == "quarantined"
                 ],
+                # tables that passed but wait for a quarantined table of their partition (all commit together)
+                "waiting": [
+                    {"table": r.table_name, "partition": r.partition, "waits_for": r.last_error}
+                    for r in mine.values()
+                    if r.state == "validated" and r.last_error
+                ],
                 "last_error": _last_error(domain.name, problems, ledger),
                 **_cutover_summary(domain.name, ledger),
             }
@@ -213,6 +216,8 @@ def cmd_status(args) -> int:
     for r in rows:
         for quarantined in r["quarantined"]:
             lines.append(f"  {r['domain']}: quarantined {quarantined['table']} {quarantined['partition']}")
+        for waiting in r["waiting"]:
+            lines.append(f"  {r['domain']}: {waiting['table']} {waiting['partition']} passed, {waiting['waits_for']}")
         if r["last_error"]:
             error_lines = r["last_error"]["error"].splitlines()
             more = f" (+{len(error_lines) - 2} more: status --json)" if len(error_lines) > 2 else ""
@@ -777,8 +782,15 @@ def _run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["seed"]:
-        from hdh_migration.synthetic import main_seed  # its own options: see `seed --help`
-
+        try:  # tooling beside the package (tools/), on PYTHONPATH through scripts/env.sh; never deployed
+            from hdh_synthetic import main_seed  # its own options: see `seed --help`
+        except ModuleNotFoundError:
+            print(
+                "seed: the synthetic-data generator (tools/hdh_synthetic) is not on PYTHONPATH; it ships with the "
+                "project's checkout, not with the deployment. Run it from a checkout after `source scripts/env.sh`",
+                file=sys.stderr,
+            )
+            return EXIT_REFUSED
         return main_seed(argv[1:])
     args = _parser().parse_args(argv)
     # Each retry of the API client is a warning of urllib3's; the command's own line says what failed.

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.catalogue import Domain
 from hdh_migration.errors import IntegrityError, MigrationError, where
-from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key, partition_dir
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key
 from hdh_migration.transfer import _catalogue, _ledger, _source, _target
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
                 f"the one committed (rule: manifest unchanged since its commit). {_retransfer(domain.name, partition)}"
             )
         manifest = json.loads(body)
-        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        prefix = table.source_dir(partition)
         live = {o.name: o.etag for o in source.list_objects(prefix, table.source_extension)}
         recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
         for name in sorted(set(live) - set(recorded)):
@@ -408,7 +408,7 @@ def _undelivered_optional_partitions(domain: Domain, committed: list[dict], sour
         for partition in domain.partitions():
             if (table.name, partition) in done:
                 continue
-            prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+            prefix = table.source_dir(partition)
             for obj in source.list_objects(prefix, table.source_extension):
                 problems.append(
                     f"{where(domain.name, table.name, partition, obj.name)}: in Azure but never transferred "

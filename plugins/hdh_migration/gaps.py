@@ -30,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi, AirflowApiError
-from hdh_migration.catalogue import Catalogue, Domain
+from hdh_migration.catalogue import Catalogue, Domain, Table
 from hdh_migration.dag_factory import transfer_dag_id
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
@@ -39,9 +39,6 @@ from hdh_migration.layout import (
     gap_scan_report_key,
     parse_manifest_key,
     parse_staging_key,
-    partition_dir,
-    partition_from_dir,
-    table_prefix,
 )
 from hdh_migration.ledger import as_utc
 
@@ -105,20 +102,20 @@ class Finding:
 # listings
 
 
-def list_azure_partitions(container_client, domain: str, table: str, partition_column: str) -> set[str]:
-    """The partition values of one table present in Azure: one delimited listing of its prefix."""
+def list_azure_partitions(container_client, table: Table) -> set[str]:
+    """The partition values of one table present in Azure: one delimited listing of its prefix (its
+    partition folders, or for a yearly family the domain's folder, which holds one table per year)."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    prefix = table_prefix(domain, table)
     values = set()
     try:
-        for item in container_client.walk_blobs(name_starts_with=prefix, delimiter="/"):
-            value = partition_from_dir(prefix, partition_column, item.name)
+        for item in container_client.walk_blobs(name_starts_with=table.source_listing_prefix(), delimiter="/"):
+            value = table.source_partition(item.name)
             if value is not None:
                 values.add(value)
     except ResourceNotFoundError:
         raise MigrationError(
-            f"{where(domain, table)}: the source container {container_client.container_name} does not exist in "
+            f"{where(table.domain, table.name)}: the source container {container_client.container_name} does not exist in "
             "Azure. Check the connection hdh_azure_source and the catalogue's source_container"
         ) from None
     return values
@@ -150,9 +147,7 @@ def observe(catalogue: Catalogue, source, target, ledger, threads: int = LISTING
         tables = [(domain.name, table) for domain in catalogue.domains for table in domain.tables]
         with ThreadPoolExecutor(threads) as pool:
             listed = pool.map(
-                lambda item: list_azure_partitions(
-                    source.container_client, item[0], item[1].name, item[1].partition_column
-                ),
+                lambda item: list_azure_partitions(source.container_client, item[1]),
                 tables,
             )
             return {(domain, table.name): values for (domain, table), values in zip(tables, listed, strict=True)}
@@ -242,10 +237,7 @@ def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: 
             continue
         table = catalogue.domain(finding.domain).table(finding.table)
         since = observed.ledger[(finding.domain, finding.table, finding.partition)].updated_at
-        listed = source.list_objects(
-            partition_dir(finding.domain, finding.table, table.partition_column, finding.partition),
-            table.source_extension,
-        )
+        listed = source.list_objects(table.source_dir(finding.partition), table.source_extension)
         changed = any(as_utc(dt.datetime.fromisoformat(o.last_modified)) > since for o in listed)
         waived = any(
             as_utc(dt.datetime.fromisoformat(w["at"])) > since

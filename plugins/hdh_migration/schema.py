@@ -21,6 +21,8 @@ class Column:
     length: str | None
     constraints: dict
     nomenclature: str | None
+    format: str | None = None  # the schema's date format, e.g. "%m" for a month-only date
+    description: str = ""
 
     @property
     def max_length(self) -> int | None:
@@ -115,6 +117,8 @@ def load_table_schema(path: str | Path) -> TableSchema:
             length=(str(f["length"]) if f.get("length") not in (None, "") else None),
             constraints=dict(f.get("constraints") or {}),
             nomenclature=(f.get("nomenclature") or None) if f.get("nomenclature") not in ("-", "") else None,
+            format=f.get("format") if f.get("format") not in (None, "", "default") else None,
+            description=str(f.get("description") or ""),
         )
         for f in fields
     )

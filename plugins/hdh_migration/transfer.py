@@ -378,7 +378,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             log.warning("%s: leftovers not swept (%s)", where(domain.name, table.name, partition), type(error).__name__)
     tables, objects = [], []
     for table in domain.tables:
-        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        prefix = table.source_dir(partition)
         listed = source.list_objects(prefix, table.source_extension)
         if not listed:
             if table.optional:
@@ -1112,12 +1112,28 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
             continue
         summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
         verdicts[table.name] = summary
-        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows)
+        # last_error=None: a table that waited for another one's quarantine in an earlier run waits no more
+        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows, last_error=None)
     if quarantined:
+        # A partition commits all its tables or none (README, "One partition, all its tables"): the tables
+        # that passed wait, and the ledger, status and board say on which.
+        blockers = ", ".join(e.table for e in quarantined)
+        waiting = sorted(verdicts)
+        wait_note = (
+            f" | {', '.join(waiting)} passed and wait{'s' if len(waiting) == 1 else ''} for {blockers}: "
+            "a partition commits all its tables together, so none commits until the partition's next run passes"
+            if waiting
+            else ""
+        )
+        for name in waiting:
+            ledger.set_state(
+                tables[0]["domain"], name, tables[0]["partition"], "validated", run_id=run_id,
+                last_error=f"waits for {blockers} (quarantined in the same partition)",
+            )  # fmt: skip
         _release_lease(ledger, tables[0]["domain"], tables[0]["partition"], run_id)
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
         raise (PrivacyIncident if privacy else QuarantinedError)(
-            " | ".join(str(e) for e in quarantined),
+            " | ".join(str(e) for e in quarantined) + wait_note,
             domain=quarantined[0].domain,
             table=", ".join(e.table for e in quarantined),
             partition=quarantined[0].partition,
@@ -1408,9 +1424,7 @@ def manifest_problems(target, source, table: Table, partition: str, manifest: di
     """What differs between a partition's manifest, the live source listing and the landed objects."""
     from hdh_migration.target import SHA256_METADATA
 
-    listed = source.list_objects(
-        partition_dir(table.domain, table.name, table.partition_column, partition), table.source_extension
-    )
+    listed = source.list_objects(table.source_dir(partition), table.source_extension)
     live = {o.name: o.etag for o in listed}
     recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
     problems = []

@@ -149,6 +149,9 @@ def partition_parameters(grain: str, partition: str) -> dict:
     """Suite parameters of a partition: its first and last day, and its year.
 
     Hand-written expectations refer to them as ``{"$PARAMETER": "partition_start"}`` and so on.
+    ``partition_yearmonth_regex`` matches the ``YYYYMM`` texts of the partition's months, whatever its
+    grain (``^2023(0[1-9]|1[0-2])$`` for 2023, ``^202402$`` for February 2024): it checks a
+    year-month column, the only date some tables have, with ``expect_column_values_to_match_regex``.
     """
     import datetime as dt
 
@@ -158,10 +161,12 @@ def partition_parameters(grain: str, partition: str) -> dict:
 
     start = partition_start(grain, partition)
     end = start if grain == "snapshot" else next_partition_start(grain, start) - dt.timedelta(days=1)
+    months = "(0[1-9]|1[0-2])" if grain == "yearly" else f"{start.month:02d}"
     return {
         "partition_start": pd.Timestamp(start),
         "partition_end": pd.Timestamp(end),
         "partition_year": start.year,
+        "partition_yearmonth_regex": f"^{start.year:04d}{months}$",
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ import pytest
 from conftest import rewrite_source, set_values
 from haystacks import assert_nowhere, outputs, tries
 
+from hdh_migration.cli import main
 from hdh_migration.layout import partition_dir
 
 
@@ -95,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize(
     ("domain", "table_name", "partition", "corrupt", "rule"), CASES, ids=[case[3].__name__ for case in CASES]
 )
-def test_bad_input_is_quarantined_with_a_clear_error(migration, domain, table_name, partition, corrupt, rule):
+def test_bad_input_is_quarantined_with_a_clear_error(migration, capsys, domain, table_name, partition, corrupt, rule):
     migration.seed(domains=[domain])
     name = _first_object(migration, domain, table_name, partition)
     corrupt(migration, name)
@@ -115,6 +117,39 @@ def test_bad_input_is_quarantined_with_a_clear_error(migration, domain, table_na
     )
     assert migration.target_keys(f"_staging/{domain}/{table_name}/") == []
     assert any(k.endswith(".json") for k in migration.target_keys(f"_quarantine/{domain}/{table_name}/"))
+    for other in migration.catalogue.domain(domain).tables:  # the partition's other tables wait, and say on which
+        if other.name != table_name:
+            waiting = migration.ledger.get(domain, other.name, partition)
+            assert waiting.state == "validated" and waiting.last_error == (
+                f"waits for {table_name} (quarantined in the same partition)"
+            ), other.name
+            capsys.readouterr()
+            assert main(["status", "--json"]) == 0
+            status = {row["domain"]: row for row in json.loads(capsys.readouterr().out)}[domain]
+            assert status["waiting"] == [
+                {"table": other.name, "partition": partition, "waits_for": waiting.last_error}
+            ], "status says which table waits on which"
+
+
+def test_the_tables_that_waited_commit_with_the_fixed_one_and_wait_no_more(migration, capsys):
+    """A partition commits all its tables together: once the quarantined one is fixed, both commit."""
+    migration.seed(domains=["dcir"])
+    name = _first_object(migration, "dcir", "ER_PHA_F", "2024-01-01")
+    original = migration.source_bytes(name)
+    negative_amount(migration, name)
+    assert str(migration.run("dcir", "2024-01-01").state) == "failed"
+    waiting = migration.ledger.get("dcir", "ER_PRS_F", "2024-01-01")
+    assert waiting.state == "validated" and waiting.last_error.startswith("waits for ER_PHA_F")
+
+    _put(migration, name, original)  # the producer fixed the source
+    assert str(migration.run("dcir", "2024-01-01").state) == "success"
+    assert {t: migration.ledger.get("dcir", t, "2024-01-01").state for t in ("ER_PHA_F", "ER_PRS_F")} == {
+        "ER_PHA_F": "committed",
+        "ER_PRS_F": "committed",
+    }
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert {row["domain"]: row for row in json.loads(capsys.readouterr().out)}["dcir"]["waiting"] == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +286,7 @@ def test_a_headerless_csv_declared_so_is_read_with_the_schemas_columns(migration
 def test_a_csv_without_its_header_line_is_refused_by_counts_and_positions_never_its_tokens(migration, capfd):
     import dataclasses
 
-    from hdh_migration.synthetic import write_file
+    from hdh_synthetic import write_file
 
     migration.seed(domains=["causes_deces"])
     table = migration.catalogue.domain("causes_deces").table("KI_CCI_R")

@@ -28,7 +28,7 @@ from conftest import rewrite_source, set_values
 from test_alerts import _mails, channels, smtp, webhook  # noqa: F401 - the alert receivers, as fixtures
 
 from hdh_migration.schema import load_table_schema
-from hdh_migration.synthetic import write_file
+from hdh_synthetic import write_file
 
 _CORSICA = {"2A": "19", "2B": "18"}
 SENTINEL_DATES = (dt.date(1600, 1, 1), dt.date(2999, 12, 31))  # SNDS sentinels, outside pandas' 1677-2262

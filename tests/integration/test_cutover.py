@@ -199,7 +199,7 @@ def test_cutover_is_refused_for_a_quarantined_partition_and_status_shows_it(migr
 
 
 def test_cutover_is_refused_for_a_late_arriving_source_object_or_a_newer_snapshot(migration):
-    from hdh_migration.synthetic import add_late_rows
+    from hdh_synthetic import add_late_rows
 
     migration.seed(domains=["beneficiaires"], rows_per_partition=ROWS)
     assert str(migration.run("beneficiaires", "2024-06-30").state) == "success"

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 from conftest import read_table_bytes
 
-from hdh_migration.synthetic import add_late_rows, blob_name, generate_file, main_seed, seed_azure
+from hdh_synthetic import add_late_rows, blob_name, generate_file, main_seed, seed_azure
 
 pytestmark = pytest.mark.integration
 

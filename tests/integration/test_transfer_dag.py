@@ -135,7 +135,7 @@ def test_crash_between_upload_and_manifest_is_repaired_by_the_next_run(migration
 
 
 def test_changed_source_object_is_detected_retransferred_and_recorded(migration):
-    from hdh_migration.synthetic import add_late_rows
+    from hdh_synthetic import add_late_rows
 
     migration.seed(domains=["dcir"])
     assert str(migration.run("dcir", "2024-03-01").state) == "success"

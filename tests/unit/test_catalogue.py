@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CATALOGUE, DEMO_CATALOGUE
 
 from hdh_migration.catalogue import CatalogueError, load_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUE = ROOT / "dags" / "domains.yaml"
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -27,7 +27,17 @@ def _write(tmp_path: Path, mutate) -> Path:
     return path
 
 
-def test_demo_catalogue_loads_with_expected_domains():
+def test_the_deployed_catalogue_loads_and_names_existing_schemas_and_suites():
+    """dags/domains.yaml, whatever domains the user gave it: it loads, and every file it names exists."""
+    catalogue = load_catalogue(DEMO_CATALOGUE)
+    assert catalogue.domains
+    for domain in catalogue.domains:
+        assert domain.partitions()
+        for table in domain.tables:
+            assert table.schema_path.is_file() and table.suite_path.is_file(), f"{domain.name}.{table.name}"
+
+
+def test_the_tests_catalogue_loads_with_expected_domains():
     catalogue = load_catalogue(CATALOGUE)
     assert [d.name for d in catalogue.domains] == ["beneficiaires", "causes_deces", "dcir", "pmsi_mco"]
     dcir = catalogue.domain("dcir")
@@ -39,7 +49,7 @@ def test_demo_catalogue_loads_with_expected_domains():
     assert catalogue.domain("pmsi_mco").expected_duration_minutes == 120, "the default"
 
 
-def test_demo_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
+def test_the_tests_waves_are_always_open_and_the_caps_shared_by_pool_and_domain():
     import datetime as dt
 
     catalogue = load_catalogue(CATALOGUE)
@@ -164,6 +174,25 @@ def test_loading_imports_nothing_heavy():
             lambda raw: raw["domains"]["causes_deces"]["tables"]["KI_CCI_R"]["csv"].update(decimal_point=";"),
             "table 'KI_CCI_R', field 'csv': fields 'delimiter' and 'decimal_point' must differ",
         ),
+        (
+            lambda raw: raw["domains"]["dcir"]["tables"]["ER_PRS_F"].update(source_name="ER_PRS_{aa}"),
+            "table 'ER_PRS_F': field 'source_name' names one table per year: only a yearly domain has one",
+        ),
+        (
+            lambda raw: raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T_MCOaaB"),
+            "table 'T_MCOaaB': field 'source_name' must hold the year once, as {aa} or {aaaa}",
+        ),
+        (
+            lambda raw: raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T-MCO{aa}B"),
+            "table 'T_MCOaaB': field 'source_name' 'T-MCO{aa}B' is not an SNDS table name",
+        ),
+        (
+            lambda raw: (
+                raw["domains"]["pmsi_mco"].update(first_partition="1999"),
+                raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"].update(source_name="T_MCO{aa}B"),
+            ),
+            "table 'T_MCOaaB': field 'source_name' writes the year on 2 digits ({aa}), which names 2000 to 2099 only",
+        ),
     ],
 )
 def test_invalid_catalogue_errors_name_file_domain_and_field(tmp_path, mutate, message):
@@ -206,3 +235,25 @@ def test_a_catalogue_error_is_a_configuration_error_the_dags_do_not_retry(tmp_pa
         load_catalogue(path)
     assert RETRY_POLICY.evaluate(excinfo.value, try_number=1, max_tries=5).action == RetryAction.FAIL
     assert RETRY_POLICY.evaluate(ConnectionResetError(), try_number=1, max_tries=5).action == RetryAction.DEFAULT
+
+
+def test_a_yearly_family_maps_one_source_table_per_year_to_partitions_of_one_table(tmp_path):
+    """T_MCO22B, T_MCO23B... in the source; T_MCOaaB/SOR_ANN=2022/... in the target."""
+
+    def family(raw):
+        raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaB"]["source_name"] = "T_MCO{aa}B"
+        raw["domains"]["pmsi_mco"]["tables"]["T_MCOaaC"]["source_name"] = "T_MCO{aaaa}C"
+
+    domain = load_catalogue(_write(tmp_path, family)).domain("pmsi_mco")
+    stays, linkage = domain.table("T_MCOaaB"), domain.table("T_MCOaaC")
+    assert [stays.source_dir(p) for p in domain.partitions()] == ["pmsi_mco/T_MCO22B/", "pmsi_mco/T_MCO23B/"]
+    assert linkage.source_dir("2023") == "pmsi_mco/T_MCO2023C/"
+    assert stays.source_listing_prefix() == "pmsi_mco/"
+    assert stays.source_partition("pmsi_mco/T_MCO23B/") == "2023"
+    assert linkage.source_partition("pmsi_mco/T_MCO2021C/") == "2021"
+    for other in ("pmsi_mco/T_MCO23C/", "pmsi_mco/T_MCOaaB/", "pmsi_mco/T_MCO23B/x/", "pmsi_mco/T_MCO2023B/"):
+        assert stays.source_partition(other) is None, other
+    # the column form, unchanged: the partition folders under the table
+    plain = load_catalogue(CATALOGUE).domain("pmsi_mco").table("T_MCOaaB")
+    assert plain.source_dir("2023") == "pmsi_mco/T_MCOaaB/SOR_ANN=2023/"
+    assert plain.source_partition("pmsi_mco/T_MCOaaB/SOR_ANN=2023/") == "2023"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from conftest import CATALOGUE
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.gaps import (
@@ -23,7 +24,7 @@ DCIR = ("2024-01-01", "2024-02-01", "2024-03-01")
 
 @pytest.fixture(scope="module")
 def catalogue():
-    return load_catalogue()
+    return load_catalogue(CATALOGUE)
 
 
 def _committed(ledger, manifests, domain, table, partition):

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 from hdh_migration.catalogue import load_catalogue
-from hdh_migration.synthetic import generate_file
 from hdh_migration.validation import SuiteRunner, partition_parameters
+from hdh_synthetic import generate_file
 
 RAW_NIR = "2 95 10 99 126 111 93"
 

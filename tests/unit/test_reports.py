@@ -14,8 +14,8 @@ from html_assets import page_assets
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.layout import quarantine_key
 from hdh_migration.reports import REPORT_ROUTE, ReportRef, render_report, report_link, report_ref
-from hdh_migration.synthetic import generate_file
 from hdh_migration.validation import SuiteRunner, expectation_id, partition_parameters, summary_shape
+from hdh_synthetic import generate_file
 
 CANARY = "ZQXCANARY"
 RAW_NIR = "253072B07300470"

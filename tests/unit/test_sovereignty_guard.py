@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import CATALOGUE
 
 from hdh_migration.catalogue import CatalogueError, load_catalogue
 from hdh_migration.errors import SovereigntyError
@@ -275,7 +276,7 @@ def test_catalogue_names_eea_regions_and_a_ca_bundle(tmp_path):
     catalogue = load_catalogue(path)
     assert catalogue.target_eea_regions == ("nl-ams", "de")
     assert catalogue.target_ca_bundle == "/etc/ssl/hdh-ca.pem"
-    assert load_catalogue().target_eea_regions == ()  # the demo plan: France only
+    assert load_catalogue(CATALOGUE).target_eea_regions == ()  # the tests' plan: France only
 
 
 def test_scaleway_part_size_grows_to_fit_1000_parts():

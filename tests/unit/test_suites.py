@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+from conftest import CATALOGUE, DEMO_CATALOGUE
+
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.suites import GENERATED, PRIVACY_EXPECTATION, write_suite
 
@@ -14,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tables():
-    return [t for d in load_catalogue(ROOT / "dags" / "domains.yaml").domains for t in d.tables]
+    """The deployed plan's tables (whatever the user's catalogue holds) and the tests' own."""
+    return [t for path in (DEMO_CATALOGUE, CATALOGUE) for d in load_catalogue(path).domains for t in d.tables]
 
 
 def test_committed_suites_are_up_to_date_with_their_schemas(tmp_path):

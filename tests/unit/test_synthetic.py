@@ -13,15 +13,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import CATALOGUE as CATALOGUE_PATH
 from conftest import read_table_bytes
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.nir import raw_nir_mask
 from hdh_migration.schema import load_table_schema
-from hdh_migration.synthetic import BATCH_ROWS, blob_name, generate_file, write_file
+from hdh_synthetic import BATCH_ROWS, blob_name, generate_file, write_file
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOGUE = load_catalogue(ROOT / "dags" / "domains.yaml")
+CATALOGUE = load_catalogue(CATALOGUE_PATH)
 SEED, ROWS, FILES = 42, 240, 3
 TABLES = [table for domain in CATALOGUE.domains for table in domain.tables]
 ICD10 = re.compile(r"^[A-Z][0-9]{2}[0-9A-Z]{0,3}$")
@@ -41,7 +42,7 @@ def _generate(table, partition, file_index, *, seed=SEED, rows=ROWS, files=FILES
 
 @pytest.fixture(scope="module")
 def files() -> dict[tuple[str, str], list[pa.Table]]:
-    """Every file of every partition of the demo catalogue, by (table, partition)."""
+    """Every file of every partition of the tests' catalogue, by (table, partition)."""
     return {
         (table.name, partition): [_generate(table, partition, index) for index in range(FILES)]
         for domain in CATALOGUE.domains
@@ -298,10 +299,10 @@ def _catalogue_with_new_table(tmp_path: Path, fields: list[dict], primary_key: l
         "missingValues": [""],
     }
     (tmp_path / "T_NEW.json").write_text(json.dumps(schema))
-    raw = yaml.safe_load((ROOT / "dags" / "domains.yaml").read_text())
+    raw = yaml.safe_load(CATALOGUE_PATH.read_text())
     for domain in raw["domains"].values():
         for table in domain["tables"].values():
-            table["schema"] = str((ROOT / "dags" / table["schema"]).resolve())
+            table["schema"] = str((CATALOGUE_PATH.parent / table["schema"]).resolve())
     raw["domains"]["nouveau"] = {
         "owner": "team-test",
         "wave": 2,
@@ -346,3 +347,65 @@ def test_a_key_too_narrow_for_the_rows_is_refused_with_the_column_named(tmp_path
     catalogue, table = _catalogue_with_new_table(tmp_path, fields, ["NEW_ORD_NUM", "NEW_PER_DTD"])
     with pytest.raises(ValueError, match="nouveau/T_NEW, column NEW_ORD_NUM: 30 rows do not fit the 10 unique"):
         _generate(table, "2024-01-01", 0, rows=30, files=1, catalogue=catalogue)
+
+
+@pytest.fixture(scope="module")
+def real_tables(tmp_path_factory):
+    """The real SNDS tables of tests/data/schema-snds, added to the tests' catalogue (new_tables.yaml)."""
+    from conftest import add_new_tables, write_catalogue
+
+    path = write_catalogue(tmp_path_factory.mktemp("real") / "domains.yaml", "real", add_new_tables)
+    catalogue = load_catalogue(path)
+
+    def generate(domain: str, name: str, partition: str) -> pa.Table:
+        table = catalogue.domain(domain).table(name)
+        return pa.concat_tables(
+            [
+                generate_file(catalogue, table, partition, i, seed=SEED, rows_per_partition=2000, files_per_partition=2)
+                for i in range(2)
+            ]
+        )
+
+    return generate
+
+
+def test_the_catalogues_key_is_unique_where_the_schema_declares_none(real_tables):
+    lines = real_tables("dcir", "ER_UCD_F", "2024-02-01")
+    key = [*DCIR_KEYS, "UCD_ORD_NUM"]  # the catalogue's primary_key; the schema has no primaryKey
+    assert len(set(_keys(lines, key))) == lines.num_rows == 2000
+
+
+def test_nomenclatures_give_real_codes(real_tables):
+    ssr = real_tables("pmsi_ssr", "T_SSRaaB", "2023")
+    for column in ("FP_PEC", "MOR_PRP", "ETL_AFF"):  # nomenclature IR_CIM_V, names that do not say CIM or DGN
+        assert all(ICD10.match(v) for v in ssr[column].drop_null().to_pylist()), column
+    assert all(re.fullmatch(r"([0-9]{2}|2[AB])[0-9]{7}", v) for v in ssr["ETA_NUM"].to_pylist()), "FINESS"
+    ucd = real_tables("dcir", "ER_UCD_F", "2024-02-01")["UCD_UCD_COD"].drop_null().to_pylist()
+    assert ucd and all(re.fullmatch(r"34008[0-9]{8}", v) for v in ucd), "UCD13"
+    pharmacy = _partition_of(_table("ER_PHA_F"), "2024-01-01")
+    cip13 = pharmacy["PHA_PRS_C13"].drop_null().to_pylist()
+    assert cip13 and all(str(v).startswith("34009") and len(str(v)) == 13 for v in cip13), "CIP13"
+
+
+def test_values_stay_in_the_range_of_their_meaning(real_tables):
+    had = real_tables("pmsi_had", "T_HADaaB", "2023")
+    ssr = real_tables("pmsi_ssr", "T_SSRaaB", "2023")
+    for ages in (had["AGE_ANN"], ssr["AGE_ANN"]):
+        assert pc.min(ages).as_py() >= 0 and pc.max(ages).as_py() <= 105
+    claims = _partition_of(_table("ER_PRS_F"), "2024-01-01")
+    for rate in ("RGO_REM_TAU", "RGO_THE_TAU", "CPL_REM_TAU"):
+        assert pc.max(claims[rate]).as_py() <= 100, rate
+    for days in ("SEJ_NBJ", "SEQ_NBJ"):
+        assert pc.max(had[days]).as_py() <= 365, days
+    # a year that is not a birth year is the year of the row's events: the stay's
+    for column in ("SOR_ANN_SSEQ", "FIN_ANN_SEQ"):
+        assert set(had[column].drop_null().to_pylist()) == {2023}, column
+    births = claims["BEN_NAI_ANN"].drop_null().to_pylist()
+    assert min(births) < 2000 and max(births) <= 2024
+    # a date whose format is %m carries a month only: the first of it
+    for month in (had["SOR_MOI"], _partition_of(_table("T_MCOaaB"), "2023")["SOR_MOI"]):
+        assert {d.day for d in month.drop_null().to_pylist()} == {1}
+
+
+def _partition_of(table, partition: str) -> pa.Table:
+    return pa.concat_tables([_generate(table, partition, i) for i in range(FILES)])

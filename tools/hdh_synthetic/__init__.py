@@ -16,12 +16,16 @@ A column takes its values from the first rule that applies:
    key covers the table's primary key (T_MCOaaC extends T_MCOaaB one to one), a row of the same
    file in the same partition for a table of the same domain (ER_PHA_F lines of ER_PRS_F claims),
    otherwise any row of the referenced domain's cutover partition (the IR_BEN_R snapshot);
-3. unique columns, and one column of a primary key that has none, are a bijection of the row
-   number: keys stay unique across every file of a partition, late files included;
-4. name rules give plausible SNDS values: ICD-10 and GHM codes, départements with 2A/2B, sex,
-   French free text, dates ordered care <= processing <= flux within the partition;
-5. anything else follows its Table Schema type, length and constraints, so a new table generates
-   from its schema file alone.
+3. unique columns, and one column of the primary key (the catalogue's ``primary_key``, else the
+   schema's ``primaryKey``) that has none, are a bijection of the row number: keys stay unique
+   across every file of a partition, late files included;
+4. a nomenclature the column names or describes gives real codes from a small built-in sample
+   (``nomenclatures``: ICD-10, CCAM, FINESS, ATC, CIP, UCD);
+5. name rules give plausible SNDS values: GHM codes, départements with 2A/2B, sex, French free
+   text, dates ordered care <= processing <= flux within the partition, month-only dates (``%m``)
+   on the first of their month, years of the row's events (birth years only for births);
+6. anything else follows its Table Schema type, length and constraints, narrowed to the range its
+   meaning allows (ages, rates, days, counts), so a new table generates from its schema file alone.
 
 The beneficiary pool is IR_BEN_R's snapshot: ``rows_per_partition`` beneficiaries, so seed every
 domain with the same volume. No run of digits reaches 13 characters, in strings or integers, so
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -50,8 +55,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hdh_migration.catalogue import Catalogue, CsvDialect, Table, load_catalogue, partition_start
-from hdh_migration.layout import part_name, partition_dir
+from hdh_migration.layout import part_name
 from hdh_migration.schema import Column, TableSchema, arrow_type, load_table_schema
+from hdh_synthetic import nomenclatures
 
 DEFAULT_WASB_CONN_ID = "hdh_azure_source"
 BATCH_ROWS = 65_536
@@ -75,10 +81,6 @@ _CARE_SPAN_DAYS = 14
 _OLDEST_AGE_YEARS = 95
 _EPOCH = dt.date(1970, 1, 1)
 
-_ICD10 = (
-    "I219", "C349", "J189", "E119", "I10", "I48", "I639", "J449", "C509", "C61", "F03", "G309",
-    "N179", "K746", "R54", "X70", "A419", "U071", "S7200", "O800", "Z380", "P0730",
-)  # fmt: skip
 _GHM = ("05M092", "04M053", "01C041", "06K04J", "14Z14A", "15M05A", "23M20T", "28Z04Z", "11M04T", "08C482")
 _METRO_DEPARTMENTS = tuple(f"{n:02d}" for n in range(1, 96) if n != 20) + ("2A", "2B")
 _OVERSEAS_DEPARTMENTS = ("971", "972", "973", "974", "976")
@@ -112,7 +114,7 @@ def _departments(width: int) -> tuple[str, ...]:
 # string columns by name: the values for a column of a given width (too long ones are dropped later)
 _VOCABULARIES = (
     (re.compile(r"DPT|_DEP$"), _departments),
-    (re.compile(r"CIM|DGN"), lambda width: _ICD10),
+    (re.compile(r"CIM|DGN"), lambda width: nomenclatures.ICD10),
     (re.compile(r"GHM"), lambda width: _GHM),
     (re.compile(r"(PFG|PRO).*_LIB$"), lambda width: _PROFESSIONS),
     (re.compile(r"_LIB$"), lambda width: _PLACES),
@@ -294,6 +296,31 @@ def _column_spec(column: Column) -> _Spec:
     return _Spec(column.type, low=constraints.get("minimum"), high=constraints.get("maximum"), enum=enum)
 
 
+def _plausible_spec(column: Column) -> _Spec:
+    """The column's spec narrowed to the range its meaning allows (no 2,527-year ages, no 2,626% rates)."""
+    spec = _column_spec(column)
+    meaning = nomenclatures.plausible_range(column) if spec.type in ("integer", "number") else None
+    if meaning is None or spec.enum is not None:
+        return spec
+    low, high = max(spec.low, meaning[0]), min(spec.high, meaning[1])
+    return dataclasses.replace(spec, low=low, high=high) if low <= high else spec
+
+
+def _fits(column: Column, spec: _Spec, code) -> bool:
+    """A nomenclature's code fits the column as declared. Its integers may reach 13 digits: the generator's
+    12-digit cap keeps random numbers from looking like a NIR, and the samples' codes (CIP13 from 34009)
+    never do."""
+    if not isinstance(code, int):
+        return spec.allows(code)
+    digits = (column.length or "").partition(",")[0]
+    constraints = column.constraints
+    return (
+        (not digits.isdigit() or len(str(abs(code))) <= int(digits))
+        and constraints.get("minimum", code) <= code <= constraints.get("maximum", code)
+        and (spec.enum is None or code in spec.enum)
+    )
+
+
 def _foreign_keys(schema: TableSchema) -> Iterator[tuple[str, list[str], list[str]]]:
     """(referenced table, columns here, columns there) for each declared foreign key."""
 
@@ -370,6 +397,8 @@ class _TableContext:
 
     def __post_init__(self):
         self.schema = load_table_schema(self.table.schema_path)
+        # The plan's key is what the transfer checks: a table whose schema declares none may have one there.
+        self.primary_key = tuple(self.table.primary_key or self.schema.primary_key)
         self.grain = self.catalogue.domain(self.table.domain).grain
         self.scope = _stable_key(self.volume.seed, self.table.domain, self.table.name, self.partition)
         self._keys: dict[str, int] = {}
@@ -382,11 +411,11 @@ class _TableContext:
     @cached_property
     def specs(self) -> dict[str, _Spec]:
         linked = _key_specs(self.catalogue)
-        return {c.name: linked.get((self.table.name, c.name)) or _column_spec(c) for c in self.schema.columns}
+        return {c.name: linked.get((self.table.name, c.name)) or _plausible_spec(c) for c in self.schema.columns}
 
     @cached_property
     def links(self) -> list[_Link]:
-        primary_key = set(self.schema.primary_key)
+        primary_key = set(self.primary_key)
         references, sourced = [], set()
         for resource, here, there in _foreign_keys(self.schema):
             referenced = _catalogue_table(self.catalogue, resource)
@@ -413,7 +442,7 @@ class _TableContext:
             column.name
             for column in parent.schema.columns
             if column.name in self.specs
-            and column.name not in self.schema.primary_key
+            and column.name not in self.primary_key
             and column.name not in (self.table.partition_column, parent.table.partition_column)
             and column.type not in ("date", "datetime", "yearmonth")  # each table keeps its own timeline
             and not self.schema.column(column.name).constraints.get("unique")
@@ -435,7 +464,7 @@ class _TableContext:
         """Columns computed as a bijection of the row number, so that the primary key is unique."""
         own = [c for c in self.schema.columns if c.name not in self.sources and c.name != self.table.partition_column]
         unique = {c.name for c in own if c.constraints.get("unique")}
-        key = set(self.schema.primary_key) - {self.table.partition_column}
+        key = set(self.primary_key) - {self.table.partition_column}
         if not key or key & unique or any(link.mirrors_rows for link in self.links):
             return frozenset(unique)
         candidates = [c for c in own if c.name in key and c.type in ("integer", "string")]
@@ -444,7 +473,15 @@ class _TableContext:
                 f"{self.table.domain}/{self.table.name}: no integer or string column of the primary key "
                 f"{sorted(key)} can carry unique values; declare one in {self.table.schema_path.name}"
             )
-        chosen = max(candidates, key=lambda c: (c.type == "integer", self.capacity(c.name)))
+        # a column with nomenclature codes (a FINESS ETA_NUM) keeps them: another key column carries the identity
+        chosen = max(
+            candidates,
+            key=lambda c: (
+                not nomenclatures.codes(c, self.specs[c.name].width),
+                c.type == "integer",
+                self.capacity(c.name),
+            ),
+        )
         return frozenset(unique | {chosen.name})
 
     def capacity(self, name: str) -> int:
@@ -460,7 +497,7 @@ class _TableContext:
         linked = {name for (table, name) in _key_specs(self.catalogue) if table == self.table.name}
         required = {c.name for c in self.schema.columns if c.constraints.get("required")}
         return frozenset(
-            linked | required | set(self.schema.primary_key) | self.identity_columns | {self.table.partition_column}
+            linked | required | set(self.primary_key) | self.identity_columns | {self.table.partition_column}
         )
 
     @cached_property
@@ -596,6 +633,10 @@ class _Frame:
             return self._choice(name, spec, plausible)
         if spec.enum:
             return self._choice(name, spec, spec.enum)
+        column = context.schema.column(name)
+        codes = tuple(v for v in nomenclatures.codes(column, spec.width) or () if _fits(column, spec, v))
+        if codes:
+            return self._choice(name, spec, codes)
         generate = getattr(self, f"_{spec.type}")
         return generate(name, spec)
 
@@ -679,7 +720,10 @@ class _Frame:
         return "end" if _END_DATE.search(name) else "event"
 
     def _date(self, name: str, spec: _Spec) -> pa.Array:
-        days = self._day(self._date_kind(name)).astype(np.int32)
+        days = self._day(self._date_kind(name))
+        if self.context.schema.column(name).format == "%m":  # a month only: the first of the row's month
+            days = days.astype("datetime64[D]").astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+        days = days.astype(np.int32)
         return pa.Array.from_buffers(pa.date32(), len(days), [None, pa.py_buffer(days)])
 
     def _datetime(self, name: str, spec: _Spec) -> pa.Array:
@@ -695,8 +739,10 @@ class _Frame:
         return _yearmonths(self._day(self._date_kind(name)), self.context.window)
 
     def _year(self, name: str, spec: _Spec) -> pa.Array:
-        """Years before the row's event, as birth years are."""
-        years = _years(self._day("event")) - _uniform_ints(self.bits(name), 0, _OLDEST_AGE_YEARS)
+        """Birth years before the row's event; any other year is the year of the row's event."""
+        years = _years(self._day(self._date_kind(name)))
+        if nomenclatures.is_birth_year(self.context.schema.column(name)):
+            years = years - _uniform_ints(self.bits(name), 0, _OLDEST_AGE_YEARS)
         if spec.low is not None or spec.high is not None:
             years = np.clip(years, spec.low, spec.high)
         return pa.array(years.astype(np.int32))
@@ -815,9 +861,7 @@ def _write_french_csv(table: Table, arrow_schema: pa.Schema, batches: Iterable[p
 
 
 def blob_name(table: Table, partition: str, file_index: int) -> str:
-    return partition_dir(table.domain, table.name, table.partition_column, partition) + part_name(
-        file_index, table.source_extension
-    )
+    return table.source_dir(partition) + part_name(file_index, table.source_extension)
 
 
 def _container(wasb_conn_id: str, name: str):
@@ -892,7 +936,7 @@ def add_late_rows(
     container = _container(wasb_conn_id, catalogue.source_container)
     taken = [volume.files_per_partition - 1]
     for table in domain.tables:
-        prefix = partition_dir(domain.name, table.name, table.partition_column, partition)
+        prefix = table.source_dir(partition)
         for blob in container.list_blobs(name_starts_with=prefix):
             index = re.fullmatch(r"part-(\d+)\.\w+", blob.name[len(prefix) :])
             if index:
