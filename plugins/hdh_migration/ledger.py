@@ -126,6 +126,20 @@ leases_table = sa.Table(
 )
 
 
+# The indexes of the board's and the status's queries (``status``): the latest event of a kind per
+# partition, a domain's latest event of some kinds, the partitions in some states. ``Ledger`` creates
+# them on a ledger made before they existed too (``create_all`` skips the tables that exist).
+INDEXES = (
+    sa.Index("ix_hdh_event_kind_key", events_table.c.kind, events_table.c.domain, events_table.c.table_name,
+             events_table.c.partition, events_table.c.id),
+    sa.Index("ix_hdh_event_key_kind", events_table.c.domain, events_table.c.table_name, events_table.c.partition,
+             events_table.c.kind, events_table.c.run_id),
+    sa.Index("ix_hdh_event_domain_kind", events_table.c.domain, events_table.c.kind, events_table.c.id),
+    sa.Index("ix_hdh_partition_state", partitions_table.c.state, partitions_table.c.domain),
+    sa.Index("ix_hdh_cutover_history_domain", cutover_history_table.c.domain, cutover_history_table.c.id),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     domain: str
@@ -249,6 +263,8 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        for index in INDEXES:
+            index.create(self.engine, checkfirst=True)
 
     @classmethod
     def from_connection(cls, conn_id: str = "hdh_ledger") -> Ledger:
@@ -435,6 +451,181 @@ class Ledger:
             query = query.where(events_table.c.kind.in_(kinds))
         with self._begin() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -----------------------------------------------------------------------------------------
+    # the status's and the board's queries: aggregated in the database, bounded in size
+
+    def _json_int(self, column, key: str):
+        """An integer field of a JSON text column, as an SQL expression (SQLite or PostgreSQL)."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.func.json_extract(column, f"$.{key}")
+        return sa.cast(sa.cast(column, sa.JSON)[key].as_string(), sa.BigInteger)
+
+    def _epoch(self, column):
+        """A time column as seconds since the epoch, as an SQL expression."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.cast(sa.func.strftime("%s", column), sa.Integer)
+        return sa.cast(sa.extract("epoch", column), sa.BigInteger)
+
+    def _latest_planned(self):
+        """Per partition, the source bytes of its latest ``planned`` event (a subquery)."""
+        e = events_table.c
+        latest = (
+            sa.select(e.domain, e.table_name, e.partition, sa.func.max(e.id).label("id"))
+            .where(e.kind == "planned")
+            .group_by(e.domain, e.table_name, e.partition)
+            .subquery()
+        )
+        return (
+            sa.select(latest.c.domain, latest.c.table_name, latest.c.partition,
+                      self._json_int(e.detail, "source_bytes").label("source_bytes"))
+            .join_from(latest, events_table, e.id == latest.c.id)
+            .subquery()
+        )  # fmt: skip
+
+    @staticmethod
+    def _expected(ranges: dict[str, tuple[list[str], str, str]]):
+        """The partitions a catalogue expects: per domain, its tables and its first and last partition values.
+
+        Partition values of one grain compare as text in their order (``2023``, ``2024-01-01``).
+        """
+        p = partitions_table.c
+        return sa.or_(
+            sa.false(),
+            *(
+                sa.and_(p.domain == domain, p.table_name.in_(tables), p.partition >= first, p.partition <= last)
+                for domain, (tables, first, last) in ranges.items()
+            ),
+        )
+
+    def _size(self, planned):
+        """A partition's source bytes: its latest plan's, else (committed without a plan kept) its stored bytes."""
+        p = partitions_table.c
+        return sa.func.coalesce(planned.c.source_bytes, sa.case((p.state == "committed", p.bytes), else_=None))
+
+    def _with_plans(self, planned, *columns):
+        p = partitions_table.c
+        return sa.select(*columns).join_from(
+            partitions_table,
+            planned,
+            sa.and_(planned.c.domain == p.domain, planned.c.table_name == p.table_name,
+                    planned.c.partition == p.partition),
+            isouter=True,
+        )  # fmt: skip
+
+    def partition_summary(self, ranges: dict[str, tuple[list[str], str, str]]) -> dict[str, dict[str, dict]]:
+        """Per domain, per partition state: how many partitions, their rows, stored bytes, source bytes (of
+        those whose size is known) and how many have a known size. Only the partitions ``ranges`` expects
+        (domain -> tables, first and last partition value)."""
+        p = partitions_table.c
+        planned = self._latest_planned()
+        size = self._size(planned)
+        query = (
+            self._with_plans(planned, p.domain, p.state, sa.func.count().label("partitions"),
+                             sa.func.sum(p.rows).label("rows"), sa.func.sum(p.bytes).label("bytes"),
+                             sa.func.sum(size).label("source_bytes"), sa.func.count(size).label("sized"))
+            .where(self._expected(ranges))
+            .group_by(p.domain, p.state)
+        )  # fmt: skip
+        summary: dict[str, dict[str, dict]] = {}
+        with self._begin() as conn:
+            for row in conn.execute(query):
+                summary.setdefault(row.domain, {})[row.state] = {
+                    "partitions": row.partitions,
+                    "rows": int(row.rows or 0),
+                    "bytes": int(row.bytes or 0),
+                    "source_bytes": int(row.source_bytes or 0),
+                    "sized": row.sized,
+                }
+        return summary
+
+    def first_commit_at(self, ranges: dict[str, tuple[list[str], str, str]]) -> dt.datetime | None:
+        """When the earliest committed partition (of those ``ranges`` expects) was last written."""
+        p = partitions_table.c
+        query = sa.select(sa.func.min(p.updated_at)).where(p.state == "committed", self._expected(ranges))
+        with self._begin() as conn:
+            first = conn.execute(query).scalar()
+        return None if first is None else as_utc(first)
+
+    def committed_over_time(
+        self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int
+    ) -> list[tuple[str, int, int, int]]:
+        """Committed partitions per domain and time bucket (their last state change): (domain, bucket start in
+        epoch seconds, stored bytes, source bytes). Bounded by the buckets, whatever the partition count."""
+        p = partitions_table.c
+        planned = self._latest_planned()
+        bucket = (self._epoch(p.updated_at) / bucket_s).label("bucket")
+        query = (
+            self._with_plans(planned, p.domain, bucket, sa.func.sum(p.bytes).label("bytes"),
+                             sa.func.sum(self._size(planned)).label("source_bytes"))
+            .where(p.state == "committed", self._expected(ranges))
+            .group_by(p.domain, bucket)
+            .order_by(bucket)
+        )  # fmt: skip
+        with self._begin() as conn:
+            return [
+                (row.domain, int(row.bucket) * bucket_s, int(row.bytes or 0), int(row.source_bytes or 0))
+                for row in conn.execute(query)
+            ]
+
+    def partitions_in(self, states: tuple[str, ...], limit: int | None = None) -> list[PartitionRecord]:
+        """The partitions in these states, most recently changed first (at most ``limit``)."""
+        query = (
+            sa.select(partitions_table)
+            .where(partitions_table.c.state.in_(states))
+            .order_by(partitions_table.c.updated_at.desc())
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def count_in(self, states: tuple[str, ...]) -> dict[str, int]:
+        """How many partitions each domain has in these states."""
+        p = partitions_table.c
+        query = sa.select(p.domain, sa.func.count()).where(p.state.in_(states)).group_by(p.domain)
+        with self._begin() as conn:
+            return dict(conn.execute(query).all())
+
+    def latest_details(
+        self, kind: str, keys: list[tuple[str, str, str]] | None = None
+    ) -> dict[tuple[str, str, str], dict]:
+        """Per (domain, table, partition), the JSON detail of its latest event of this kind (only ``keys``)."""
+        e = events_table.c
+        latest = sa.select(sa.func.max(e.id)).where(e.kind == kind).group_by(e.domain, e.table_name, e.partition)
+        if keys is not None:
+            if not keys:
+                return {}
+            latest = latest.where(sa.tuple_(e.domain, e.table_name, e.partition).in_(keys))
+        query = sa.select(e.domain, e.table_name, e.partition, e.detail).where(e.id.in_(latest.scalar_subquery()))
+        with self._begin() as conn:
+            return {
+                (row.domain, row.table_name, row.partition): json.loads(row.detail or "{}")
+                for row in conn.execute(query)
+            }
+
+    def flight_progress(self, records: list[PartitionRecord], kinds: tuple[str, ...]) -> dict[tuple, dict]:
+        """For partitions in flight: per (domain, table, partition), the first and last of its run's events of
+        these kinds (planning, progress) and the bytes its ``transfer_progress`` events counted."""
+        e = events_table.c
+        keys = [(r.domain, r.table_name, r.partition, r.run_id) for r in records if r.run_id]
+        if not keys:
+            return {}
+        moved = sa.case((e.kind == "transfer_progress", self._json_int(e.detail, "bytes")), else_=0)
+        query = (
+            sa.select(e.domain, e.table_name, e.partition, sa.func.min(e.at).label("first"),
+                      sa.func.max(e.at).label("last"), sa.func.sum(moved).label("bytes"))
+            .where(sa.tuple_(e.domain, e.table_name, e.partition, e.run_id).in_(keys), e.kind.in_(kinds))
+            .group_by(e.domain, e.table_name, e.partition)
+        )  # fmt: skip
+        with self._begin() as conn:
+            return {
+                (row.domain, row.table_name, row.partition): {
+                    "first": as_utc(row.first),
+                    "last": as_utc(row.last),
+                    "bytes": int(row.bytes or 0),
+                }
+                for row in conn.execute(query)
+            }
 
     def add_waiver(
         self, domain: str, table_name: str, partition: str, expectations: list[str], accepted_by: str, reason: str
