@@ -70,6 +70,24 @@ def expected_ranges(catalogue) -> dict[str, tuple[list[str], str, str]]:
     }
 
 
+def remaining(domain, states: dict[str, dict]) -> dict:
+    """A domain's lag from its ``Ledger.partition_summary`` row: the table-partitions expected and not committed,
+    and their source bytes (those of partitions not planned yet estimated from the planned ones' mean size)."""
+    expected = len(domain.tables) * len(domain.partitions())
+    committed = states.get("committed", {})
+    sized = sum(s["sized"] for s in states.values())
+    known = sum(s["source_bytes"] for s in states.values())
+    unknown = max(0, expected - sized)
+    estimate = known / sized * unknown if sized else 0.0
+    return {
+        "partitions_expected": expected,
+        "partitions": expected - committed.get("partitions", 0),
+        "source_bytes_known": known,
+        "source_bytes": max(0.0, known + estimate - committed.get("source_bytes", 0)),
+        "partitions_of_unknown_size": unknown,
+    }
+
+
 def _iso(moment: dt.datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
@@ -259,11 +277,7 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         states = summary.get(domain.name, {})
         committed = states.get("committed", {})
-        expected = len(domain.tables) * len(domain.partitions())
-        sized = sum(s["sized"] for s in states.values())
-        known = sum(s["source_bytes"] for s in states.values())
-        unknown = max(0, expected - sized)
-        estimate = known / sized * unknown if sized else 0.0
+        lag = remaining(domain, states)
         dag_id = transfer_dag_id(domain.name)
         mine = [f for f in flights if f["domain"] == domain.name]
         domain_problems = [p for p in problem_records if p.domain == domain.name]
@@ -278,16 +292,16 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
                 "dag_paused": airflow.paused.get(dag_id),
                 "pool_tasks": airflow.pool_tasks.get(dag_id, {"running": 0, "queued": 0}),
                 "partitions_committed": committed.get("partitions", 0),
-                "partitions_expected": expected,
+                "partitions_expected": lag["partitions_expected"],
                 "partitions_in_flight": sum(states.get(s, {}).get("partitions", 0) for s in IN_FLIGHT_STATES),
                 "partitions_stalled": sum(1 for f in mine if f["stalled"]),
                 "problems_count": problem_counts.get(domain.name, 0),
                 "rows": committed.get("rows", 0),
                 "bytes": committed.get("bytes", 0),
                 "source_bytes_committed": committed.get("source_bytes", 0),
-                "source_bytes_expected": known,
-                "source_bytes_remaining": max(0.0, known + estimate - committed.get("source_bytes", 0)),
-                "partitions_of_unknown_size": unknown,
+                "source_bytes_expected": lag["source_bytes_known"],
+                "source_bytes_remaining": lag["source_bytes"],
+                "partitions_of_unknown_size": lag["partitions_of_unknown_size"],
                 "stall_minutes": domain.stall_minutes,
                 "failed": [
                     {"table": r.table_name, "partition": r.partition, "state": r.state, "last_error": r.last_error}
