@@ -467,22 +467,6 @@ class Ledger:
             return sa.cast(sa.func.strftime("%s", column), sa.Integer)
         return sa.cast(sa.extract("epoch", column), sa.BigInteger)
 
-    def _latest_planned(self):
-        """Per partition, the source bytes of its latest ``planned`` event (a subquery)."""
-        e = events_table.c
-        latest = (
-            sa.select(e.domain, e.table_name, e.partition, sa.func.max(e.id).label("id"))
-            .where(e.kind == "planned")
-            .group_by(e.domain, e.table_name, e.partition)
-            .subquery()
-        )
-        return (
-            sa.select(latest.c.domain, latest.c.table_name, latest.c.partition,
-                      self._json_int(e.detail, "source_bytes").label("source_bytes"))
-            .join_from(latest, events_table, e.id == latest.c.id)
-            .subquery()
-        )  # fmt: skip
-
     @staticmethod
     def _expected(ranges: dict[str, tuple[list[str], str, str]]):
         """The partitions a catalogue expects: per domain, its tables and its first and last partition values.
@@ -498,46 +482,90 @@ class Ledger:
             ),
         )
 
-    def _size(self, planned):
-        """A partition's source bytes: its latest plan's, else (committed without a plan kept) its stored bytes."""
-        p = partitions_table.c
-        return sa.func.coalesce(planned.c.source_bytes, sa.case((p.state == "committed", p.bytes), else_=None))
+    def _grouped(self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int | None) -> dict[tuple, dict]:
+        """Per (domain, state, time bucket of a committed partition's last change, or None): how many partitions,
+        their rows and stored bytes, and the source bytes of those whose size is known, with how many.
 
-    def _with_plans(self, planned, *columns):
-        p = partitions_table.c
-        return sa.select(*columns).join_from(
-            partitions_table,
-            planned,
-            sa.and_(planned.c.domain == p.domain, planned.c.table_name == p.table_name,
-                    planned.c.partition == p.partition),
-            isouter=True,
+        A partition's source size is its latest ``planned`` event's, else, committed without a plan kept (a
+        ledger rebuilt by ``reindex``), its stored bytes. Two passes, each linear in the partitions: the rows
+        alone, then the latest plans (one pass over ``ix_hdh_event_kind_key``) joined to them on their keys.
+        """
+        p, e = partitions_table.c, events_table.c
+        bucket = (
+            sa.case((p.state == "committed", self._epoch(p.updated_at) // bucket_s), else_=None)
+            if bucket_s
+            else sa.null()
+        ).label("bucket")
+        rows = (
+            sa.select(p.domain, p.state, bucket, sa.func.count().label("partitions"), sa.func.sum(p.rows).label("rows"),
+                      sa.func.sum(p.bytes).label("bytes"))
+            .where(self._expected(ranges))
+            .group_by(p.domain, p.state, bucket)
         )  # fmt: skip
+        latest = (
+            sa.select(e.domain, e.table_name, e.partition, sa.func.max(e.id).label("id"))
+            .where(e.kind == "planned")
+            .group_by(e.domain, e.table_name, e.partition)
+            .subquery()
+        )
+        plan = events_table.alias("plan")
+        planned = (
+            sa.select(p.domain, p.state, bucket, sa.func.count().label("sized"), sa.func.sum(p.bytes).label("bytes"),
+                      sa.func.sum(self._json_int(plan.c.detail, "source_bytes")).label("source_bytes"))
+            .select_from(
+                latest.join(partitions_table, sa.and_(p.domain == latest.c.domain, p.table_name == latest.c.table_name,
+                                                      p.partition == latest.c.partition))
+                .join(plan, plan.c.id == latest.c.id)
+            )
+            .where(self._expected(ranges))
+            .group_by(p.domain, p.state, bucket)
+        )  # fmt: skip
+        groups: dict[tuple, dict] = {}
+        with self._begin() as conn:
+            for row in conn.execute(rows):
+                groups[(row.domain, row.state, row.bucket)] = {
+                    "partitions": row.partitions,
+                    "rows": int(row.rows or 0),
+                    "bytes": int(row.bytes or 0),
+                    "source_bytes": 0,
+                    "sized": 0,
+                }
+            for row in conn.execute(planned):
+                group = groups.get((row.domain, row.state, row.bucket))
+                if group is None:  # changed between the two reads
+                    continue
+                group["source_bytes"] += int(row.source_bytes or 0)
+                group["sized"] += row.sized
+                if row.state == "committed":  # the committed ones without a plan: their stored bytes
+                    group["source_bytes"] += group["bytes"] - int(row.bytes or 0)
+                    group["sized"] += group["partitions"] - row.sized
+        for (_domain, state, _bucket), group in groups.items():
+            if state == "committed" and group["sized"] == 0:  # no plan kept for any of them
+                group["source_bytes"], group["sized"] = group["bytes"], group["partitions"]
+        return groups
 
     def partition_summary(self, ranges: dict[str, tuple[list[str], str, str]]) -> dict[str, dict[str, dict]]:
         """Per domain, per partition state: how many partitions, their rows, stored bytes, source bytes (of
         those whose size is known) and how many have a known size. Only the partitions ``ranges`` expects
         (domain -> tables, first and last partition value)."""
-        p = partitions_table.c
-        planned = self._latest_planned()
-        size = self._size(planned)
-        query = (
-            self._with_plans(planned, p.domain, p.state, sa.func.count().label("partitions"),
-                             sa.func.sum(p.rows).label("rows"), sa.func.sum(p.bytes).label("bytes"),
-                             sa.func.sum(size).label("source_bytes"), sa.func.count(size).label("sized"))
-            .where(self._expected(ranges))
-            .group_by(p.domain, p.state)
-        )  # fmt: skip
+        return self.summary_and_commits(ranges, None)[0]
+
+    def summary_and_commits(
+        self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int | None
+    ) -> tuple[dict[str, dict[str, dict]], list[tuple[str, int, int, int]]]:
+        """``partition_summary``, and the committed partitions per domain and time bucket of their commit
+        (their last change): (domain, bucket start in epoch seconds, stored bytes, source bytes), oldest first.
+        Bounded by the buckets, whatever the partition count."""
         summary: dict[str, dict[str, dict]] = {}
-        with self._begin() as conn:
-            for row in conn.execute(query):
-                summary.setdefault(row.domain, {})[row.state] = {
-                    "partitions": row.partitions,
-                    "rows": int(row.rows or 0),
-                    "bytes": int(row.bytes or 0),
-                    "source_bytes": int(row.source_bytes or 0),
-                    "sized": row.sized,
-                }
-        return summary
+        commits = []
+        for (domain, state, bucket), group in self._grouped(ranges, bucket_s).items():
+            states = summary.setdefault(domain, {})
+            total = states.setdefault(state, {"partitions": 0, "rows": 0, "bytes": 0, "source_bytes": 0, "sized": 0})
+            for key in total:
+                total[key] += group[key]
+            if bucket is not None:
+                commits.append((domain, int(bucket) * bucket_s, group["bytes"], group["source_bytes"]))
+        return summary, sorted(commits, key=lambda c: c[1])
 
     def first_commit_at(self, ranges: dict[str, tuple[list[str], str, str]]) -> dt.datetime | None:
         """When the earliest committed partition (of those ``ranges`` expects) was last written."""
@@ -546,27 +574,6 @@ class Ledger:
         with self._begin() as conn:
             first = conn.execute(query).scalar()
         return None if first is None else as_utc(first)
-
-    def committed_over_time(
-        self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int
-    ) -> list[tuple[str, int, int, int]]:
-        """Committed partitions per domain and time bucket (their last state change): (domain, bucket start in
-        epoch seconds, stored bytes, source bytes). Bounded by the buckets, whatever the partition count."""
-        p = partitions_table.c
-        planned = self._latest_planned()
-        bucket = (self._epoch(p.updated_at) / bucket_s).label("bucket")
-        query = (
-            self._with_plans(planned, p.domain, bucket, sa.func.sum(p.bytes).label("bytes"),
-                             sa.func.sum(self._size(planned)).label("source_bytes"))
-            .where(p.state == "committed", self._expected(ranges))
-            .group_by(p.domain, bucket)
-            .order_by(bucket)
-        )  # fmt: skip
-        with self._begin() as conn:
-            return [
-                (row.domain, int(row.bucket) * bucket_s, int(row.bytes or 0), int(row.source_bytes or 0))
-                for row in conn.execute(query)
-            ]
 
     def partitions_in(self, states: tuple[str, ...], limit: int | None = None) -> list[PartitionRecord]:
         """The partitions in these states, most recently changed first (at most ``limit``)."""
@@ -603,19 +610,24 @@ class Ledger:
                 for row in conn.execute(query)
             }
 
-    def flight_progress(self, records: list[PartitionRecord], kinds: tuple[str, ...]) -> dict[tuple, dict]:
-        """For partitions in flight: per (domain, table, partition), the first and last of its run's events of
-        these kinds (planning, progress) and the bytes its ``transfer_progress`` events counted."""
-        e = events_table.c
-        keys = [(r.domain, r.table_name, r.partition, r.run_id) for r in records if r.run_id]
-        if not keys:
-            return {}
+    def flight_progress(self, states: tuple[str, ...], kinds: tuple[str, ...]) -> dict[tuple, dict]:
+        """For the partitions in these states: per (domain, table, partition), the first and last of its current
+        run's events of these kinds (planning, progress) and the bytes its ``transfer_progress`` events counted.
+        From ``ix_hdh_partition_state`` to ``ix_hdh_event_key_kind``: a few index steps per partition."""
+        e, p = events_table.c, partitions_table.c
         moved = sa.case((e.kind == "transfer_progress", self._json_int(e.detail, "bytes")), else_=0)
+        # The kinds are picked in the aggregates, not the WHERE clause: SQLite would otherwise start from the
+        # events of these kinds (all of them) rather than from the few partitions in flight.
+        at = sa.case((e.kind.in_(kinds), e.at), else_=None)
         query = (
-            sa.select(e.domain, e.table_name, e.partition, sa.func.min(e.at).label("first"),
-                      sa.func.max(e.at).label("last"), sa.func.sum(moved).label("bytes"))
-            .where(sa.tuple_(e.domain, e.table_name, e.partition, e.run_id).in_(keys), e.kind.in_(kinds))
-            .group_by(e.domain, e.table_name, e.partition)
+            sa.select(p.domain, p.table_name, p.partition, sa.func.min(at).label("first"),
+                      sa.func.max(at).label("last"), sa.func.sum(moved).label("bytes"))
+            .select_from(
+                partitions_table.join(events_table, sa.and_(e.domain == p.domain, e.table_name == p.table_name,
+                                                            e.partition == p.partition, e.run_id == p.run_id))
+            )
+            .where(p.state.in_(states))
+            .group_by(p.domain, p.table_name, p.partition)
         )  # fmt: skip
         with self._begin() as conn:
             return {
@@ -625,6 +637,7 @@ class Ledger:
                     "bytes": int(row.bytes or 0),
                 }
                 for row in conn.execute(query)
+                if row.first is not None
             }
 
     def add_waiver(

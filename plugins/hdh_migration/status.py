@@ -21,6 +21,7 @@ It holds names, states, counts, sizes and times only: never a data value, never 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -70,10 +71,16 @@ def expected_ranges(catalogue) -> dict[str, tuple[list[str], str, str]]:
     }
 
 
+@functools.lru_cache(maxsize=1024)
+def partition_count(domain) -> int:
+    """How many partitions the domain's range holds (its tables each have them all)."""
+    return len(domain.partitions())
+
+
 def remaining(domain, states: dict[str, dict]) -> dict:
     """A domain's lag from its ``Ledger.partition_summary`` row: the table-partitions expected and not committed,
     and their source bytes (those of partitions not planned yet estimated from the planned ones' mean size)."""
-    expected = len(domain.tables) * len(domain.partitions())
+    expected = len(domain.tables) * partition_count(domain)
     committed = states.get("committed", {})
     sized = sum(s["sized"] for s in states.values())
     known = sum(s["source_bytes"] for s in states.values())
@@ -241,14 +248,15 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     now = now or dt.datetime.now(dt.UTC)
     airflow = airflow or AirflowFacts()
     ranges = expected_ranges(catalogue)
-    summary = ledger.partition_summary(ranges)
+    bucket_s = _bucket_seconds(ledger, ranges, now)
+    summary, buckets = ledger.summary_and_commits(ranges, bucket_s)
 
     # in flight, and stalled
     flight_records = ledger.partitions_in(IN_FLIGHT_STATES, limit=MAX_IN_FLIGHT)
     flight_keys = [(r.domain, r.table_name, r.partition) for r in flight_records]
     flights = _in_flight(
         flight_records,
-        ledger.flight_progress(flight_records, PROGRESS_KINDS),
+        ledger.flight_progress(IN_FLIGHT_STATES, PROGRESS_KINDS),
         ledger.latest_details("planned", flight_keys),
         catalogue,
         now,
@@ -272,7 +280,6 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     problems.sort(key=lambda p: p["since"] or "", reverse=True)
     problems.sort(key=lambda p: p["severity"])  # stable: newest first within a severity
 
-    bucket_s, buckets = _buckets(ledger, ranges, now)
     domains = []
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         states = summary.get(domain.name, {})
@@ -335,12 +342,11 @@ def status_rows(catalogue, ledger) -> list[dict]:
     return migration_status(catalogue, ledger)["domains"]
 
 
-def _buckets(ledger, ranges, now: dt.datetime) -> tuple[int, list[tuple[str, int, int, int]]]:
-    """Commits per domain and time bucket, the bucket chosen so the whole history fits ``BURN_DOWN_POINTS``."""
+def _bucket_seconds(ledger, ranges, now: dt.datetime) -> int:
+    """The time bucket of the charts: the whole history of commits in ``BURN_DOWN_POINTS`` buckets."""
     first = ledger.first_commit_at(ranges)
     span = (now - first).total_seconds() if first else 3600.0
-    bucket_s = max(60, int(span / BURN_DOWN_POINTS) + 1)
-    return bucket_s, ledger.committed_over_time(ranges, bucket_s)
+    return max(60, int(span / BURN_DOWN_POINTS) + 1)
 
 
 def _wave(wave, catalogue, domains: list[dict], buckets, bucket_s: int, now: dt.datetime) -> dict:
