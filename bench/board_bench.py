@@ -119,7 +119,7 @@ def seed(ledger: Ledger, catalogue, partitions: int, events: int, now: dt.dateti
                      "rows": 1000 if state == "committed" else None, "bytes": size if state == "committed" else None,
                      "duration_s": 60.0 if state == "committed" else None, "attempts": 1,
                      "last_error": "bench error" if state in ("failed", "quarantined") else None, "run_id": run_id,
-                     "manifest_sha256": None, "source_etags": None, "updated_at": at})  # fmt: skip
+                     "manifest_sha256": None, "source_etags": None, "updated_at": at, "source_bytes": size})  # fmt: skip
         base = {"domain": domain, "table_name": table, "partition": partition, "run_id": run_id}
         evs.append({**base, "at": at - dt.timedelta(minutes=30), "kind": "planned",
                     "detail": json.dumps({"objects": 4, "source_bytes": size})})  # fmt: skip

@@ -3,7 +3,8 @@
 - ``plan``: per domain, the partitions, source objects and bytes waiting in Azure;
 - ``migrate``: backfill every domain's transfer DAG over its planned partitions;
 - ``status``: per domain, wave, state, partitions committed out of expected, rows, bytes, quarantined
-  partitions, the last error, the cutover and the last verification;
+  partitions, the last error, partitions in flight (and stalled), the cutover and the last verification
+  (the status model of ``status``, which the on-call board renders too);
 - ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
 - ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
@@ -122,12 +123,27 @@ def cmd_status(args) -> int:
                     f"{r['bytes'] / 1e6:.2f}",
                     len(r["quarantined"]),
                     len(r["failed"]) - len(r["quarantined"]),
+                    r["partitions_in_flight"]
+                    if not r["partitions_stalled"]
+                    else f"{r['partitions_in_flight']} ({r['partitions_stalled']} stalled)",
                     r["cutover"]["at"][:10] if r["cutover"] and r["cutover"]["action"] == "cutover" else "-",
                     _verify_cell(r),
                 ]
                 for r in rows
             ],
-            ["domain", "wave", "state", "committed", "rows", "MB", "quarantined", "failed", "cut over", "verified"],
+            [
+                "domain",
+                "wave",
+                "state",
+                "committed",
+                "rows",
+                "MB",
+                "quarantined",
+                "failed",
+                "in flight",
+                "cut over",
+                "verified",
+            ],
         )
     ]
     for r in rows:

@@ -43,6 +43,9 @@ partitions_table = sa.Table(
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("source_etags", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The source bytes listed when the partition was last planned (its latest ``planned`` event), kept
+    # here by the ledger itself so the status adds sizes in one pass over this table.
+    sa.Column("source_bytes", sa.BigInteger),
 )
 
 domains_table = sa.Table(
@@ -135,7 +138,7 @@ INDEXES = (
     sa.Index("ix_hdh_event_key_kind", events_table.c.domain, events_table.c.table_name, events_table.c.partition,
              events_table.c.kind, events_table.c.run_id),
     sa.Index("ix_hdh_event_domain_kind", events_table.c.domain, events_table.c.kind, events_table.c.id),
-    sa.Index("ix_hdh_partition_state", partitions_table.c.state, partitions_table.c.domain),
+    sa.Index("ix_hdh_partition_state", partitions_table.c.state, partitions_table.c.updated_at),
     sa.Index("ix_hdh_cutover_history_domain", cutover_history_table.c.domain, cutover_history_table.c.id),
 )  # fmt: skip
 
@@ -155,6 +158,7 @@ class PartitionRecord:
     manifest_sha256: str | None
     source_etags: dict[str, str]
     updated_at: dt.datetime
+    source_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,27 @@ class Ledger:
         metadata.create_all(self.engine)
         for index in INDEXES:
             index.create(self.engine, checkfirst=True)
+        self._add_source_bytes()
+
+    def _add_source_bytes(self) -> None:
+        """A ledger made before ``hdh_partition.source_bytes`` existed: add it, filled from the latest plans."""
+        if "source_bytes" in {c["name"] for c in sa.inspect(self.engine).get_columns("hdh_partition")}:
+            return
+        with self._begin() as conn:
+            conn.execute(sa.text("ALTER TABLE hdh_partition ADD COLUMN source_bytes BIGINT"))
+            conn.execute(sa.update(partitions_table).values(source_bytes=self._planned_bytes()))
+
+    def _planned_bytes(self):
+        """A partition's source bytes by its latest ``planned`` event: a subquery correlated with ``hdh_partition``
+        (one descending step of ``ix_hdh_event_kind_key``)."""
+        e, p = events_table.c, partitions_table.c
+        return (
+            sa.select(self._json_int(e.detail, "source_bytes"))
+            .where(e.kind == "planned", e.domain == p.domain, e.table_name == p.table_name, e.partition == p.partition)
+            .order_by(e.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
 
     @classmethod
     def from_connection(cls, conn_id: str = "hdh_ledger") -> Ledger:
@@ -325,6 +350,7 @@ class Ledger:
             ).first()
             if existing is None:
                 values["attempts"] = 1 if new_attempt else 0
+                values.setdefault("source_bytes", self._latest_planned_bytes(conn, **key))
                 conn.execute(sa.insert(partitions_table).values(**key, **values))
             else:
                 if new_attempt:
@@ -439,9 +465,28 @@ class Ledger:
             )
 
     def record_event(self, domain: str, kind: str, detail: dict | str | None = None, **where) -> None:
+        """Append an event; a ``planned`` one also sets its partition's ``source_bytes`` (its row, if any yet)."""
         text = json.dumps(detail, sort_keys=True) if isinstance(detail, dict) else detail
         with self._begin() as conn:
             conn.execute(sa.insert(events_table).values(at=_now(), domain=domain, kind=kind, detail=text, **where))
+            if kind == "planned" and isinstance(detail, dict) and where.get("table_name") and where.get("partition"):
+                p = partitions_table.c
+                conn.execute(
+                    sa.update(partitions_table)
+                    .where(p.domain == domain, p.table_name == where["table_name"], p.partition == where["partition"])
+                    .values(source_bytes=detail.get("source_bytes"))
+                )
+
+    @staticmethod
+    def _latest_planned_bytes(conn, domain: str, table_name: str, partition: str) -> int | None:
+        e = events_table.c
+        detail = conn.execute(
+            sa.select(e.detail)
+            .where(e.kind == "planned", e.domain == domain, e.table_name == table_name, e.partition == partition)
+            .order_by(e.id.desc())
+            .limit(1)
+        ).scalar()
+        return json.loads(detail).get("source_bytes") if detail else None
 
     def events(self, domain: str | None = None, kinds: tuple[str, ...] | None = None) -> list[dict]:
         query = sa.select(events_table).order_by(events_table.c.id)
@@ -486,63 +531,34 @@ class Ledger:
         """Per (domain, state, time bucket of a committed partition's last change, or None): how many partitions,
         their rows and stored bytes, and the source bytes of those whose size is known, with how many.
 
-        A partition's source size is its latest ``planned`` event's, else, committed without a plan kept (a
-        ledger rebuilt by ``reindex``), its stored bytes. Two passes, each linear in the partitions: the rows
-        alone, then the latest plans (one pass over ``ix_hdh_event_kind_key``) joined to them on their keys.
+        A partition's source size is its latest plan's (``source_bytes``), else, committed without a plan kept
+        (a ledger rebuilt by ``reindex``), its stored bytes. One pass over ``hdh_partition``.
         """
-        p, e = partitions_table.c, events_table.c
+        p = partitions_table.c
         bucket = (
             sa.case((p.state == "committed", self._epoch(p.updated_at) // bucket_s), else_=None)
             if bucket_s
             else sa.null()
         ).label("bucket")
-        rows = (
+        size = sa.func.coalesce(p.source_bytes, sa.case((p.state == "committed", p.bytes), else_=None))
+        query = (
             sa.select(p.domain, p.state, bucket, sa.func.count().label("partitions"), sa.func.sum(p.rows).label("rows"),
-                      sa.func.sum(p.bytes).label("bytes"))
+                      sa.func.sum(p.bytes).label("bytes"), sa.func.sum(size).label("source_bytes"),
+                      sa.func.count(size).label("sized"))
             .where(self._expected(ranges))
             .group_by(p.domain, p.state, bucket)
         )  # fmt: skip
-        latest = (
-            sa.select(e.domain, e.table_name, e.partition, sa.func.max(e.id).label("id"))
-            .where(e.kind == "planned")
-            .group_by(e.domain, e.table_name, e.partition)
-            .subquery()
-        )
-        plan = events_table.alias("plan")
-        planned = (
-            sa.select(p.domain, p.state, bucket, sa.func.count().label("sized"), sa.func.sum(p.bytes).label("bytes"),
-                      sa.func.sum(self._json_int(plan.c.detail, "source_bytes")).label("source_bytes"))
-            .select_from(
-                latest.join(partitions_table, sa.and_(p.domain == latest.c.domain, p.table_name == latest.c.table_name,
-                                                      p.partition == latest.c.partition))
-                .join(plan, plan.c.id == latest.c.id)
-            )
-            .where(self._expected(ranges))
-            .group_by(p.domain, p.state, bucket)
-        )  # fmt: skip
-        groups: dict[tuple, dict] = {}
         with self._begin() as conn:
-            for row in conn.execute(rows):
-                groups[(row.domain, row.state, row.bucket)] = {
+            return {
+                (row.domain, row.state, row.bucket): {
                     "partitions": row.partitions,
                     "rows": int(row.rows or 0),
                     "bytes": int(row.bytes or 0),
-                    "source_bytes": 0,
-                    "sized": 0,
+                    "source_bytes": int(row.source_bytes or 0),
+                    "sized": row.sized,
                 }
-            for row in conn.execute(planned):
-                group = groups.get((row.domain, row.state, row.bucket))
-                if group is None:  # changed between the two reads
-                    continue
-                group["source_bytes"] += int(row.source_bytes or 0)
-                group["sized"] += row.sized
-                if row.state == "committed":  # the committed ones without a plan: their stored bytes
-                    group["source_bytes"] += group["bytes"] - int(row.bytes or 0)
-                    group["sized"] += group["partitions"] - row.sized
-        for (_domain, state, _bucket), group in groups.items():
-            if state == "committed" and group["sized"] == 0:  # no plan kept for any of them
-                group["source_bytes"], group["sized"] = group["bytes"], group["partitions"]
-        return groups
+                for row in conn.execute(query)
+            }
 
     def partition_summary(self, ranges: dict[str, tuple[list[str], str, str]]) -> dict[str, dict[str, dict]]:
         """Per domain, per partition state: how many partitions, their rows, stored bytes, source bytes (of
@@ -567,10 +583,10 @@ class Ledger:
                 commits.append((domain, int(bucket) * bucket_s, group["bytes"], group["source_bytes"]))
         return summary, sorted(commits, key=lambda c: c[1])
 
-    def first_commit_at(self, ranges: dict[str, tuple[list[str], str, str]]) -> dt.datetime | None:
-        """When the earliest committed partition (of those ``ranges`` expects) was last written."""
+    def first_commit_at(self) -> dt.datetime | None:
+        """When the earliest committed partition was last written (one step of ``ix_hdh_partition_state``)."""
         p = partitions_table.c
-        query = sa.select(sa.func.min(p.updated_at)).where(p.state == "committed", self._expected(ranges))
+        query = sa.select(sa.func.min(p.updated_at)).where(p.state == "committed")
         with self._begin() as conn:
             first = conn.execute(query).scalar()
         return None if first is None else as_utc(first)

@@ -248,7 +248,7 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     now = now or dt.datetime.now(dt.UTC)
     airflow = airflow or AirflowFacts()
     ranges = expected_ranges(catalogue)
-    bucket_s = _bucket_seconds(ledger, ranges, now)
+    bucket_s = _bucket_seconds(ledger, now)
     summary, buckets = ledger.summary_and_commits(ranges, bucket_s)
 
     # in flight, and stalled
@@ -342,9 +342,9 @@ def status_rows(catalogue, ledger) -> list[dict]:
     return migration_status(catalogue, ledger)["domains"]
 
 
-def _bucket_seconds(ledger, ranges, now: dt.datetime) -> int:
+def _bucket_seconds(ledger, now: dt.datetime) -> int:
     """The time bucket of the charts: the whole history of commits in ``BURN_DOWN_POINTS`` buckets."""
-    first = ledger.first_commit_at(ranges)
+    first = ledger.first_commit_at()
     span = (now - first).total_seconds() if first else 3600.0
     return max(60, int(span / BURN_DOWN_POINTS) + 1)
 

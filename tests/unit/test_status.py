@@ -179,3 +179,15 @@ def test_the_ledger_creates_the_boards_indexes_on_an_existing_ledger(ledger):
     found = {i["name"] for t in ("hdh_event", "hdh_partition", "hdh_cutover_history") for i in inspector.get_indexes(t)}
     assert names <= found
     again.engine.dispose()
+
+
+def test_an_older_ledger_gets_source_bytes_from_its_plans(ledger):
+    ledger.record_event("dcir", "planned", {"source_bytes": 300 * MB}, table_name="ER_PHA_F", partition="2024-01-01")
+    ledger.set_state("dcir", "ER_PHA_F", "2024-01-01", "transferring", run_id="r1")
+    ledger.record_event("dcir", "planned", {"source_bytes": 310 * MB}, table_name="ER_PHA_F", partition="2024-01-01")
+    assert ledger.get("dcir", "ER_PHA_F", "2024-01-01").source_bytes == 310 * MB, "the latest plan's, kept at once"
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE hdh_partition DROP COLUMN source_bytes"))
+    again = Ledger(ledger.engine.url.render_as_string(hide_password=False))
+    assert again.get("dcir", "ER_PHA_F", "2024-01-01").source_bytes == 310 * MB
+    again.engine.dispose()
