@@ -126,11 +126,22 @@ def _open_seconds(window, start: dt.datetime, end: dt.datetime) -> float:
     return seconds
 
 
-def _eta(window, now: dt.datetime, remaining: float, bytes_per_s: float) -> dt.datetime | None:
-    """When ``remaining`` bytes are moved at this rate, counting only the window's open time; None past a year."""
+def window_eta(window, now: dt.datetime, remaining: float, bytes_per_s: float) -> dt.datetime | None:
+    """When ``remaining`` bytes are moved at this rate, counting only the window's open time; None past a year.
+
+    Whole weeks are skipped at the open time of the first (a window repeats weekly), then the last stretch
+    is walked in ``ETA_STEP``s: at most a few weeks of steps, whatever the ETA.
+    """
     if remaining <= 0:
         return now
     needed, at = remaining / bytes_per_s, now
+    week = dt.timedelta(days=7)
+    open_per_week = _open_seconds(window, now, now + week)
+    if open_per_week <= 0:
+        return None
+    weeks = max(0, int(needed // open_per_week) - 1)
+    needed -= weeks * open_per_week
+    at += weeks * week
     while at < now + ETA_HORIZON:
         if window.is_open(at):
             if needed <= ETA_STEP.total_seconds():
@@ -380,7 +391,7 @@ def _wave(wave, catalogue, domains: list[dict], buckets, bucket_s: int, now: dt.
     )
     open_s = _open_seconds(wave.window, max(since, span_start), now)
     rate = recent / open_s if open_s > 0 and recent else None
-    eta = _eta(wave.window, now, remaining, rate) if rate else None
+    eta = window_eta(wave.window, now, remaining, rate) if rate else None
     return {
         "wave": wave.number,
         "description": wave.description,

@@ -191,3 +191,21 @@ def test_an_older_ledger_gets_source_bytes_from_its_plans(ledger):
     again = Ledger(ledger.engine.url.render_as_string(hide_password=False))
     assert again.get("dcir", "ER_PHA_F", "2024-01-01").source_bytes == 310 * MB
     again.engine.dispose()
+
+
+def test_the_eta_counts_only_the_windows_open_hours():
+    from hdh_migration.status import window_eta
+    from hdh_migration.windows import TransferWindow, parse_day_spec
+
+    nights = TransferWindow("Europe/Paris", parse_day_spec("20:00-06:00"), parse_day_spec("all"))
+    now = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.UTC)  # a Tuesday, closed until 20:00 in Paris
+    for hours in (5, 100, 1000):  # within a night, over weeks (whole weeks skipped), over months
+        eta = window_eta(nights, now, hours * 3600 * MB, MB)  # at 1 MB/s
+        # the same, minute by minute
+        left, at = hours * 60, now
+        while left:
+            if nights.is_open(at):
+                left -= 1
+            at += dt.timedelta(minutes=1)
+        assert abs((eta - at).total_seconds()) <= 15 * 60, (hours, eta, at)
+    assert window_eta(nights, now, 400 * 24 * 3600 * MB, MB) is None, "past a year"
