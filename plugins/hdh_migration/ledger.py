@@ -267,17 +267,42 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
-        for index in INDEXES:
-            index.create(self.engine, checkfirst=True)
         self._add_source_bytes()
+        self._create_indexes()
+
+    def _create_indexes(self) -> None:
+        """The board's indexes, on a ledger made before them too; several processes may start at once."""
+        for index in INDEXES:
+            try:
+                index.create(self.engine, checkfirst=True)
+            except sa.exc.DBAPIError:  # another process created it between the check and the create
+                tables = {i.table.name for i in INDEXES}
+                existing = {x["name"] for t in tables for x in sa.inspect(self.engine).get_indexes(t)}
+                if index.name not in existing:
+                    raise
 
     def _add_source_bytes(self) -> None:
-        """A ledger made before ``hdh_partition.source_bytes`` existed: add it, filled from the latest plans."""
+        """A ledger made before ``hdh_partition.source_bytes`` existed: add it, filled from the latest plans
+        (idempotent: several processes may start on it at once)."""
         if "source_bytes" in {c["name"] for c in sa.inspect(self.engine).get_columns("hdh_partition")}:
             return
+        postgres = self.engine.dialect.name == "postgresql"
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE hdh_partition ADD COLUMN {'IF NOT EXISTS ' if postgres else ''}source_bytes BIGINT"
+                    )
+                )
+        except sa.exc.OperationalError as error:  # SQLite: another process added it first
+            if "duplicate column" not in str(error):
+                raise
         with self._begin() as conn:
-            conn.execute(sa.text("ALTER TABLE hdh_partition ADD COLUMN source_bytes BIGINT"))
-            conn.execute(sa.update(partitions_table).values(source_bytes=self._planned_bytes()))
+            conn.execute(
+                sa.update(partitions_table)
+                .where(partitions_table.c.source_bytes.is_(None))
+                .values(source_bytes=self._planned_bytes())
+            )
 
     def _planned_bytes(self):
         """A partition's source bytes by its latest ``planned`` event: a subquery correlated with ``hdh_partition``
