@@ -324,7 +324,7 @@ def _wave_card(w: dict, tz: str) -> str:
         eta = "done"
     else:
         eta = '<span class="muted">no rate measured yet</span>'
-    rate = f"{w['rate_mb_s']:.2f} MB/s" if w["rate_mb_s"] is not None else '<span class="muted">-</span>'
+    rate = f"{w['rate_mb_s']:.3g} MB/s" if w["rate_mb_s"] is not None else '<span class="muted">-</span>'
     paused = (
         f'<div class="alert paused-dags">paused: {", ".join(escape(d) for d in w["paused_dags"])}</div>'
         if w["paused_dags"]
