@@ -8,7 +8,7 @@ SEED_ROWS ?= 2000
 # make test's pytest-xdist workers (tests/conftest.py gives each its own Airflow database and api-server port)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-deploy services faults bench bench-scale install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test test-deploy services faults bench bench-scale bench-board install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -48,6 +48,9 @@ bench: install stack-start  ## transfer benchmark: raw SDK copy vs the provider'
 
 bench-scale: install stack-start  ## scale sanity: DAG parse time with ~220 tables, a 240-partition backfill, a 1,000-object fan-out (BENCH_ARGS="--parts parse")
 	$(ENV) $(VENV)/bin/python bench/scale_bench.py $(BENCH_ARGS)
+
+bench-board: install services  ## the board at real scale: server render with 50,000 table-partitions and 500,000 events (SQLite, PostgreSQL), Chromium's timing (BENCH_ARGS="--backend sqlite")
+	$(ENV) $(VENV)/bin/python bench/board_bench.py $(BENCH_ARGS)
 
 install: $(VENV)/.installed node_modules/.installed
 

@@ -1,8 +1,14 @@
 """The on-call board and the validation reports, served by the plugin's FastAPI app behind Airflow's auth.
 
 ``/hdh/board`` is a server-rendered page (shown inside the Airflow UI as the "Migration" external
-view), ``/hdh/board.json`` the same facts as JSON. Both are built from the ledger and the
-catalogue only: names, states, counts, sizes, times and run ids, never a data value.
+view), ``/hdh/board.json`` the same facts as JSON. Both render the status model (``status``: the
+one the CLI's ``status`` prints) read from the ledger, the catalogue and Airflow's database: names,
+states, counts, sizes, times and run ids, never a data value nor an error's text. Problems come
+first, most severe first (privacy incidents, failed, quarantined, stalled), then newest first; then
+per wave its window, rate, ETA and burn-down; per domain why nothing moves (window, paused DAG, pool
+slots, transfers in flight and the age of their last progress). Times are in the catalogue's time
+zone, UTC on hover; the page follows the Airflow UI's light or dark theme (``static/hdh.js``).
+Every list and chart is bounded, whatever the number of partitions.
 ``/hdh/reports/<domain>/<TABLE>/<PARTCOL>=<value>/<run>`` renders a quarantine report (see
 ``reports``). Who may read what is decided on the project's own DAG ids: the board needs every DAG
 of the project, a report its domain's transfer DAG. Every response carries a Content-Security-Policy
@@ -12,121 +18,79 @@ that allows this origin only: the pages load their stylesheet and script from ``
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-PROBLEM_STATES = ("failed", "quarantined")
-IN_FLIGHT_STATES = ("transferring", "validated")
+from hdh_migration.status import AirflowFacts, migration_status
+
+MAX_PROBLEM_ROWS = 100
+MAX_FLIGHT_ROWS = 50
+PROBLEM_LABELS = {
+    "privacy_incident": "privacy incident",
+    "failed": "failed",
+    "quarantined": "quarantined",
+    "stalled": "stalled",
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # the facts
 
 
-def board_view(catalogue, ledger, failed_task_instances: dict | None = None, ui_base: str = "") -> dict:
-    """Everything the board shows, as JSON-ready values.
+def board_view(
+    catalogue,
+    ledger,
+    failed_task_instances=None,
+    ui_base: str = "",
+    airflow: AirflowFacts | None = None,
+    now: dt.datetime | None = None,
+) -> dict:
+    """Everything the board shows, as JSON-ready values: the status model, with links into Airflow.
 
     ``failed_task_instances`` maps ``(dag_id, run_id)`` to the ``(task_id, map_index)`` of its failed
-    task instances in Airflow's database, for the log links; without an entry, a quarantined
-    partition links to its run's ``validate_partition`` and a failed one to its run.
+    task instances in Airflow's database, for the log links (or is a function that reads them for a
+    set of such keys: those of the problems shown); without an entry, a quarantined partition links
+    to its run's ``validate_partition`` and a failed one to its run.
     """
-    from hdh_migration.cli import status_rows
     from hdh_migration.dag_factory import transfer_dag_id
 
-    failed_task_instances = failed_task_instances or {}
-    rows = ledger.partitions()
-    records = {(r.domain, r.table_name, r.partition): r for r in rows}
-    planned_bytes = _latest_details(ledger.events(kinds=("planned",)))
-    quarantine_reports = _latest_details(ledger.events(kinds=("quarantine_report",)))
-    status = {row["domain"]: row for row in status_rows(catalogue, ledger, rows)}
-    domains = []
-    for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
-        row = status[domain.name]
-        dag_id = transfer_dag_id(domain.name)
-        expected = [(domain.name, t.name, p) for t in domain.tables for p in domain.partitions()]
-        known, committed_source, unknown = 0, 0, 0
-        for key in expected:
-            record = records.get(key)
-            size = planned_bytes.get(key, {}).get("source_bytes")
-            if size is None and record is not None and record.state == "committed":
-                size = record.bytes
-            if size is None:
-                unknown += 1
-                continue
-            known += size
-            if record is not None and record.state == "committed":
-                committed_source += size
-        problems = [
-            _problem(records[key], dag_id, quarantine_reports.get(key), failed_task_instances, ui_base)
-            for key in sorted(records)
-            if key[0] == domain.name and records[key].state in PROBLEM_STATES
-        ]
-        domains.append(
-            {
-                "domain": domain.name,
-                "wave": domain.wave,
-                "grain": domain.grain,
-                "owner": domain.owner,
-                "state": row["state"],
-                "dag_id": dag_id,
-                "dag_url": f"{ui_base}/dags/{dag_id}",
-                "partitions_committed": row["partitions_committed"],
-                "partitions_expected": row["partitions_expected"],
-                "partitions_in_flight": sum(
-                    1 for key in expected if key in records and records[key].state in IN_FLIGHT_STATES
-                ),
-                "rows_committed": row["rows"],
-                "bytes_committed_in_store": row["bytes"],
-                "source_bytes_committed": committed_source,
-                "source_bytes_expected": known,
-                "partitions_of_unknown_size": unknown,
-                "problems": problems,
-                "waiting": row["waiting"],  # passed, waiting for a quarantined table of their partition
-                "cutover": {k: row["cutover"][k] for k in ("action", "at", "by")} if row["cutover"] else None,
-                "verify": {k: row["verify"][k] for k in ("at", "passed")} if row["verify"] else None,
-            }
+    status = migration_status(catalogue, ledger, now=now, airflow=airflow)
+    if callable(failed_task_instances):
+        shown = status["problems"][:MAX_PROBLEM_ROWS]
+        failed_task_instances = failed_task_instances(
+            {(transfer_dag_id(p["domain"]), p["run_id"]) for p in shown if p["run_id"] and p["kind"] != "stalled"}
         )
-    return {
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "domains": domains,
-        "gap_scan": _gap_scan(ledger.last_gap_scan()),
-        "throughput": _throughput(ledger.events(kinds=("partition_committed",))),
-    }
+    failed_task_instances = failed_task_instances or {}
+    for domain in status["domains"]:
+        domain["dag_url"] = f"{ui_base}/dags/{domain['dag_id']}"
+        for key in ("failed", "quarantined", "last_error"):  # error text is for the CLI, never the board
+            domain.pop(key)
+    for problem in status["problems"]:
+        problem.update(_links(problem, transfer_dag_id(problem["domain"]), failed_task_instances, ui_base))
+    for flight in status["in_flight"]:
+        dag_id = transfer_dag_id(flight["domain"])
+        flight["run_url"] = run_page(ui_base, dag_id, flight["run_id"]) if flight["run_id"] else None
+    status["gap_scan"] = _gap_scan(ledger.last_gap_scan())
+    return status
 
 
-def _latest_details(events: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """Per (domain, table, partition), the JSON detail of its latest event among these."""
-    latest = {}
-    for event in events:
-        latest[(event["domain"], event["table_name"], event["partition"])] = json.loads(event["detail"] or "{}")
-    return latest
-
-
-def _problem(record, dag_id: str, report: dict | None, failed_task_instances: dict, ui_base: str) -> dict:
+def _links(problem: dict, dag_id: str, failed_task_instances: dict, ui_base: str) -> dict:
     from hdh_migration.reports import report_link
 
-    run_url = run_page(ui_base, dag_id, record.run_id or "")
-    failed = failed_task_instances.get((dag_id, record.run_id), [])
-    if not failed and record.state == "quarantined":
+    run_id = problem["run_id"]
+    run_url = run_page(ui_base, dag_id, run_id or "")
+    failed = failed_task_instances.get((dag_id, run_id), [])
+    if not failed and problem["state"] == "quarantined":
         failed = [("validate_partition", -1)]
-    quarantined = record.state == "quarantined" and report is not None
     return {
-        "table": record.table_name,
-        "partition": record.partition,
-        "state": record.state,
-        "attempts": record.attempts,
-        "since": record.updated_at.isoformat(timespec="seconds"),
-        "run_id": record.run_id,
-        "expectations": report["expectations"] if quarantined else [],
-        "privacy_incident": quarantined and report["severity"] == "privacy",
-        "report_url": report_link(report["report_key"]) if quarantined and report.get("report_key") else None,
-        "run_url": run_url if record.run_id else None,
+        "report_url": report_link(problem["report_key"]) if problem["report_key"] else None,
+        "run_url": run_url if run_id else None,
         "log_links": [
             {
                 "task_id": task_id,
@@ -135,7 +99,7 @@ def _problem(record, dag_id: str, report: dict | None, failed_task_instances: di
             }
             for task_id, map_index in failed
         ]
-        if record.run_id
+        if run_id and problem["kind"] != "stalled"
         else [],
     }
 
@@ -151,8 +115,8 @@ def _gap_scan(scan: dict | None) -> dict | None:
         return None
     gaps = scan["report"].get("gaps") if isinstance(scan["report"], dict) else None
     return {
-        "started_at": scan["started_at"].isoformat(timespec="seconds"),
-        "finished_at": scan["finished_at"].isoformat(timespec="seconds"),
+        "started_at": _utc_iso(scan["started_at"]),
+        "finished_at": _utc_iso(scan["finished_at"]),
         "dry_run": scan["dry_run"],
         "partitions_checked": scan["partitions_checked"],
         "gaps": scan["gaps"],
@@ -160,62 +124,94 @@ def _gap_scan(scan: dict | None) -> dict | None:
         "run_id": scan["run_id"],
         "gap_list": [
             {k: str(gap[k]) for k in ("domain", "table", "partition") if k in gap}
-            for gap in (gaps if isinstance(gaps, list) else [])
+            for gap in (gaps if isinstance(gaps, list) else [])[:20]
             if isinstance(gap, dict)
         ],
+        "gap_list_total": len(gaps) if isinstance(gaps, list) else 0,
     }
 
 
-def _throughput(events: list[dict]) -> list[dict]:
-    """One point per committed partition: when, its bytes, its duration (plan to commit)."""
-    from hdh_migration.ledger import as_utc
-
-    points = []
-    for event in events:
-        counts = json.loads(event["detail"] or "{}")
-        if counts.get("bytes") and counts.get("duration_s"):
-            points.append(
-                {
-                    "at": as_utc(event["at"]).isoformat(timespec="seconds"),
-                    "domain": event["domain"],
-                    "bytes": counts["bytes"],
-                    "duration_s": counts["duration_s"],
-                    "mb_per_s": counts["bytes"] / 1e6 / counts["duration_s"],
-                }
-            )
-    return points
+def _utc_iso(moment: dt.datetime) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------
 # the page
 
 
-def _mb(size: int) -> str:
+def _mb(size: float) -> str:
     return f"{size / 1e9:,.2f} GB" if size >= 1e9 else f"{size / 1e6:,.1f} MB"
 
 
-def _badge(state: str) -> str:
-    return f'<span class="badge state-{escape(state)}">{escape(state.replace("_", " "))}</span>'
+def _badge(state: str, label: str | None = None) -> str:
+    return f'<span class="badge state-{escape(state)}">{escape(label or state.replace("_", " "))}</span>'
 
 
-def _bar(done: int, total: int, label: str, caption: str = "") -> str:
+def _time(moment: str | None, tz: str, with_zone: bool = False) -> str:
+    """An instant in the catalogue's time zone, UTC on hover."""
+    if not moment:
+        return '<span class="muted">-</span>'
+    at = dt.datetime.fromisoformat(moment)
+    local = at.astimezone(ZoneInfo(tz))
+    utc = at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    zone = f" {local.tzname()}" if with_zone else ""
+    return f'<time datetime="{escape(moment)}" title="{utc}">{local.strftime("%Y-%m-%d %H:%M")}{zone}</time>'
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _bar(done: float, total: float, label: str, caption: str = "") -> str:
     share = done / total if total else 0.0
     return (
-        f'<progress class="bar" value="{done}" max="{max(total, 1)}" aria-label="{escape(label)}"></progress>'
+        f'<progress class="bar" value="{done:.0f}" max="{max(total, 1):.0f}" aria-label="{escape(label)}"></progress>'
         f'<div class="barlabel">{caption} <span class="muted">({share:.0%})</span></div>'
     )
 
 
-def _domain_row(d: dict) -> str:
+def _window_text(window: dict, tz: str) -> str:
+    if window["open"]:
+        return '<span class="badge state-open">window open</span>'
+    return (
+        '<span class="badge state-closed">window closed</span> '
+        f'<span class="nowrap next-open">opens {_time(window["next_open"], tz, with_zone=True)}</span>'
+    )
+
+
+def _dag_cell(d: dict) -> str:
+    if d["dag_paused"] is None:
+        state = '<span class="muted">unknown</span>'
+    elif d["dag_paused"]:
+        state = '<span class="badge state-paused">paused</span>'
+    else:
+        state = '<span class="badge state-active">active</span>'
+    return f'<a href="{escape(d["dag_url"])}" class="airflow">DAG</a> {state}'
+
+
+def _domain_row(d: dict, window: dict, tz: str) -> str:
     unknown = d["partitions_of_unknown_size"]
     size_note = f'<div class="muted">+ {unknown} partition(s) not planned yet, size unknown</div>' if unknown else ""
-    problems = len(d["problems"])
+    stalled = d["partitions_stalled"]
+    flight = f"{d['partitions_in_flight']}" + (
+        f' <span class="badge state-stalled">{stalled} stalled</span>' if stalled else ""
+    )
+    tasks = d["pool_tasks"]
     return (
         f'<tr data-domain="{escape(d["domain"])}">'
         f'<td><a href="{escape(d["dag_url"])}" class="airflow domain">{escape(d["domain"])}</a>'
         f'<div class="muted">{escape(d["grain"])}, {escape(d["owner"])}</div></td>'
         f'<td class="wave">wave {d["wave"]}</td>'
         f'<td class="state">{_badge(d["state"])}</td>'
+        f'<td class="window">{_window_text(window, tz)}</td>'
+        f'<td class="dag">{_dag_cell(d)}</td>'
         "<td>"
         + _bar(
             d["partitions_committed"],
@@ -232,167 +228,297 @@ def _domain_row(d: dict) -> str:
             f"{_mb(d['source_bytes_expected'])}</span>",
         )
         + size_note
-        + f'</td><td class="num">{d["partitions_in_flight"]}</td>'
-        f'<td class="num{" alert" if problems else ""}">{problems}</td>'
-        f"<td>{_cutover_cell(d)}</td></tr>"
+        + f'</td><td class="num pool">{tasks.get("running", 0)} running, {tasks.get("queued", 0)} queued</td>'
+        f'<td class="num in-flight">{flight}</td>'
+        f'<td class="num problems{" alert" if d["problems_count"] else ""}">{d["problems_count"]}</td>'
+        f"<td>{_cutover_cell(d, tz)}</td></tr>"
     )
 
 
-def _cutover_cell(d: dict) -> str:
+def _cutover_cell(d: dict, tz: str) -> str:
     parts = []
     if d["cutover"]:
-        parts.append(f"{escape(d['cutover']['action'])} {escape(d['cutover']['at'][:16].replace('T', ' '))}")
+        parts.append(f"{escape(d['cutover']['action'])} {_time(d['cutover']['at'], tz)}")
     if d["verify"]:
         verdict = "verified" if d["verify"]["passed"] else "VERIFY FAILED"
-        parts.append(f"{verdict} {escape(d['verify']['at'][:10])}")
+        parts.append(f"{verdict} {_time(d['verify']['at'], tz)}")
     return "<br>".join(parts) or '<span class="muted">-</span>'
 
 
-def _problem_rows(domains: list[dict]) -> str:
+def _problem_rows(view: dict, tz: str) -> str:
     rows = []
-    for d in domains:
-        for p in d["problems"]:
-            expectations = "".join(f"<code>{escape(name)}</code>" for name in p["expectations"]) or (
-                '<span class="muted">see the task log</span>'
-            )
-            if p["privacy_incident"]:
-                expectations = '<span class="privacy">PRIVACY INCIDENT</span> ' + expectations
-            links = [
-                f'<a href="{escape(link["url"])}" class="airflow">log: {escape(link["task_id"])}'
-                + (f" [{link['map_index']}]" if link["map_index"] >= 0 else "")
-                + "</a>"
-                for link in p["log_links"]
-            ]
-            if p["report_url"]:
-                links.append(f'<a href="{escape(p["report_url"])}">validation report</a>')
-            rows.append(
-                f'<tr class="problem" data-domain="{escape(d["domain"])}" data-table="{escape(p["table"])}">'
-                f"<td>{escape(d['domain'])}</td><td>{escape(p['table'])}</td><td class='nowrap'>{escape(p['partition'])}</td>"
-                f"<td>{_badge(p['state'])}</td><td class='expectations'>{expectations}</td>"
-                f"<td class='num'>{p['attempts']}</td><td class='nowrap'>{escape(p['since'][:16].replace('T', ' '))}</td>"
-                f"<td class='links'>{'<br>'.join(links)}</td></tr>"
-            )
+    for p in view["problems"][:MAX_PROBLEM_ROWS]:
+        expectations = "".join(f"<code>{escape(name)}</code>" for name in p["expectations"])
+        if p["kind"] == "privacy_incident":
+            expectations = '<span class="privacy">PRIVACY INCIDENT</span> ' + expectations
+        elif p["kind"] == "stalled":
+            expectations = f'<span class="muted">no progress for over {p.get("stall_minutes", "")} min</span>'
+        elif not expectations:
+            expectations = '<span class="muted">see the task log</span>'
+        links = [
+            f'<a href="{escape(link["url"])}" class="airflow">log: {escape(link["task_id"])}'
+            + (f" [{link['map_index']}]" if link["map_index"] >= 0 else "")
+            + "</a>"
+            for link in p["log_links"]
+        ]
+        if p["report_url"]:
+            links.append(f'<a href="{escape(p["report_url"])}">validation report</a>')
+        if p["kind"] == "stalled" and p["run_url"]:
+            links.append(f'<a href="{escape(p["run_url"])}" class="airflow">run</a>')
+        rows.append(
+            f'<tr class="problem problem-{p["kind"]}" data-domain="{escape(p["domain"])}" '
+            f'data-table="{escape(p["table"])}" data-kind="{p["kind"]}">'
+            f"<td>{_badge(p['kind'], PROBLEM_LABELS[p['kind']])}</td>"
+            f"<td>{escape(p['domain'])}</td><td>{escape(p['table'])}</td><td class='nowrap'>{escape(p['partition'])}</td>"
+            f"<td class='expectations'>{expectations}</td>"
+            f"<td class='num'>{p['attempts']}</td><td class='nowrap since'>{_time(p['since'], tz)}</td>"
+            f"<td class='links'>{'<br>'.join(links)}</td></tr>"
+        )
+    for d in view["domains"]:
         for w in d["waiting"]:
             rows.append(
                 f'<tr class="waiting" data-domain="{escape(d["domain"])}" data-table="{escape(w["table"])}">'
-                f"<td>{escape(d['domain'])}</td><td>{escape(w['table'])}</td><td class='nowrap'>{escape(w['partition'])}</td>"
-                f"<td>{_badge('validated')}</td><td class='expectations'>passed; {escape(w['waits_for'])}</td>"
-                "<td></td><td></td><td></td></tr>"
+                f"<td>{_badge('validated', 'waiting')}</td><td>{escape(d['domain'])}</td><td>{escape(w['table'])}</td>"
+                f"<td class='nowrap'>{escape(w['partition'])}</td>"
+                f"<td class='expectations'>passed; {escape(w['waits_for'])}</td><td></td><td></td><td></td></tr>"
             )
     if not rows:
-        return '<p class="ok">No quarantined or failed partition.</p>'
+        return '<p class="ok">No privacy incident, failed, quarantined or stalled partition.</p>'
+    more = view["problems_total"] - len(rows)
     return (
-        '<table class="problems"><thead><tr><th>domain</th><th>table</th><th>partition</th><th>state</th>'
-        "<th>failing expectations</th><th>attempts</th><th>since (UTC)</th><th>where to look</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        '<table class="problems"><thead><tr><th>problem</th><th>domain</th><th>table</th><th>partition</th>'
+        f"<th>failing expectations</th><th>attempts</th><th>since ({escape(tz)})</th><th>where to look</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        + (
+            f'<p class="muted more">and {more} more: <a href="board.json">board.json</a> lists them.</p>'
+            if more > 0
+            else ""
+        )
     )
 
 
-def _gap_scan_html(scan: dict | None) -> str:
-    if scan is None:
-        return '<p class="muted" id="gap-scan">No gap scan has run yet.</p>'
-    mode = " (a dry run: nothing triggered)" if scan["dry_run"] else ""
-    gaps = "".join(
-        f"<li>{escape(g.get('domain', ''))} {escape(g.get('table', ''))} {escape(g.get('partition', ''))}</li>"
-        for g in scan["gap_list"][:20]
-    )
-    more = f"<li>and {len(scan['gap_list']) - 20} more</li>" if len(scan["gap_list"]) > 20 else ""
+def _flight_rows(view: dict, tz: str) -> str:
+    flights = sorted(view["in_flight"], key=lambda f: (not f["stalled"], -f["progress_age_s"]))
+    if not flights:
+        return '<p class="muted" id="in-flight">No transfer in flight.</p>'
+    rows = []
+    for f in flights[:MAX_FLIGHT_ROWS]:
+        size = f" / {_mb(f['source_bytes'])}" if f["source_bytes"] else ""
+        rate = f"{f['mb_per_s']:.1f} MB/s" if f["mb_per_s"] is not None else '<span class="muted">-</span>'
+        stalled = ' <span class="badge state-stalled">stalled</span>' if f["stalled"] else ""
+        rows.append(
+            f'<tr class="flight{" stalled" if f["stalled"] else ""}" data-domain="{escape(f["domain"])}" '
+            f'data-table="{escape(f["table"])}">'
+            f"<td>{escape(f['domain'])}</td><td>{escape(f['table'])}</td><td class='nowrap'>{escape(f['partition'])}</td>"
+            f"<td>{_badge(f['state'])}{stalled}</td><td class='num moved'>{_mb(f['bytes_moved'])}{size}</td>"
+            f"<td class='num rate'>{rate}</td>"
+            f"<td class='num age'>{_age(f['progress_age_s'])} <span class='muted'>({_time(f['last_progress_at'], tz)})</span></td>"
+            "</tr>"
+        )
+    more = len(flights) - len(rows)
     return (
-        f'<div id="gap-scan"><p>Finished <b>{escape(scan["finished_at"][:16].replace("T", " "))} UTC</b>{mode}: '
-        f'<b class="gap-checked">{scan["partitions_checked"]}</b> partitions checked, '
-        f'<b class="gap-count{" alert" if scan["gaps"] else ""}">{scan["gaps"]}</b> gap(s), '
-        f'<b class="gap-backfills">{scan["backfills"]}</b> backfill(s) asked for.</p>'
-        + (f'<ul class="gaps">{gaps}{more}</ul>' if gaps else "")
-        + "</div>"
+        '<table class="flights" id="in-flight"><thead><tr><th>domain</th><th>table</th><th>partition</th><th>state</th>'
+        "<th>moved</th><th>rate</th><th>last progress</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>" + (f'<p class="muted">and {more} more.</p>' if more > 0 else "")
     )
 
 
-def throughput_svg(points: list[dict], width: int = 960, height: int = 260) -> str:
-    """Per committed partition, its MB/s (bytes over plan-to-commit time) against commit time."""
+def _wave_card(w: dict, tz: str) -> str:
+    if w["eta"]:
+        eta = _time(w["eta"], tz, with_zone=True)
+    elif w["eta_beyond_a_year"]:
+        eta = "more than a year away at this rate"
+    elif w["source_bytes_remaining"] <= 0 and not w["estimated"]:
+        eta = "done"
+    else:
+        eta = '<span class="muted">no rate measured yet</span>'
+    rate = f"{w['rate_mb_s']:.3g} MB/s" if w["rate_mb_s"] is not None else '<span class="muted">-</span>'
+    paused = (
+        f'<div class="alert paused-dags">paused: {", ".join(escape(d) for d in w["paused_dags"])}</div>'
+        if w["paused_dags"]
+        else ""
+    )
+    window = w["window"]
+    hours = "" if window["always_open"] else f' <span class="muted">({escape(window["timezone"])})</span>'
+    return (
+        f'<div class="wave-card" data-wave="{w["wave"]}"><h3>Wave {w["wave"]}</h3>'
+        f'<div class="window">{_window_text(window, tz)}{hours}</div>{paused}'
+        f'<dl><dt>remaining</dt><dd class="remaining">{"&ge; " if w["estimated"] else ""}'
+        f"{_mb(w['source_bytes_remaining'])}</dd>"
+        f'<dt>rate (last hours, window open)</dt><dd class="rate">{rate}</dd><dt>ETA</dt><dd class="eta">{eta}</dd></dl>'
+        f"{burn_down_svg(w, tz)}</div>"
+    )
+
+
+def _axis_times(t0: float, t1: float, tz: str) -> list[tuple[float, str]]:
+    zone = ZoneInfo(tz)
+    ticks = sorted({t0, t0 + (t1 - t0) / 2, t1}) if t1 > t0 else [t0]
+    return [(t, dt.datetime.fromtimestamp(t, zone).strftime("%m-%d %H:%M")) for t in ticks]
+
+
+def burn_down_svg(wave: dict, tz: str, width: int = 420, height: int = 150) -> str:
+    """Source bytes remaining over time for one wave (at most ``status.BURN_DOWN_POINTS`` points)."""
+    points = wave["burn_down"]
     if not points:
-        return '<p class="muted" id="throughput">No partition committed yet.</p>'
-    left, right, top, bottom = 60, 20, 16, 40
+        return f'<p class="muted burn-down" id="burn-down-{wave["wave"]}">No partition committed yet.</p>'
+    left, right, top, bottom = 56, 12, 10, 28
     times = [dt.datetime.fromisoformat(p["at"]).timestamp() for p in points]
     t0, t1 = min(times), max(times)
     span = (t1 - t0) or 1.0
-    peak = max(p["mb_per_s"] for p in points)
-    y_max = _nice_ceiling(peak)
+    y_max = _nice_ceiling(max(max(p["remaining"] for p in points), wave["source_bytes_total"], 1) / 1e9)
 
     def x(t: float) -> float:
-        return left + (t - t0) / span * (width - left - right) if t1 > t0 else (left + width - right) / 2
+        return left + (t - t0) / span * (width - left - right)
+
+    def y(v: float) -> float:
+        return top + (1 - v / 1e9 / y_max) * (height - top - bottom)
+
+    parts = []
+    for i in range(3):
+        value = y_max * i / 2 * 1e9
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="grid"/>'
+            f'<text x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end">{value / 1e9:g} GB</text>'
+        )
+    for t, label in _axis_times(t0, t1, tz):
+        anchor = "start" if t == t0 and t1 > t0 else "end" if t == t1 and t1 > t0 else "middle"
+        parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="{anchor}">{label}</text>')
+    line = " ".join(f"{x(t):.1f},{y(p['remaining']):.1f}" for t, p in zip(times, points, strict=True))
+    return (
+        f'<svg class="burn-down" id="burn-down-{wave["wave"]}" viewBox="0 0 {width} {height}" width="100%" '
+        f'role="img" aria-label="wave {wave["wave"]}: source bytes remaining over time">{"".join(parts)}'
+        f'<polyline points="{line}" class="series"/></svg>'
+    )
+
+
+def throughput_svg(throughput: dict, tz: str = "UTC", width: int = 960, height: int = 220) -> str:
+    """Stored bytes committed per time bucket, as MB/s (at most ``status.BURN_DOWN_POINTS`` bars)."""
+    points = throughput["points"]
+    if not points:
+        return '<p class="muted" id="throughput">No partition committed yet.</p>'
+    left, right, top, bottom = 60, 20, 16, 40
+    bucket = throughput["bucket_s"]
+    times = [dt.datetime.fromisoformat(p["at"]).timestamp() for p in points]
+    t0, t1 = min(times), max(times) + bucket
+    span = t1 - t0
+    y_max = _nice_ceiling(max(p["mb_per_s"] for p in points))
+    plot_w = width - left - right
+
+    def x(t: float) -> float:
+        return left + (t - t0) / span * plot_w
 
     def y(v: float) -> float:
         return top + (1 - v / y_max) * (height - top - bottom)
 
-    grid = []
+    parts = []
     for i in range(5):
         value = y_max * i / 4
-        grid.append(
+        parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}" class="grid"/>'
             f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>'
         )
-    ticks = sorted({t0, t0 + span / 2, t1}) if t1 > t0 else [t0]
-    for t in ticks:
-        label = dt.datetime.fromtimestamp(t, dt.UTC).strftime("%m-%d %H:%M")
-        anchor = "start" if t == t0 and t1 > t0 else "end" if t == t1 and t1 > t0 else "middle"
-        grid.append(f'<text x="{x(t):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}">{label} UTC</text>')
-    ordered = sorted(zip(times, points, strict=True), key=lambda tp: tp[0])
-    line = " ".join(f"{x(t):.1f},{y(p['mb_per_s']):.1f}" for t, p in ordered)
-    dots = "".join(
-        f'<circle cx="{x(t):.1f}" cy="{y(p["mb_per_s"]):.1f}" r="3.5"><title>{escape(p["domain"])} '
-        f"{p['mb_per_s']:.2f} MB/s, {_mb(p['bytes'])} in {p['duration_s']:.0f} s</title></circle>"
-        for t, p in ordered
+    for t, label in _axis_times(t0, t1, tz):
+        anchor = "start" if t == t0 else "end" if t == t1 else "middle"
+        parts.append(f'<text x="{x(t):.1f}" y="{height - bottom + 18}" text-anchor="{anchor}">{label}</text>')
+    bar_w = max(1.0, plot_w * bucket / span - 1)
+    bars = "".join(
+        f'<rect x="{x(t):.1f}" y="{y(p["mb_per_s"]):.1f}" width="{bar_w:.1f}" '
+        f'height="{y(0) - y(p["mb_per_s"]):.1f}"><title>{p["mb_per_s"]:.2f} MB/s, {_mb(p["bytes"])}</title></rect>'
+        for t, p in zip(times, points, strict=True)
     )
-    total_bytes = sum(p["bytes"] for p in points)
-    total_time = sum(p["duration_s"] for p in points)
+    total = sum(p["bytes"] for p in points)
     return (
         f'<svg id="throughput" viewBox="0 0 {width} {height}" width="100%" role="img" '
-        f'aria-label="throughput per committed partition, MB/s">'
-        f"{''.join(grid)}"
+        f'aria-label="bytes committed per {_age(bucket)}, MB/s">{"".join(parts)}'
         f'<text x="14" y="{(height - bottom) / 2:.0f}" transform="rotate(-90 14 {(height - bottom) / 2:.0f})" '
-        f'text-anchor="middle">MB/s</text>'
-        f'<polyline points="{line}" class="series"/>{dots}</svg>'
-        f'<p class="muted">{len(points)} committed partition(s), {_mb(total_bytes)} in {total_time:,.0f} s of '
-        f"partition time ({total_bytes / 1e6 / total_time:.2f} MB/s on average). Each point: one partition's "
-        "bytes over its time from plan to commit.</p>"
+        f'text-anchor="middle">MB/s</text>{bars}</svg>'
+        f'<p class="muted">{_mb(total)} committed in {len(points)} period(s) of {_age(bucket)}; each bar: the bytes '
+        f"stored by the partitions committed in that period, over its length. Times in {escape(tz)}.</p>"
     )
 
 
 def _nice_ceiling(value: float) -> float:
     """The axis top: 1, 2, 2.5 or 5 times a power of ten, at or above ``value``."""
+    if value <= 0:
+        return 1.0
     magnitude = 10 ** math.floor(math.log10(value))
     return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if value <= step * magnitude)
 
 
+def _gap_scan_html(scan: dict | None, tz: str) -> str:
+    if scan is None:
+        return '<p class="muted" id="gap-scan">No gap scan has run yet.</p>'
+    mode = " (a dry run: nothing triggered)" if scan["dry_run"] else ""
+    gaps = "".join(
+        f"<li>{escape(g.get('domain', ''))} {escape(g.get('table', ''))} {escape(g.get('partition', ''))}</li>"
+        for g in scan["gap_list"]
+    )
+    more = scan["gap_list_total"] - len(scan["gap_list"])
+    more_item = f"<li>and {more} more</li>" if more > 0 else ""
+    return (
+        f'<div id="gap-scan"><p>Finished <b>{_time(scan["finished_at"], tz)}</b>{mode}: '
+        f'<b class="gap-checked">{scan["partitions_checked"]}</b> partitions checked, '
+        f'<b class="gap-count{" alert" if scan["gaps"] else ""}">{scan["gaps"]}</b> gap(s), '
+        f'<b class="gap-backfills">{scan["backfills"]}</b> backfill(s) asked for.</p>'
+        + (f'<ul class="gaps">{gaps}{more_item}</ul>' if gaps else "")
+        + "</div>"
+    )
+
+
+def _pool_text(pool: dict | None) -> str:
+    if not pool:
+        return ""
+    return (
+        f'<span class="pool-occupancy">pool {escape(pool["name"])}: {pool["running"]} running, '
+        f"{pool['queued']} queued, {pool['open']} open of {pool['total']} slots</span>"
+    )
+
+
 def render_board(view: dict, root: str) -> str:
     """The board's page; ``root`` is where the plugin's app is mounted (its stylesheet and script)."""
+    tz = view["timezone"]
     domains = view["domains"]
+    windows = {w["wave"]: w["window"] for w in view["waves"]}
     committed = sum(d["partitions_committed"] for d in domains)
     expected = sum(d["partitions_expected"] for d in domains)
-    problems = sum(len(d["problems"]) for d in domains)
+    problems = view["problems_total"]
+    privacy = sum(1 for p in view["problems"] if p["kind"] == "privacy_incident")
+    banner = (
+        f'<p class="privacy banner" id="privacy-banner">PRIVACY INCIDENT: {privacy} partition(s) quarantined '
+        "with raw NIR values in the source. Alert the data protection officer.</p>"
+        if privacy
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="60">
+<meta name="color-scheme" content="light dark">
 <title>SNDS migration - on-call board</title>
 <link rel="stylesheet" href="{escape(root)}/static/hdh.css"><script src="{escape(root)}/static/hdh.js" defer></script>
 </head>
 <body>
 <header><h1>SNDS migration: on-call board</h1>
-<div class="muted">{escape(view["generated_at"][:19].replace("T", " "))} UTC, refreshes every minute.
-{committed} / {expected} partitions committed across {len(domains)} domains;
-<span class="{"alert" if problems else ""}">{problems} need attention</span>.</div></header>
+<div class="muted">{_time(view["generated_at"], tz, with_zone=True)}, refreshes every minute; times in
+{escape(tz)} (UTC on hover). {committed} / {expected} partitions committed across {len(domains)} domains;
+<span class="{"alert" if problems else ""}" id="problem-count">{problems} need attention</span>.
+{_pool_text(view["pool"])}</div></header>
+{banner}
+<section><h2>Problems, most severe first</h2>{_problem_rows(view, tz)}</section>
+<section><h2>Waves</h2><div class="waves">{"".join(_wave_card(w, tz) for w in view["waves"])}</div></section>
 <section><h2>Domains</h2>
-<table class="domains"><thead><tr><th>domain</th><th>wave</th><th>state</th>
+<table class="domains"><thead><tr><th>domain</th><th>wave</th><th>state</th><th>transfer window</th><th>DAG</th>
 <th>partitions committed / expected</th><th>source bytes committed / expected</th>
-<th>in flight</th><th>needs attention</th><th>cutover</th></tr></thead>
-<tbody>{"".join(_domain_row(d) for d in domains)}</tbody></table></section>
-<section><h2>Quarantined and failed partitions</h2>{_problem_rows(domains)}</section>
+<th>pool slots</th><th>in flight</th><th>problems</th><th>cutover</th></tr></thead>
+<tbody>{"".join(_domain_row(d, windows[d["wave"]], tz) for d in domains)}</tbody></table></section>
+<section><h2>Transfers in flight</h2>{_flight_rows(view, tz)}</section>
 <div class="two">
-<section><h2>Last gap scan</h2>{_gap_scan_html(view["gap_scan"])}</section>
-<section class="wide"><h2>Throughput</h2>{throughput_svg(view["throughput"])}</section>
+<section><h2>Last gap scan</h2>{_gap_scan_html(view["gap_scan"], tz)}</section>
+<section class="wide"><h2>Throughput</h2>{throughput_svg(view["throughput"], tz)}</section>
 </div>
-<footer class="muted">Names, states, counts and sizes from the migration ledger; no data value is shown.
-Expected partitions come from the catalogue (partitions &times; tables); expected bytes are the source sizes
-listed when each partition was planned. The same facts as JSON: <a href="{escape(root)}/board.json">board.json</a>.
+<footer class="muted">Names, states, counts and sizes from the migration ledger and Airflow; no data value is
+shown. Expected partitions come from the catalogue (partitions &times; tables); expected bytes are the source
+sizes listed when each partition was planned (the remaining bytes of partitions not planned yet are estimated
+from the planned ones). A transfer is stalled after its domain's <code>stall_minutes</code> without progress.
+The same facts as JSON: <a href="{escape(root)}/board.json">board.json</a>.
 </footer>
 </body></html>"""
 
@@ -432,19 +558,58 @@ def _ui_base() -> str:
     return urlparse(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
+def _airflow_facts(session, catalogue) -> AirflowFacts:
+    """From Airflow's database: which transfer DAGs are paused, the transfer pool's slots, and per DAG its
+    task instances holding or waiting for a slot of that pool."""
+    from airflow.models.dag import DagModel
+    from airflow.models.pool import Pool
+    from airflow.models.taskinstance import TaskInstance
+    from sqlalchemy import func, select
+
+    from hdh_migration.catalogue import TRANSFER_POOL
+    from hdh_migration.dag_factory import transfer_dag_id
+
+    dag_ids = [transfer_dag_id(d.name) for d in catalogue.domains]
+    paused = dict(
+        session.execute(select(DagModel.dag_id, DagModel.is_paused).where(DagModel.dag_id.in_(dag_ids))).all()
+    )
+    stats = Pool.slots_stats(session=session).get(TRANSFER_POOL)
+    pool = None
+    if stats is not None:
+        total = stats["total"]
+        pool = {
+            "name": TRANSFER_POOL,
+            "total": total if total != float("inf") else "unlimited",
+            "running": stats["running"],
+            "queued": stats["queued"] + stats.get("scheduled", 0),
+            "open": stats["open"] if stats["open"] != float("inf") else "unlimited",
+        }
+    pool_tasks: dict[str, dict[str, int]] = {}
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.state, func.count())
+        .where(
+            TaskInstance.pool == TRANSFER_POOL,
+            TaskInstance.dag_id.in_(dag_ids),
+            TaskInstance.state.in_(("running", "queued", "scheduled")),
+        )
+        .group_by(TaskInstance.dag_id, TaskInstance.state)
+    )
+    for dag_id, state, count in rows:
+        slot = "running" if state == "running" else "queued"
+        tasks = pool_tasks.setdefault(dag_id, {"running": 0, "queued": 0})
+        tasks[slot] += count
+    return AirflowFacts(paused=paused, pool=pool, pool_tasks=pool_tasks)
+
+
 def _current_view() -> dict:
     from airflow.utils.session import create_session
 
-    from hdh_migration.dag_factory import transfer_dag_id
     from hdh_migration.transfer import _catalogue, _ledger
 
-    ledger = _ledger()
-    keys = {
-        (transfer_dag_id(r.domain), r.run_id) for r in ledger.partitions() if r.state in PROBLEM_STATES and r.run_id
-    }
+    catalogue = _catalogue()
     with create_session() as session:
-        failed = _failed_task_instances(session, keys)
-    return board_view(_catalogue(), ledger, failed, _ui_base())
+        airflow = _airflow_facts(session, catalogue)
+        return board_view(catalogue, _ledger(), lambda keys: _failed_task_instances(session, keys), _ui_base(), airflow)
 
 
 def project_dag_ids(catalogue) -> list[str]:

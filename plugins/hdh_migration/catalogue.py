@@ -29,6 +29,8 @@ FORMATS = ("parquet", "csv")
 SNAPSHOT_PARTITION_COLUMN = "snapshot"
 # How long one partition transfer may take before its deadline alert fires, unless the domain says.
 DEFAULT_EXPECTED_DURATION_MINUTES = 120
+# A partition in flight whose transfer made no progress for this long is shown as stalled, unless the domain says.
+DEFAULT_STALL_MINUTES = 30
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _DOMAIN = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_MAX_TRANSFERS = 8
@@ -116,6 +118,7 @@ class Domain:
     bandwidth_mb_s: float | None = None
     max_transfers: int = DEFAULT_MAX_TRANSFERS
     expected_duration_minutes: int = DEFAULT_EXPECTED_DURATION_MINUTES
+    stall_minutes: int = DEFAULT_STALL_MINUTES
 
     @property
     def expected_duration(self) -> dt.timedelta:
@@ -450,6 +453,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
             "bandwidth_mb_s",
             "max_transfers",
             "expected_duration_minutes",
+            "stall_minutes",
         },
         where,
     )
@@ -497,6 +501,7 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
         bandwidth_mb_s=_bandwidth(raw, where),
         max_transfers=_positive_int(raw, "max_transfers", DEFAULT_MAX_TRANSFERS, where),
         expected_duration_minutes=expected,
+        stall_minutes=_positive_int(raw, "stall_minutes", DEFAULT_STALL_MINUTES, where),
     )
 
 

@@ -3,7 +3,8 @@
 - ``plan``: per domain, the partitions, source objects and bytes waiting in Azure;
 - ``migrate``: backfill every domain's transfer DAG over its planned partitions;
 - ``status``: per domain, wave, state, partitions committed out of expected, rows, bytes, quarantined
-  partitions, the last error, the cutover and the last verification;
+  partitions, the last error, partitions in flight (and stalled), the cutover and the last verification
+  (the status model of ``status``, which the on-call board renders too);
 - ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
 - ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
@@ -38,6 +39,7 @@ from pathlib import Path
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.signing import PUBLIC_KEY_SETTING
+from hdh_migration.status import status_rows
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -96,92 +98,6 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
-def _last_error(domain: str, problems: list, ledger) -> dict | None:
-    """The domain's most recent unresolved error: a failed or quarantined partition, a refused cutover, a failed verify."""
-    from hdh_migration.errors import where
-
-    candidates = [
-        {"at": r.updated_at, "where": where(domain, r.table_name, r.partition), "error": r.last_error} for r in problems
-    ]
-    refused = ledger.last_event(domain, ("cutover_refused", "domain_cut_over"))
-    if refused and refused["kind"] == "cutover_refused":
-        candidates.append({"at": refused["at"], "where": where(domain), "error": refused["detail"]})
-    verify = ledger.last_event(domain, ("verify_failed", "verify_passed"))
-    if verify and verify["kind"] == "verify_failed":
-        detail = json.loads(verify["detail"])
-        error = f"verify failed: {detail['problems']} problem(s), first: {detail['first_problems'][0]}"
-        candidates.append({"at": verify["at"], "where": where(domain), "error": error})
-    if not candidates:
-        return None
-    last = max(candidates, key=lambda c: c["at"])
-    return {**last, "at": last["at"].isoformat(timespec="seconds")}
-
-
-def _cutover_summary(domain: str, ledger) -> dict:
-    history = ledger.cutover_history(domain)
-    last = history[-1] if history else None
-    verify = ledger.last_event(domain, ("verify_passed", "verify_failed"))
-    return {
-        "cutover": {
-            "action": last["action"],
-            "at": last["at"].isoformat(timespec="seconds"),
-            "by": last["by"],
-            "reason": last["reason"],
-            "run_id": last["run_id"],
-            "root_sha256": last["root_sha256"],
-        }
-        if last
-        else None,
-        "verify": {
-            "at": verify["at"].isoformat(timespec="seconds"),
-            "passed": verify["kind"] == "verify_passed",
-            **{k: v for k, v in json.loads(verify["detail"]).items() if k in ("objects", "deep", "problems")},
-        }
-        if verify
-        else None,
-    }
-
-
-def status_rows(catalogue, ledger, records=None) -> list[dict]:
-    """Per domain: state, partitions committed of expected, rows, bytes, failures, quarantined partitions,
-    last error, cutover and last verification (for status and the board, which passes the ledger's
-    ``records`` it has already read)."""
-    records = ledger.partitions() if records is None else records
-    result = []
-    for domain in catalogue.domains:
-        expected = [(t.name, p) for t in domain.tables for p in domain.partitions()]
-        mine = {(r.table_name, r.partition): r for r in records if r.domain == domain.name}
-        committed = [mine[k] for k in expected if k in mine and mine[k].state == "committed"]
-        problems = [r for r in mine.values() if r.state in ("failed", "quarantined")]
-        result.append(
-            {
-                "domain": domain.name,
-                "wave": domain.wave,
-                "state": ledger.domain_state(domain.name),
-                "partitions_committed": len(committed),
-                "partitions_expected": len(expected),
-                "rows": sum(r.rows or 0 for r in committed),
-                "bytes": sum(r.bytes or 0 for r in committed),
-                "failed": [
-                    {"table": r.table_name, "partition": r.partition, "state": r.state, "last_error": r.last_error}
-                    for r in problems
-                ],
-                "quarantined": [
-                    {"table": r.table_name, "partition": r.partition} for r in problems if r.state == "quarantined"
-                ],
-                # tables that passed but wait for a quarantined table of their partition (all commit together)
-                "waiting": [
-                    {"table": r.table_name, "partition": r.partition, "waits_for": r.last_error}
-                    for r in mine.values()
-                    if r.state == "validated" and r.last_error
-                ],
-                "last_error": _last_error(domain.name, problems, ledger),
-                **_cutover_summary(domain.name, ledger),
-            }
-        )
-    return result
-
-
 def _verify_cell(row: dict) -> str:
     verify = row["verify"]
     if verify is None:
@@ -205,12 +121,27 @@ def cmd_status(args) -> int:
                     f"{r['bytes'] / 1e6:.2f}",
                     len(r["quarantined"]),
                     len(r["failed"]) - len(r["quarantined"]),
+                    r["partitions_in_flight"]
+                    if not r["partitions_stalled"]
+                    else f"{r['partitions_in_flight']} ({r['partitions_stalled']} stalled)",
                     r["cutover"]["at"][:10] if r["cutover"] and r["cutover"]["action"] == "cutover" else "-",
                     _verify_cell(r),
                 ]
                 for r in rows
             ],
-            ["domain", "wave", "state", "committed", "rows", "MB", "quarantined", "failed", "cut over", "verified"],
+            [
+                "domain",
+                "wave",
+                "state",
+                "committed",
+                "rows",
+                "MB",
+                "quarantined",
+                "failed",
+                "in flight",
+                "cut over",
+                "verified",
+            ],
         )
     ]
     for r in rows:

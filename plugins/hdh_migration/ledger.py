@@ -43,6 +43,9 @@ partitions_table = sa.Table(
     sa.Column("manifest_sha256", sa.String(64)),
     sa.Column("source_etags", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # The source bytes listed when the partition was last planned (its latest ``planned`` event), kept
+    # here by the ledger itself so the status adds sizes in one pass over this table.
+    sa.Column("source_bytes", sa.BigInteger),
 )
 
 domains_table = sa.Table(
@@ -126,6 +129,20 @@ leases_table = sa.Table(
 )
 
 
+# The indexes of the board's and the status's queries (``status``): the latest event of a kind per
+# partition, a domain's latest event of some kinds, the partitions in some states. ``Ledger`` creates
+# them on a ledger made before they existed too (``create_all`` skips the tables that exist).
+INDEXES = (
+    sa.Index("ix_hdh_event_kind_key", events_table.c.kind, events_table.c.domain, events_table.c.table_name,
+             events_table.c.partition, events_table.c.id),
+    sa.Index("ix_hdh_event_key_kind", events_table.c.domain, events_table.c.table_name, events_table.c.partition,
+             events_table.c.kind, events_table.c.run_id),
+    sa.Index("ix_hdh_event_domain_kind", events_table.c.domain, events_table.c.kind, events_table.c.id),
+    sa.Index("ix_hdh_partition_state", partitions_table.c.state, partitions_table.c.updated_at),
+    sa.Index("ix_hdh_cutover_history_domain", cutover_history_table.c.domain, cutover_history_table.c.id),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PartitionRecord:
     domain: str
@@ -141,6 +158,7 @@ class PartitionRecord:
     manifest_sha256: str | None
     source_etags: dict[str, str]
     updated_at: dt.datetime
+    source_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +267,54 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        self._add_source_bytes()
+        self._create_indexes()
+
+    def _create_indexes(self) -> None:
+        """The board's indexes, on a ledger made before them too; several processes may start at once."""
+        for index in INDEXES:
+            try:
+                index.create(self.engine, checkfirst=True)
+            except sa.exc.DBAPIError:  # another process created it between the check and the create
+                tables = {i.table.name for i in INDEXES}
+                existing = {x["name"] for t in tables for x in sa.inspect(self.engine).get_indexes(t)}
+                if index.name not in existing:
+                    raise
+
+    def _add_source_bytes(self) -> None:
+        """A ledger made before ``hdh_partition.source_bytes`` existed: add it, filled from the latest plans
+        (idempotent: several processes may start on it at once)."""
+        if "source_bytes" in {c["name"] for c in sa.inspect(self.engine).get_columns("hdh_partition")}:
+            return
+        postgres = self.engine.dialect.name == "postgresql"
+        try:
+            with self._begin() as conn:
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE hdh_partition ADD COLUMN {'IF NOT EXISTS ' if postgres else ''}source_bytes BIGINT"
+                    )
+                )
+        except sa.exc.OperationalError as error:  # SQLite: another process added it first
+            if "duplicate column" not in str(error):
+                raise
+        with self._begin() as conn:
+            conn.execute(
+                sa.update(partitions_table)
+                .where(partitions_table.c.source_bytes.is_(None))
+                .values(source_bytes=self._planned_bytes())
+            )
+
+    def _planned_bytes(self):
+        """A partition's source bytes by its latest ``planned`` event: a subquery correlated with ``hdh_partition``
+        (one descending step of ``ix_hdh_event_kind_key``)."""
+        e, p = events_table.c, partitions_table.c
+        return (
+            sa.select(self._json_int(e.detail, "source_bytes"))
+            .where(e.kind == "planned", e.domain == p.domain, e.table_name == p.table_name, e.partition == p.partition)
+            .order_by(e.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
 
     @classmethod
     def from_connection(cls, conn_id: str = "hdh_ledger") -> Ledger:
@@ -309,6 +375,7 @@ class Ledger:
             ).first()
             if existing is None:
                 values["attempts"] = 1 if new_attempt else 0
+                values.setdefault("source_bytes", self._latest_planned_bytes(conn, **key))
                 conn.execute(sa.insert(partitions_table).values(**key, **values))
             else:
                 if new_attempt:
@@ -423,9 +490,28 @@ class Ledger:
             )
 
     def record_event(self, domain: str, kind: str, detail: dict | str | None = None, **where) -> None:
+        """Append an event; a ``planned`` one also sets its partition's ``source_bytes`` (its row, if any yet)."""
         text = json.dumps(detail, sort_keys=True) if isinstance(detail, dict) else detail
         with self._begin() as conn:
             conn.execute(sa.insert(events_table).values(at=_now(), domain=domain, kind=kind, detail=text, **where))
+            if kind == "planned" and isinstance(detail, dict) and where.get("table_name") and where.get("partition"):
+                p = partitions_table.c
+                conn.execute(
+                    sa.update(partitions_table)
+                    .where(p.domain == domain, p.table_name == where["table_name"], p.partition == where["partition"])
+                    .values(source_bytes=detail.get("source_bytes"))
+                )
+
+    @staticmethod
+    def _latest_planned_bytes(conn, domain: str, table_name: str, partition: str) -> int | None:
+        e = events_table.c
+        detail = conn.execute(
+            sa.select(e.detail)
+            .where(e.kind == "planned", e.domain == domain, e.table_name == table_name, e.partition == partition)
+            .order_by(e.id.desc())
+            .limit(1)
+        ).scalar()
+        return json.loads(detail).get("source_bytes") if detail else None
 
     def events(self, domain: str | None = None, kinds: tuple[str, ...] | None = None) -> list[dict]:
         query = sa.select(events_table).order_by(events_table.c.id)
@@ -435,6 +521,165 @@ class Ledger:
             query = query.where(events_table.c.kind.in_(kinds))
         with self._begin() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    # -----------------------------------------------------------------------------------------
+    # the status's and the board's queries: aggregated in the database, bounded in size
+
+    def _json_int(self, column, key: str):
+        """An integer field of a JSON text column, as an SQL expression (SQLite or PostgreSQL)."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.func.json_extract(column, f"$.{key}")
+        return sa.cast(sa.cast(column, sa.JSON)[key].as_string(), sa.BigInteger)
+
+    def _epoch(self, column):
+        """A time column as seconds since the epoch, as an SQL expression."""
+        if self.engine.dialect.name == "sqlite":
+            return sa.cast(sa.func.strftime("%s", column), sa.Integer)
+        return sa.cast(sa.extract("epoch", column), sa.BigInteger)
+
+    @staticmethod
+    def _expected(ranges: dict[str, tuple[list[str], str, str]]):
+        """The partitions a catalogue expects: per domain, its tables and its first and last partition values.
+
+        Partition values of one grain compare as text in their order (``2023``, ``2024-01-01``).
+        """
+        p = partitions_table.c
+        return sa.or_(
+            sa.false(),
+            *(
+                sa.and_(p.domain == domain, p.table_name.in_(tables), p.partition >= first, p.partition <= last)
+                for domain, (tables, first, last) in ranges.items()
+            ),
+        )
+
+    def _grouped(self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int | None) -> dict[tuple, dict]:
+        """Per (domain, state, time bucket of a committed partition's last change, or None): how many partitions,
+        their rows and stored bytes, and the source bytes of those whose size is known, with how many.
+
+        A partition's source size is its latest plan's (``source_bytes``), else, committed without a plan kept
+        (a ledger rebuilt by ``reindex``), its stored bytes. One pass over ``hdh_partition``.
+        """
+        p = partitions_table.c
+        bucket = (
+            sa.case((p.state == "committed", self._epoch(p.updated_at) // bucket_s), else_=None)
+            if bucket_s
+            else sa.null()
+        ).label("bucket")
+        size = sa.func.coalesce(p.source_bytes, sa.case((p.state == "committed", p.bytes), else_=None))
+        query = (
+            sa.select(p.domain, p.state, bucket, sa.func.count().label("partitions"), sa.func.sum(p.rows).label("rows"),
+                      sa.func.sum(p.bytes).label("bytes"), sa.func.sum(size).label("source_bytes"),
+                      sa.func.count(size).label("sized"))
+            .where(self._expected(ranges))
+            .group_by(p.domain, p.state, bucket)
+        )  # fmt: skip
+        with self._begin() as conn:
+            return {
+                (row.domain, row.state, row.bucket): {
+                    "partitions": row.partitions,
+                    "rows": int(row.rows or 0),
+                    "bytes": int(row.bytes or 0),
+                    "source_bytes": int(row.source_bytes or 0),
+                    "sized": row.sized,
+                }
+                for row in conn.execute(query)
+            }
+
+    def partition_summary(self, ranges: dict[str, tuple[list[str], str, str]]) -> dict[str, dict[str, dict]]:
+        """Per domain, per partition state: how many partitions, their rows, stored bytes, source bytes (of
+        those whose size is known) and how many have a known size. Only the partitions ``ranges`` expects
+        (domain -> tables, first and last partition value)."""
+        return self.summary_and_commits(ranges, None)[0]
+
+    def summary_and_commits(
+        self, ranges: dict[str, tuple[list[str], str, str]], bucket_s: int | None
+    ) -> tuple[dict[str, dict[str, dict]], list[tuple[str, int, int, int]]]:
+        """``partition_summary``, and the committed partitions per domain and time bucket of their commit
+        (their last change): (domain, bucket start in epoch seconds, stored bytes, source bytes), oldest first.
+        Bounded by the buckets, whatever the partition count."""
+        summary: dict[str, dict[str, dict]] = {}
+        commits = []
+        for (domain, state, bucket), group in self._grouped(ranges, bucket_s).items():
+            states = summary.setdefault(domain, {})
+            total = states.setdefault(state, {"partitions": 0, "rows": 0, "bytes": 0, "source_bytes": 0, "sized": 0})
+            for key in total:
+                total[key] += group[key]
+            if bucket is not None:
+                commits.append((domain, int(bucket) * bucket_s, group["bytes"], group["source_bytes"]))
+        return summary, sorted(commits, key=lambda c: c[1])
+
+    def first_commit_at(self) -> dt.datetime | None:
+        """When the earliest committed partition was last written (one step of ``ix_hdh_partition_state``)."""
+        p = partitions_table.c
+        query = sa.select(sa.func.min(p.updated_at)).where(p.state == "committed")
+        with self._begin() as conn:
+            first = conn.execute(query).scalar()
+        return None if first is None else as_utc(first)
+
+    def partitions_in(self, states: tuple[str, ...], limit: int | None = None) -> list[PartitionRecord]:
+        """The partitions in these states, most recently changed first (at most ``limit``)."""
+        query = (
+            sa.select(partitions_table)
+            .where(partitions_table.c.state.in_(states))
+            .order_by(partitions_table.c.updated_at.desc())
+            .limit(limit)
+        )
+        with self._begin() as conn:
+            return [_record(row) for row in conn.execute(query)]
+
+    def count_in(self, states: tuple[str, ...]) -> dict[str, int]:
+        """How many partitions each domain has in these states."""
+        p = partitions_table.c
+        query = sa.select(p.domain, sa.func.count()).where(p.state.in_(states)).group_by(p.domain)
+        with self._begin() as conn:
+            return dict(conn.execute(query).all())
+
+    def latest_details(
+        self, kind: str, keys: list[tuple[str, str, str]] | None = None
+    ) -> dict[tuple[str, str, str], dict]:
+        """Per (domain, table, partition), the JSON detail of its latest event of this kind (only ``keys``)."""
+        e = events_table.c
+        latest = sa.select(sa.func.max(e.id)).where(e.kind == kind).group_by(e.domain, e.table_name, e.partition)
+        if keys is not None:
+            if not keys:
+                return {}
+            latest = latest.where(sa.tuple_(e.domain, e.table_name, e.partition).in_(keys))
+        query = sa.select(e.domain, e.table_name, e.partition, e.detail).where(e.id.in_(latest.scalar_subquery()))
+        with self._begin() as conn:
+            return {
+                (row.domain, row.table_name, row.partition): json.loads(row.detail or "{}")
+                for row in conn.execute(query)
+            }
+
+    def flight_progress(self, states: tuple[str, ...], kinds: tuple[str, ...]) -> dict[tuple, dict]:
+        """For the partitions in these states: per (domain, table, partition), the first and last of its current
+        run's events of these kinds (planning, progress) and the bytes its ``transfer_progress`` events counted.
+        From ``ix_hdh_partition_state`` to ``ix_hdh_event_key_kind``: a few index steps per partition."""
+        e, p = events_table.c, partitions_table.c
+        moved = sa.case((e.kind == "transfer_progress", self._json_int(e.detail, "bytes")), else_=0)
+        # The kinds are picked in the aggregates, not the WHERE clause: SQLite would otherwise start from the
+        # events of these kinds (all of them) rather than from the few partitions in flight.
+        at = sa.case((e.kind.in_(kinds), e.at), else_=None)
+        query = (
+            sa.select(p.domain, p.table_name, p.partition, sa.func.min(at).label("first"),
+                      sa.func.max(at).label("last"), sa.func.sum(moved).label("bytes"))
+            .select_from(
+                partitions_table.join(events_table, sa.and_(e.domain == p.domain, e.table_name == p.table_name,
+                                                            e.partition == p.partition, e.run_id == p.run_id))
+            )
+            .where(p.state.in_(states))
+            .group_by(p.domain, p.table_name, p.partition)
+        )  # fmt: skip
+        with self._begin() as conn:
+            return {
+                (row.domain, row.table_name, row.partition): {
+                    "first": as_utc(row.first),
+                    "last": as_utc(row.last),
+                    "bytes": int(row.bytes or 0),
+                }
+                for row in conn.execute(query)
+                if row.first is not None
+            }
 
     def add_waiver(
         self, domain: str, table_name: str, partition: str, expectations: list[str], accepted_by: str, reason: str

@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from contextvars import ContextVar
 from pathlib import Path
 
+from hdh_migration import metrics
 from hdh_migration.catalogue import Catalogue, Domain, Table, cached_catalogue
 from hdh_migration.errors import (
     ConfigurationError,
@@ -868,9 +869,11 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
 
         landed = _Landed(obj.size)
         download_progress = Progress(f"{label} download", obj.size)
+        beat = metrics.ProgressBeat(_ledger(), table.domain, table.name, partition, run_id)
 
         def spooled(nbytes: int) -> None:
             download_progress(nbytes)
+            beat(nbytes)
             landed(nbytes)
 
         def download() -> float:
@@ -1002,6 +1005,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             result["duration_s"],
             obj.size / 1e6 / max(result["duration_s"], 1e-6),
         )
+        metrics.object_moved(beat, obj.size, result["duration_s"], uploaded=not blocking)
         return result
     except (DataError, ConfigurationError) as error:
         _record_failure(table.domain, table.name, partition, error, run_id)
@@ -1258,6 +1262,7 @@ def _quarantine(
         run_id=run_id,
     )
     ledger.set_state(table.domain, table.name, partition, "quarantined", run_id=run_id, last_error=str(error)[:4000])
+    metrics.partition_quarantined(_catalogue(), ledger, table.domain, privacy)
     return error
 
 
@@ -1305,6 +1310,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         ledger.set_state(
             table.domain, table.name, partition, "committed", **committed_fields(manifest, manifest_sha256)
         )
+        metrics.partition_committed(catalogue, ledger, table.domain)
         listed = {f["key"] for f in manifest["files"]}
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
         try:

@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -70,11 +71,26 @@ with DAG("hdh_transfer__dcir", schedule=None, start_date=dt.datetime(2024, 1, 1)
 
 run = dag.test(logical_date=dt.datetime(2024, 2, 1, tzinfo=dt.UTC))
 print("RUN_ID=" + run.run_id)
+
+# The on-call states Airflow holds: dcir's DAG paused by an operator, the transfer pool's 16 slots.
+from airflow.models.dag import DagModel
+from airflow.models.pool import Pool
+from airflow.utils.session import create_session
+from sqlalchemy import select, update
+
+with create_session() as session:
+    session.execute(
+        update(DagModel)
+        .where(DagModel.dag_id.like("hdh_%"))
+        .values(is_paused=DagModel.dag_id == "hdh_transfer__dcir")
+    )
+    print("DAGS=" + ",".join(sorted(d for (d,) in session.execute(select(DagModel.dag_id)))))
+Pool.create_or_update_pool("hdh_transfer", slots=16, description="transfers", include_deferred=False)
 """
 
 
 def _seed_ledger(url: str, failing_run_id: str) -> None:
-    from hdh_migration.ledger import Ledger, events_table
+    from hdh_migration.ledger import Ledger, events_table, partitions_table
 
     ledger = Ledger(url)
     mb = 1_000_000
@@ -122,7 +138,11 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
     committed("dcir", "ER_PRS_F", "2024-01-01", "scheduled__2024-01-01", 120_000, 250 * mb, 125.0)
     committed("dcir", "ER_PRS_F", "2024-02-01", failing_run_id, 118_000, 250 * mb, 62.5)
     ledger.set_state("dcir", "ER_PHA_F", "2024-02-01", "failed", run_id=failing_run_id, last_error=LEAKY_ERROR)
+    # dcir ER_PRS_F 2024-03-01: in flight, its last progress two hours ago: stalled (the default is 30 min)
+    planned("dcir", "ER_PRS_F", "2024-03-01", "scheduled__2024-03-01", 4, 250 * mb)
     ledger.set_state("dcir", "ER_PRS_F", "2024-03-01", "transferring", run_id="scheduled__2024-03-01")
+    ledger.record_event("dcir", "transfer_progress", {"bytes": 40 * mb}, table_name="ER_PRS_F",
+                        partition="2024-03-01", run_id="scheduled__2024-03-01")  # fmt: skip
     # pmsi_mco: 2022 committed for one table; a privacy incident on T_MCOaaC 2023.
     ledger.set_domain_state("pmsi_mco", "transferring")
     committed("pmsi_mco", "T_MCOaaB", "2022", "scheduled__2022", 30_000, 80 * mb, 16.0)
@@ -142,6 +162,9 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
         run_id="scheduled__2023",
         last_error=f"PRIVACY INCIDENT {LEAKY_ERROR}",
     )
+    # pmsi_mco T_MCOaaB 2023: in flight and moving, its last progress a minute ago
+    planned("pmsi_mco", "T_MCOaaB", "2023", "scheduled__2023", 2, 90 * mb)
+    ledger.set_state("pmsi_mco", "T_MCOaaB", "2023", "transferring", run_id="scheduled__2023")
     ledger.record_gap_scan(
         started_at=dt.datetime(2026, 11, 28, 6, 0, tzinfo=dt.UTC),
         dry_run=False,
@@ -157,15 +180,47 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
         },
     )
     # Spread the commits over the last hours, as a real migration's would be.
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=6)
+    now = dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(hours=6)
     with ledger.engine.begin() as conn:
-        ids = conn.execute(
-            sa.select(events_table.c.id).where(events_table.c.kind == "partition_committed").order_by(events_table.c.id)
-        ).scalars()
-        for i, event_id in enumerate(list(ids)):
+        rows = conn.execute(
+            sa.select(events_table.c.id, events_table.c.domain, events_table.c.table_name, events_table.c.partition)
+            .where(events_table.c.kind == "partition_committed")
+            .order_by(events_table.c.id)
+        ).all()
+        for i, row in enumerate(rows):
+            at = start + dt.timedelta(hours=i)
+            conn.execute(sa.update(events_table).where(events_table.c.id == row.id).values(at=at))
             conn.execute(
-                sa.update(events_table).where(events_table.c.id == event_id).values(at=start + dt.timedelta(hours=i))
-            )
+                sa.update(partitions_table)
+                .where(partitions_table.c.domain == row.domain, partitions_table.c.table_name == row.table_name,
+                       partitions_table.c.partition == row.partition)
+                .values(updated_at=at)
+            )  # fmt: skip
+        # the stalled transfer's plan, state and progress: two hours ago
+        stalled = (events_table.c.domain == "dcir", events_table.c.partition == "2024-03-01")
+        conn.execute(sa.update(events_table).where(*stalled).values(at=now - dt.timedelta(hours=2)))
+        conn.execute(
+            sa.update(partitions_table)
+            .where(partitions_table.c.domain == "dcir", partitions_table.c.partition == "2024-03-01")
+            .values(updated_at=now - dt.timedelta(hours=2))
+        )
+
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def _closed_hours() -> tuple[str, dt.datetime]:
+    """An hour of the day in Paris two hours from now, and when it next starts: a window closed now."""
+    now = dt.datetime.now(PARIS)
+    opens = (now + dt.timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    return f"{opens.hour:02d}:00-{opens.hour + 1:02d}:00", opens
+
+
+def _close_wave_2(raw: dict) -> None:
+    """Wave 2 (dcir, pmsi_mco) may move bytes one hour a day only, and that hour is not now."""
+    hours, _opens = _closed_hours()
+    raw["waves"][2]["window"] = {"timezone": "Europe/Paris", "weekdays": hours, "weekends": hours}
 
 
 def _quarantine_reports() -> dict[str, dict]:
@@ -264,7 +319,7 @@ def board(tmp_path_factory):
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__BASE_URL": BASE,
         "AIRFLOW_CONN_HDH_LEDGER": json.dumps({"conn_type": "sqlite", "host": str(tmp / "ledger.db")}),
-        "HDH_CATALOGUE": str(write_catalogue(tmp / "domains.yaml", bucket)),
+        "HDH_CATALOGUE": str(write_catalogue(tmp / "domains.yaml", bucket, _close_wave_2)),
         "HDH_TEST_DAG_GRANTS": json.dumps(GRANTS),
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
     }
@@ -405,24 +460,31 @@ def test_board_json_with_a_token(board):
     assert [d["domain"] for d in view["domains"]] == ["beneficiaires", "causes_deces", "dcir", "pmsi_mco"]
     assert (domains["dcir"]["wave"], domains["dcir"]["state"]) == (2, "transferring")
     assert (domains["dcir"]["partitions_committed"], domains["dcir"]["partitions_expected"]) == (3, 6)
-    assert (domains["dcir"]["source_bytes_committed"], domains["dcir"]["source_bytes_expected"]) == (750e6, 1000e6)
-    assert domains["dcir"]["partitions_of_unknown_size"] == 2
-    (failed,) = domains["dcir"]["problems"]
+    assert (domains["dcir"]["source_bytes_committed"], domains["dcir"]["source_bytes_expected"]) == (750e6, 1250e6)
+    assert domains["dcir"]["partitions_of_unknown_size"] == 1
+    problems = {(p["domain"], p["kind"]): p for p in view["problems"]}
+    assert [(p["kind"], p["domain"]) for p in view["problems"]] == [
+        ("privacy_incident", "pmsi_mco"),
+        ("failed", "dcir"),
+        ("quarantined", "causes_deces"),
+        ("stalled", "dcir"),
+    ]
+    failed = problems[("dcir", "failed")]
     assert [(link["task_id"], link["map_index"]) for link in failed["log_links"]] == [("transfer_object", 1)]
     assert failed["log_links"][0]["url"] == (
         f"/dags/hdh_transfer__dcir/runs/{board['failing_run_id']}/tasks/transfer_object/mapped/1"
     )
-    (quarantined,) = domains["causes_deces"]["problems"]
+    quarantined = problems[("causes_deces", "quarantined")]
     assert quarantined["expectations"] == QUARANTINED_EXPECTATIONS
     assert (
         quarantined["log_links"][0]["url"]
         == "/dags/hdh_transfer__causes_deces/runs/manual__c2023/tasks/validate_partition"
     )
     assert quarantined["report_url"] == CAUSES_PAGE
-    assert domains["pmsi_mco"]["problems"][0]["privacy_incident"] is True
-    assert domains["pmsi_mco"]["problems"][0]["report_url"] == PMSI_PAGE
+    assert problems[("pmsi_mco", "privacy_incident")]["privacy_incident"] is True
+    assert problems[("pmsi_mco", "privacy_incident")]["report_url"] == PMSI_PAGE
     assert view["gap_scan"]["gaps"] == 2
-    assert len(view["throughput"]) == 6
+    assert len(view["throughput"]["points"]) == 6
     assert RAW_NIR not in body and CANARY not in body
 
 
@@ -510,20 +572,20 @@ def test_board_and_report_in_the_airflow_ui_call_the_api_server_only(board):
             expect(dcir.locator(".wave")).to_have_text("wave 2")
             expect(dcir.locator(".state")).to_have_text("transferring")
             expect(dcir.locator(".partitions")).to_have_text("3 / 6")
-            expect(dcir.locator(".bytes")).to_have_text("750.0 MB / \u2265 1.00 GB")
-            expect(dcir).to_contain_text("2 partition(s) not planned yet")
+            expect(dcir.locator(".bytes")).to_have_text("750.0 MB / \u2265 1.25 GB")
+            expect(dcir).to_contain_text("1 partition(s) not planned yet")
             expect(dcir.locator("progress").first).to_have_attribute("value", "3")
             beneficiaires = frame.locator('table.domains tr[data-domain="beneficiaires"]')
             expect(beneficiaires.locator(".state")).to_have_text("cut over")
             expect(beneficiaires.locator(".partitions")).to_have_text("1 / 1")
             # the stylesheet applies under the policy: a cut-over badge is green
-            expect(beneficiaires.locator(".badge")).to_have_css("background-color", "rgb(47, 133, 90)")
+            expect(beneficiaires.locator(".state .badge")).to_have_css("background-color", "rgb(47, 133, 90)")
             expect(frame.locator('table.domains tr[data-domain="causes_deces"] .bytes')).to_have_text(
                 "12.0 MB / 25.0 MB"
             )
 
             problems = frame.locator("tr.problem")
-            expect(problems).to_have_count(3)
+            expect(problems).to_have_count(4)
             quarantined = frame.locator('tr.problem[data-domain="causes_deces"] .expectations code')
             expect(quarantined).to_have_text(QUARANTINED_EXPECTATIONS)
             privacy = frame.locator('tr.problem[data-domain="pmsi_mco"] .expectations')
@@ -532,7 +594,7 @@ def test_board_and_report_in_the_airflow_ui_call_the_api_server_only(board):
             expect(frame.locator("#gap-scan .gap-count")).to_have_text("2")
             expect(frame.locator("#gap-scan .gap-backfills")).to_have_text("1")
             expect(frame.locator("#gap-scan li")).to_have_text(["dcir ER_PHA_F 2024-03-01", "pmsi_mco T_MCOaaC 2022"])
-            expect(frame.locator("svg#throughput circle")).to_have_count(6)
+            expect(frame.locator("svg#throughput rect")).to_have_count(6)
 
             # The quarantined partition's report, opened from the board inside the UI's frame.
             frame.locator('tr.problem[data-domain="causes_deces"]').get_by_role(
@@ -621,3 +683,108 @@ def test_the_recorder_sees_another_origin_and_the_policy_refuses_it_on_our_pages
     }
     assert outside.hits == ["/control.png"], "nothing injected into our page reached the other origin"
     assert len(requests.refused) >= 5
+
+
+def _kinds(page) -> list[str]:
+    return page.locator("tr.problem").evaluate_all("rows => rows.map((row) => row.dataset.kind)")
+
+
+def test_each_on_call_state_in_chromium(board):
+    """What on-call must see, each in the page with a screenshot kept: a privacy incident on top, wave 2's window
+    closed and when it opens (Paris time, UTC on hover), dcir's DAG paused, a stalled transfer beside a moving
+    one, the pool's slots; and the page in the Airflow UI's dark theme."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    _hours, opens = _closed_hours()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 1400})
+            requests = RequestLog(context)
+            context.add_cookies([{"name": "_token", "value": _token(board), "url": BASE}])
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{BASE}/hdh/board")
+
+            # a privacy incident on top, then failed, quarantined, stalled
+            assert _kinds(page) == ["privacy_incident", "failed", "quarantined", "stalled"]
+            first = page.locator("tr.problem").first
+            expect(first).to_contain_text("pmsi_mco")
+            expect(first.locator(".expectations")).to_have_text(f"PRIVACY INCIDENT {NIR_EXPECTATION}")
+            expect(page.locator("#privacy-banner")).to_be_visible()
+            problems = page.locator("section").filter(has=page.locator("table.problems"))
+            problems.screenshot(path=str(ARTIFACTS / "board-privacy-on-top.png"))
+
+            # wave 2's window closed, and when it opens: Paris time, UTC on hover
+            wave2 = page.locator('.wave-card[data-wave="2"]')
+            expect(wave2.locator(".window")).to_contain_text("window closed")
+            opening = wave2.locator(".next-open time")
+            expect(opening).to_have_text(f"{opens:%Y-%m-%d %H:%M} {opens.tzname()}")
+            expect(opening).to_have_attribute("title", f"{opens.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC")
+            expect(page.locator('.wave-card[data-wave="1"] .window')).to_contain_text("window open")
+            for domain, state in (("dcir", "closed"), ("pmsi_mco", "closed"), ("causes_deces", "open")):
+                expect(page.locator(f'table.domains tr[data-domain="{domain}"] .window')).to_contain_text(
+                    f"window {state}"
+                )
+            page.locator("section").filter(has=page.locator(".waves")).screenshot(
+                path=str(ARTIFACTS / "board-window-closed.png")
+            )
+
+            # dcir's DAG paused (in Airflow's database), and the pool's slots
+            dcir = page.locator('table.domains tr[data-domain="dcir"]')
+            expect(dcir.locator(".dag .badge")).to_have_text("paused")
+            for domain in ("beneficiaires", "causes_deces", "pmsi_mco"):
+                expect(page.locator(f'table.domains tr[data-domain="{domain}"] .dag .badge')).to_have_text("active")
+            expect(wave2.locator(".paused-dags")).to_have_text("paused: hdh_transfer__dcir")
+            expect(page.locator('.wave-card[data-wave="1"] .paused-dags')).to_have_count(0)
+            expect(page.locator(".pool-occupancy")).to_have_text(
+                "pool hdh_transfer: 0 running, 0 queued, 16 open of 16 slots"
+            )
+            page.locator("section").filter(has=page.locator("table.domains")).screenshot(
+                path=str(ARTIFACTS / "board-dag-paused.png")
+            )
+
+            # a stalled transfer (no progress for two hours), beside one that moves
+            stalled = page.locator("#in-flight tr.flight.stalled")
+            expect(stalled).to_have_count(1)
+            expect(stalled).to_have_attribute("data-domain", "dcir")
+            expect(stalled.locator(".age")).to_contain_text("2.0 h")
+            expect(stalled.locator(".moved")).to_have_text("40.0 MB / 250.0 MB")
+            moving = page.locator('#in-flight tr.flight[data-domain="pmsi_mco"]')
+            expect(moving).to_have_count(1)
+            expect(moving.locator(".badge.state-stalled")).to_have_count(0)
+            expect(dcir.locator(".in-flight")).to_have_text("1 1 stalled")
+            expect(page.locator('tr.problem[data-kind="stalled"]')).to_have_attribute("data-domain", "dcir")
+            page.locator("section").filter(has=page.locator("#in-flight")).screenshot(
+                path=str(ARTIFACTS / "board-stalled.png")
+            )
+            page.screenshot(path=str(ARTIFACTS / "board-states.png"), full_page=True)
+            light_html = page.content()
+
+            # the Airflow UI in its dark theme: the board in its frame follows it
+            ui = context.new_page()
+            ui.set_default_timeout(60_000)
+            ui.goto(f"{BASE}/")  # signed in already: the context holds the UI's token cookie
+            ui.get_by_role("link", name="Migration").wait_for()
+            ui.evaluate("localStorage.setItem('theme', 'dark')")
+            ui.reload()
+            expect(ui.locator("html")).to_have_class(re.compile(r"\bdark\b"))
+            ui.get_by_role("link", name="Migration").click()
+            frame = ui.frame_locator("iframe")
+            frame.get_by_role("heading", name="SNDS migration: on-call board").wait_for()
+            expect(frame.locator("html")).to_have_attribute("data-theme", "dark")
+            expect(frame.locator("body")).to_have_css("background-color", "rgb(17, 24, 39)")
+            ui.screenshot(path=str(ARTIFACTS / "board-dark.png"))
+            ui.evaluate("localStorage.setItem('theme', 'light')")
+            ui.reload()
+            frame = ui.frame_locator("iframe")
+            frame.get_by_role("heading", name="SNDS migration: on-call board").wait_for()
+            expect(frame.locator("html")).to_have_attribute("data-theme", "light")
+            expect(frame.locator("body")).to_have_css("background-color", "rgb(247, 250, 252)")
+        finally:
+            browser.close()
+    assert RAW_NIR not in light_html and CANARY not in light_html
+    assert requests.elsewhere() == [], "every request goes to the api-server"
+    assert requests.refused == [], "nothing on the page is refused by the policy"

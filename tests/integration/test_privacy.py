@@ -55,8 +55,8 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
     from hdh_migration.reports import report_link
 
     view = _current_view()  # as the api-server builds it: this ledger, and Airflow's database for the log links
-    (problem,) = [d for d in view["domains"] if d["domain"] == "causes_deces"][0]["problems"]
-    assert problem["privacy_incident"] is True
+    (problem,) = [p for p in view["problems"] if p["domain"] == "causes_deces"]
+    assert problem["privacy_incident"] is True and problem["kind"] == "privacy_incident"
     assert "expect_column_values_to_not_contain_raw_nir(DCD_LIE_LIB)" in problem["expectations"]
     assert problem["report_url"] == report_link(report_key)
     assert [link["url"] for link in problem["log_links"]] == [

@@ -6,8 +6,8 @@ from conftest import CATALOGUE
 
 from hdh_migration.board import board_view, render_board
 from hdh_migration.catalogue import load_catalogue
-from hdh_migration.cli import status_rows
 from hdh_migration.ledger import Ledger
+from hdh_migration.status import status_rows
 
 
 def test_the_board_and_status_say_which_table_waits_on_which(tmp_path):

@@ -45,7 +45,7 @@ def test_the_board_page_loads_its_own_stylesheet_and_script_only(tmp_path):
     )  # fmt: skip
     page = render_board(board_view(load_catalogue(), ledger), "/airflow/hdh")
     assert 'href="/hdh/reports/causes_deces/KI_CCI_R/FLX_PER_ANN=2023/0123456789abcdef"' in page
-    assert "<circle" in page and "<progress" in page, "the plot and the bars are in the page"
+    assert "<rect" in page and "<polyline" in page and "<progress" in page, "the plots and the bars are in the page"
     assert page_assets(page) == {"/airflow/hdh/static/hdh.css", "/airflow/hdh/static/hdh.js"}
 
 

@@ -9,3 +9,32 @@ document.addEventListener("click", (event) => {
     event.preventDefault();
   } catch (error) {}
 });
+
+// Follow the Airflow UI's light or dark theme: the UI marks its <html> with the class "light" or "dark"
+// and keeps the choice in localStorage ("theme": light, dark or system), both of this origin.
+(function followAirflowTheme() {
+  const root = document.documentElement;
+  const prefersDark = () => window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
+  function airflowTheme() {
+    try {
+      const parent = window.top.document.documentElement.classList;
+      if (window.top !== window && parent.contains("dark")) return "dark";
+      if (window.top !== window && parent.contains("light")) return "light";
+    } catch (error) {}
+    let chosen = null;
+    try {
+      chosen = window.localStorage.getItem("theme");
+    } catch (error) {}
+    if (chosen === "dark" || chosen === "light") return chosen;
+    return prefersDark() ? "dark" : "light";
+  }
+  const apply = () => { root.dataset.theme = airflowTheme(); };
+  apply();
+  window.addEventListener("storage", apply);
+  try {
+    if (window.top !== window) {
+      new MutationObserver(apply).observe(window.top.document.documentElement, {attributes: true, attributeFilter: ["class"]});
+    }
+  } catch (error) {}
+  if (window.matchMedia) window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", apply);
+})();
