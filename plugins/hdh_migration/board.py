@@ -428,7 +428,8 @@ def _current_view() -> dict:
     from airflow.utils.session import create_session
 
     from hdh_migration.dag_factory import transfer_dag_id
-    from hdh_migration.transfer import _catalogue, _ledger
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_ledger as _ledger
 
     ledger = _ledger()
     keys = {
@@ -492,7 +493,8 @@ def create_app() -> FastAPI:
 
     from hdh_migration.dag_factory import transfer_dag_id
     from hdh_migration.reports import render_report, report_ref, run_id_of
-    from hdh_migration.transfer import _catalogue, _target
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_target as _target
 
     # No /docs, /redoc nor /openapi.json: they would describe the app to anyone, without login.
     app = FastAPI(title="hdh-migration", docs_url=None, redoc_url=None, openapi_url=None)

@@ -64,7 +64,7 @@ def _progress(message: str) -> None:
 
 def cmd_plan(args) -> int:
     from hdh_migration.layout import partition_dir
-    from hdh_migration.transfer import _source
+    from hdh_migration.resources import open_source as _source
 
     catalogue = load_catalogue(args.catalogue)
     source = _source()
@@ -186,7 +186,7 @@ def _verify_cell(row: dict) -> str:
 
 
 def cmd_status(args) -> int:
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     rows = status_rows(load_catalogue(args.catalogue), _ledger())
     lines = [
@@ -234,7 +234,7 @@ def _api(args):
 def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     ledger = _ledger()
     runs, failures = [], 0
@@ -285,7 +285,7 @@ def cmd_migrate(args) -> int:
         )
         _emit(args, data, text)
         return EXIT_FAILED if failures else EXIT_OK
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     rows = status_rows(catalogue, _ledger())
     total_bytes = sum(r["bytes"] for r in rows)
@@ -311,8 +311,9 @@ def cmd_reindex(args) -> int:
     from hdh_migration.integrity import sha256_stream
     from hdh_migration.layout import manifest_key
     from hdh_migration.ledger import committed_fields
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_target as _target
     from hdh_migration.signing import SigningKeyError
-    from hdh_migration.transfer import _ledger, _target
 
     catalogue = load_catalogue(args.catalogue)
     target, ledger = _target(), _ledger()
@@ -408,7 +409,7 @@ def cmd_cutover(args) -> int:
     catalogue = load_catalogue(args.catalogue)
     chosen = _chosen_domains(catalogue, args.domain)
     if args.local:
-        from hdh_migration.transfer import _ledger
+        from hdh_migration.resources import open_ledger as _ledger
 
         ledger = _ledger()
         outcomes = [_cutover_outcome_local(domain, args, ledger) for domain in chosen]
@@ -526,7 +527,7 @@ def cmd_verify(args) -> int:
 
 def cmd_waive(args) -> int:
     """Accept failing expectations of one quarantined partition, with who and why, for the next run."""
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
     from hdh_migration.validation import INTEGRITY_CHECKS, PRIVACY_EXPECTATIONS
 
     catalogue = load_catalogue(args.catalogue)

@@ -427,7 +427,10 @@ def run_gap_scan(
     api: AirflowApi | None = None,
 ) -> dict:
     """Scan, create the backfills (unless ``dry_run``), write the report to the store and the ledger."""
-    from hdh_migration.transfer import _catalogue, _ledger, _source, _target
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()

@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from contextvars import ContextVar
 from pathlib import Path
 
-from hdh_migration.catalogue import Catalogue, Domain, Table, cached_catalogue
+from hdh_migration.catalogue import Domain, Table
 from hdh_migration.errors import (
     ConfigurationError,
     DataError,
@@ -52,15 +52,16 @@ from hdh_migration.layout import (
     staging_prefix,
     target_key,
 )
+from hdh_migration.resources import current_catalogue as _catalogue
+from hdh_migration.resources import open_ledger as _ledger
+from hdh_migration.resources import open_source as _source
+from hdh_migration.resources import open_target as _target
 
 log = logging.getLogger(__name__)
 
-SOURCE_CONN_ID = "hdh_azure_source"
-TARGET_CONN_ID = "hdh_sovereign_target"
-LEDGER_CONN_ID = "hdh_ledger"
 BATCH_ROWS = 16_384  # bounded memory per batch; smaller batches cost nothing measurable in Arrow
 KEY_BUCKET_BYTES = 64 << 20
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: records content_fingerprint_algorithm (1: the numpy NH hash, unrecorded)
 # One run writes a partition at a time (see Ledger.claim_partition). Every task of the run takes the
 # lease back when it starts and renews it every LEASE_RENEW_EVERY while it runs, by the database's
 # clock; a run that crashed blocks its partition at most this long after its last renewal.
@@ -73,31 +74,6 @@ SWEEP_LEASE = dt.timedelta(minutes=10)
 SWEEPABLE_STATES = ("committed", "quarantined")
 LEASE_WAIT_S = 600
 LEASE_POLL_S = 5
-
-
-def _catalogue() -> Catalogue:
-    return cached_catalogue(os.environ.get("HDH_CATALOGUE"))
-
-
-def _ledger():
-    from hdh_migration.ledger import Ledger
-
-    return Ledger.from_connection(LEDGER_CONN_ID)
-
-
-def _target():
-    from hdh_migration.target import SovereignTarget
-
-    catalogue = _catalogue()
-    return SovereignTarget(
-        TARGET_CONN_ID, catalogue.target_bucket, catalogue.target_eea_regions, catalogue.target_ca_bundle
-    )
-
-
-def _source():
-    from hdh_migration.source import AzureSource
-
-    return AzureSource(SOURCE_CONN_ID, _catalogue().source_container)
 
 
 def _utcnow() -> str:
@@ -740,7 +716,7 @@ def _csv_batches(path: Path, table: Table, expected, label: str):
 
 def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralError, duration: float) -> dict:
     """The transfer result of an object that could not be read as its schema says: nothing uploaded."""
-    from hdh_migration.integrity import Fingerprint
+    from hdh_migration.integrity import Fingerprint, fingerprint_algorithm
 
     empty = Fingerprint().hexdigest()
     return {
@@ -753,6 +729,7 @@ def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralErr
         "rows": 0,
         "source_fingerprint": empty,
         "target_fingerprint": empty,
+        "fingerprint_algorithm": fingerprint_algorithm(),
         "key_files": {},
         "key_null_rows": 0,
         "validation": [{"type": error.expectation, "kwargs": error.kwargs, "success": False, "result": {}}],
@@ -809,7 +786,14 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, validate per batch, convert if CSV, upload, verify."""
     import pyarrow.parquet as pq
 
-    from hdh_migration.integrity import Fingerprint, KeyHashSpill, sha256_file, sha256_stream
+    from hdh_migration.integrity import (
+        Fingerprint,
+        KeyHashSpill,
+        fingerprint_algorithm,
+        row_hasher,
+        sha256_file,
+        sha256_stream,
+    )
     from hdh_migration.schema import load_table_schema
     from hdh_migration.source import SourceObject
     from hdh_migration.target import Progress
@@ -843,14 +827,16 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         expected = load_table_schema(table.schema_path).arrow_schema()
         suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
         source_fp = Fingerprint()
+        hasher = row_hasher()
         keys = KeyHashSpill(spool, list(table.primary_key), item["key_buckets"]) if table.primary_key else None
 
         def check(batch) -> None:
             try:
                 suite.validate(batch)
-                source_fp.update(batch)
+                frame = hasher.frame(batch)  # one polars view of the decoded batch, for both hashes
+                source_fp.update(batch, frame)
                 if keys is not None:
-                    keys.update(batch)
+                    keys.update(batch, frame)
             except StructuralError as error:  # already redacted: locate it
                 raise StructuralError(
                     f"{label}: {error}. Fix the source object, then re-run the partition",
@@ -986,6 +972,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             "rows": source_fp.rows,
             "source_fingerprint": source_fp.hexdigest(),
             "target_fingerprint": target_fp.hexdigest(),
+            "fingerprint_algorithm": fingerprint_algorithm(),
             "key_files": key_files,
             "key_null_rows": keys.null_rows if keys is not None else 0,
             "validation": suite.results(),
@@ -1028,7 +1015,7 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
     A table that fails is quarantined (redacted report under ``_quarantine/``, the run's staging removed,
     nothing promoted); the others are validated. Any quarantine fails the task, so nothing commits.
     """
-    from hdh_migration.integrity import Fingerprint
+    from hdh_migration.integrity import Fingerprint, check_fingerprint_algorithm
     from hdh_migration.validation import (
         INTEGRITY_CHECKS,
         blocking_failures,
@@ -1058,6 +1045,8 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         totals: dict[str, dict] = {}
         for result in table_results:
             merge_results(totals, result["validation"])
+        for result in table_results:  # a result of an older worker (a retry across an upgrade)
+            check_fingerprint_algorithm(result.get("fingerprint_algorithm"), where(table.domain, table.name, partition))
         source_fp, target_fp = Fingerprint(), Fingerprint()
         for result in table_results:
             source_fp.merge(Fingerprint.parse(result["source_fingerprint"]))
@@ -1334,6 +1323,7 @@ def _promote(
     """
     from botocore.exceptions import ClientError
 
+    from hdh_migration.integrity import fingerprint_algorithm
     from hdh_migration.target import SHA256_METADATA
 
     partition = planned["partition"]
@@ -1370,6 +1360,7 @@ def _promote(
         "rows": sum(r["rows"] for r in table_results),
         "bytes": sum(r["target"]["size"] for r in table_results),
         "content_fingerprint": _merge_fingerprints(r["source_fingerprint"] for r in table_results),
+        "content_fingerprint_algorithm": fingerprint_algorithm(),
         "source_objects": [r["source"] for r in sorted(table_results, key=lambda r: r["source"]["name"])],
         "validation": verdicts.get(table.name),
         "waivers": ledger.waivers(table.domain, table.name, partition),

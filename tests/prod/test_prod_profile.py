@@ -43,7 +43,7 @@ def cli(profile, *argv: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def migrated(profile):
     """Seed the domain, then backfill and cut it over through the deployment, with the CLI."""
-    from hdh_migration.transfer import _catalogue
+    from hdh_migration.resources import current_catalogue as _catalogue
 
     catalogue = _catalogue()
     seeded = profile.migration.seed(seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
@@ -62,7 +62,7 @@ def migrated(profile):
 
 
 def test_every_run_succeeds_and_each_domain_is_cut_over(migrated):
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     for name in DOMAINS:
         expected_runs = len(migrated["catalogue"].domain(name).partitions())
@@ -97,7 +97,8 @@ def test_the_cli_drives_verify_cutover_and_rollback_through_the_deployment(migra
 
 def test_ledger_in_postgres_equals_the_manifests(migrated):
     from hdh_migration.layout import manifest_key
-    from hdh_migration.transfer import _ledger, _target
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_target as _target
 
     ledger, target = _ledger(), _target()
     assert ledger.engine.url.get_backend_name() == "postgresql"
@@ -125,7 +126,8 @@ def test_rows_reconcile_source_manifest_and_written_files(migrated):
     import pyarrow.parquet as pq
 
     from hdh_migration.layout import manifest_key, partition_dir
-    from hdh_migration.transfer import _source, _target
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     source, target = _source(), _target()
     total = 0
