@@ -3,14 +3,17 @@
 Each function is one Airflow task body. They exchange only metadata through XCom (names, sizes,
 hashes, counts), never data values. Heavy libraries are imported inside the functions.
 
-Commit protocol: each object is checked on the worker, then uploaded under the run's own
-``_staging/…/<run token>/`` folder and read back (an object that fails a check never leaves the
-worker), promoted to final keys by server-side copy, and only then is the partition manifest
-written, by the lease holder only (a re-check under the lease, then a conditional PUT): the manifest
-is the commit point. The ledger records it at once; the cleanup that follows (the run's staging, its
-unfinished uploads, stale final keys) is best effort: what it leaves is reported and swept under the
-lease by the partition's next run or by the gap scan. A run that dies at any step leaves either the
-previous manifest (and the next run redoes the work) or the new one.
+Commit protocol: each object is checked on the worker, then uploaded to the run's own final key
+(``part-NNNNN-<run token>.parquet``) as a multipart upload left unfinished, so invisible (an object
+that fails a check never leaves the worker). The commit, by the lease holder only, completes the
+run's uploads (no copy: the store only links the parts), reads each object back against its sha256,
+and writes the partition manifest naming the new set (a re-check under the lease, then a conditional
+PUT): the manifest is the commit point, and it switches from the old set to the new one in that one
+write. The ledger records it at once; the cleanup that follows (the old set, the run's key-hash files
+in ``_staging/…/<run token>/``, unfinished uploads) is best effort: what it leaves is reported and
+swept under the lease by the partition's next run (and the gap scan for staging). A run that dies at
+any step leaves either the previous manifest, whose objects are untouched (the next run redoes the
+work), or the new one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from contextvars import ContextVar
 from pathlib import Path
@@ -44,11 +48,12 @@ from hdh_migration.errors import (
     where,
 )
 from hdh_migration.layout import (
+    is_run_key,
+    key_hashes_prefix,
     manifest_key,
     partition_dir,
     quarantine_key,
     run_staging_prefix,
-    staging_key,
     staging_prefix,
     target_key,
 )
@@ -222,8 +227,17 @@ def _sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: s
     )
     found = {k for k in target.list_keys(prefix) if keep is None or not k.startswith(keep)}
     aborted = target.abort_uploads(prefix, keep=keep)
+    # Final keys: another run's unfinished uploads, and objects no manifest names (a run that died
+    # between completing its uploads and writing its manifest).
+    final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
+    manifest = target.get_json(manifest_key(table.domain, table.name, table.partition_column, partition))
+    committed = {f["key"] for f in manifest["files"]} if manifest else set()
+    others = (lambda key: not is_run_key(key, keep_token)) if keep_token else None
+    aborted += target.abort_uploads(final_dir, select=others)
+    unnamed = {k for k in target.list_keys(final_dir) if k not in committed and (others is None or others(k))}
+    found |= unnamed
     target.delete_keys(sorted(found))
-    remaining = found.intersection(target.list_keys(prefix))
+    remaining = found.intersection(target.list_keys(prefix) + target.list_keys(final_dir))
     swept = sorted(found - remaining)
     report = {
         "swept": len(swept),
@@ -281,9 +295,12 @@ def _clean_after(target, ledger, table: Table, partition: str, token: str, run_i
     the partition's next run or the gap scan sweeps it. Other runs' staging is never touched here.
     """
     own = run_staging_prefix(table.domain, table.name, table.partition_column, partition, token)
+    final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
     steps = {
         "staging": lambda: target.delete_keys(target.list_keys(own)),
-        "uploads": lambda: target.abort_uploads(own),
+        "uploads": lambda: (
+            target.abort_uploads(own) + target.abort_uploads(final_dir, select=lambda key: is_run_key(key, token))
+        ),
         "stale final keys": lambda: target.delete_keys(stale),
     }
     errors = []
@@ -738,15 +755,14 @@ def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralErr
     }
 
 
-def _upload_and_verify(
-    target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state, throttle
-) -> float:
-    """Upload then read back and prove; returns the upload's seconds."""
+def _upload(target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state, throttle):
+    """Upload to the run's final key, left unfinished (invisible) until the commit; returns the
+    upload's seconds and what the commit needs to complete it."""
     from hdh_migration.target import Progress
 
     size = path.stat().st_size
     started = time.monotonic()
-    target.upload_file(
+    pending = target.upload_file(
         path,
         key,
         sha256,
@@ -754,10 +770,9 @@ def _upload_and_verify(
         state=state,
         progress=Progress(f"{label} upload", size),
         throttle=throttle,
+        complete=False,
     )
-    upload_s = time.monotonic() - started
-    target.verify_object(key, sha256, size)
-    return upload_s
+    return time.monotonic() - started, pending
 
 
 def _background(function):
@@ -813,8 +828,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     partition = item["partition"]
     obj = SourceObject(**item["source"])
     label = where(table.domain, table.name, partition, obj.name)
-    final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition)
-    staged_key = staging_key(final_key, item["run_token"])
+    final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition, item["run_token"])
     _hold_lease(_ledger(), table.domain, partition, run_id)
     spool = _spool_dir()
     try:
@@ -931,7 +945,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 )
         # Only now may bytes leave the worker: an object that fails a check is never sent, not even to staging.
         blocking = blocking_failures(suite.results(), _ledger().waived(table.domain, table.name, partition))
-        upload_s = None
+        upload_s, pending = None, None
         if blocking:
             log.warning(
                 "%s: %d expectation(s) failed (%s): the object is not uploaded; the partition will be quarantined",
@@ -940,10 +954,10 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 ", ".join(expectation_id(r) for r in blocking),
             )
         else:
-            upload_s = _upload_and_verify(
+            upload_s, pending = _upload(
                 target,
                 upload_path,
-                staged_key,
+                final_key,
                 upload_sha256,
                 source_sha256,
                 label,
@@ -954,7 +968,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
         spilled = keys.close() if keys is not None else {}
         if not blocking:
             for bucket, path in spilled.items():
-                key = f"{staged_key}.keys/{bucket:05d}"
+                key = f"{key_hashes_prefix(final_key, item['run_token'])}{bucket:05d}"
                 target.put_file(path, key)
                 key_files[str(bucket)] = key
         result = {
@@ -965,9 +979,9 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
             "source": {**obj.as_dict(), "sha256": source_sha256},
             "target": {
                 "key": final_key,
-                "staging_key": staged_key,
                 "size": upload_path.stat().st_size,
                 "sha256": upload_sha256,
+                "upload": pending,  # unfinished until the commit completes it
             },
             "rows": source_fp.rows,
             "source_fingerprint": source_fp.hexdigest(),
@@ -1271,7 +1285,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
             manifest_sha256 = previous["Metadata"][SHA256_METADATA]
             log.info("%s: already committed by this run; finishing after the commit point", label)
         else:
-            manifest, manifest_sha256 = _promote(
+            manifest, manifest_sha256 = _publish(
                 target, ledger, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
             )
         # The commit point is behind us: the ledger follows the manifest before anything else can fail.
@@ -1305,7 +1319,7 @@ def _manifest_files(manifest: dict) -> dict[str, str]:
     return {f["key"]: f["sha256"] for f in manifest["files"]}
 
 
-def _promote(
+def _publish(
     target,
     ledger,
     table: Table,
@@ -1315,7 +1329,7 @@ def _promote(
     run_id: str,
     replacing: str | None,
 ):
-    """Copy every verified staging object to its final key, then write the manifest: the commit point.
+    """Complete the run's uploads, read each object back, then write the manifest: the commit point.
 
     ``replacing`` is the ETag of the manifest seen under the lease (None: there was none). The manifest
     is written only if that is still the one in the store (``If-Match`` / ``If-None-Match``), and only
@@ -1324,24 +1338,23 @@ def _promote(
     from botocore.exceptions import ClientError
 
     from hdh_migration.integrity import fingerprint_algorithm
-    from hdh_migration.target import SHA256_METADATA
 
     partition = planned["partition"]
-    for result in table_results:
-        final = result["target"]
-        target.copy(final["staging_key"], final["key"])
-        head = target.head(final["key"])
-        if (
-            head is None
-            or head["ContentLength"] != final["size"]
-            or head["Metadata"].get(SHA256_METADATA) != final["sha256"]
-        ):
+
+    def complete_and_read_back(final: dict) -> None:
+        target.complete_upload(final["key"], final["upload"])
+        try:
+            target.verify_object(final["key"], final["sha256"], final["size"])
+        except IntegrityError:
             error = IntegrityError(
-                f"{where(table.domain, table.name, partition, final['key'])}: the promoted object differs from "
-                "the verified staging object (rule: promotion keeps size and sha256). Re-run the partition"
+                f"{where(table.domain, table.name, partition, final['key'])}: the object read back differs from "
+                "the checked bytes (rule: size and sha256 equal the source's). Re-run the partition"
             )
             _record_failure(table.domain, table.name, partition, error, run_id)
-            raise error
+            raise error from None
+
+    with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:
+        list(pool.map(complete_and_read_back, [r["target"] for r in table_results]))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "domain": table.domain,

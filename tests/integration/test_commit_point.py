@@ -194,8 +194,8 @@ def test_lease_renewal_keeps_the_lease_through_a_long_step(migration, store, mon
     seen = []
 
     def a_slow_store(proxy, method: str, target: str) -> None:
-        # The upload to staging stalls for twice the lease; meanwhile another run tries to take it.
-        if method == "PUT" and f"/{STAGING_PREFIX}/" in target and not seen:
+        # The object's upload (a part) stalls for twice the lease; meanwhile another run tries to take it.
+        if method == "PUT" and "partNumber=" in target and not seen:
             before = ledger.partition_lease(DOMAIN, PARTITION)
             time.sleep(2 * ttl.total_seconds())
             seen.append((before, ledger.claim_partition(DOMAIN, PARTITION, "run-b", HOUR)))
