@@ -14,7 +14,7 @@ partition is triggered as one run.
 
 The scan also sweeps leftover staging (``_staging/``, one more listing): objects that a run's
 best-effort cleanup could not remove, or that a crashed run left, in partitions whose tables are
-committed or quarantined, under the partition's lease (``transfer.sweep_partition``); a dry run only
+committed or quarantined, under the partition's lease (``cleanup.sweep_partition``); a dry run only
 lists them.
 
 The report (names, partitions, reasons, counts and object keys only; never a data value) goes to
@@ -311,7 +311,7 @@ def plan_backfills(catalogue: Catalogue, findings: list[Finding]) -> dict[str, d
 
 def sweep_staging(catalogue: Catalogue, target, sweeper: str, dry_run: bool = False) -> dict:
     """Find leftover staging (one listing) and sweep it partition by partition; counts and keys only."""
-    from hdh_migration.transfer import sweep_partition
+    from hdh_migration.cleanup import sweep_partition
 
     found: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for key in target.list_keys(f"{STAGING_PREFIX}/"):

@@ -223,3 +223,61 @@ def count_duplicate_keys(chunks) -> int:
     view = pairs.view([("a", np.uint64), ("b", np.uint64)]).ravel()
     view.sort()
     return int(np.count_nonzero(view[1:] == view[:-1]))
+
+
+def integrity_checks(target, table, buckets: int, results: list[dict], all_uploaded: bool) -> tuple[int, list[dict]]:
+    """A table partition's whole-partition checks, from its objects' transfer results: the rows, and the
+    checks as expectation results (row counts, fingerprint, at least one row, primary-key uniqueness)."""
+    from hdh_migration.errors import where
+
+    for result in results:  # a result of an older worker (a retry across an upgrade)
+        check_fingerprint_algorithm(
+            result.get("fingerprint_algorithm"), where(table.domain, table.name, result["partition"])
+        )
+    source_fp, target_fp = Fingerprint(), Fingerprint()
+    for result in results:
+        source_fp.merge(Fingerprint.parse(result["source_fingerprint"]))
+        target_fp.merge(Fingerprint.parse(result["target_fingerprint"]))
+    rows = sum(r["rows"] for r in results)
+    checks = [
+        {
+            "type": "expect_table_row_count_to_equal_source",
+            "kwargs": {},
+            "success": rows == source_fp.rows == target_fp.rows,
+            "result": {"element_count": rows, "source_rows": source_fp.rows, "target_rows": target_fp.rows},
+        },
+        {
+            "type": "expect_partition_content_fingerprint_to_match_source",
+            "kwargs": {},
+            "success": source_fp.hexdigest() == target_fp.hexdigest(),
+            "result": {"element_count": rows},
+        },
+        {
+            "type": "expect_table_row_count_to_be_between",
+            "kwargs": {"min_value": 1},
+            "success": rows > 0,
+            "result": {"observed_value": rows},
+        },
+    ]
+    if table.primary_key and all_uploaded:
+        checks.append(_unique_key_check(target, table, buckets, results, rows))
+    return rows, checks
+
+
+def _unique_key_check(target, table, buckets: int, results: list[dict], rows: int) -> dict:
+    """Primary-key uniqueness across every file of the partition, one hash bucket at a time."""
+    duplicates = 0
+    for bucket in range(buckets):
+        chunks = [
+            target.client.get_object(Bucket=target.bucket, Key=result["key_files"][str(bucket)])["Body"].read()
+            for result in results
+            if str(bucket) in result["key_files"]
+        ]
+        duplicates += count_duplicate_keys(chunks)
+    null_rows = sum(r["key_null_rows"] for r in results)
+    return {
+        "type": "expect_compound_columns_to_be_unique_across_partition",
+        "kwargs": {"column_list": list(table.primary_key)},
+        "success": duplicates == 0 and null_rows == 0,
+        "result": {"element_count": rows, "unexpected_count": duplicates, "missing_count": null_rows},
+    }

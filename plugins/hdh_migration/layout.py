@@ -9,6 +9,7 @@ Spark expect).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePosixPath
 
 STAGING_PREFIX = "_staging"
@@ -16,6 +17,11 @@ MANIFEST_PREFIX = "_manifests"
 QUARANTINE_PREFIX = "_quarantine"
 CUTOVER_PREFIX = "_cutover"
 GAP_SCAN_REPORT_PREFIX = "_reports/gap_scan"
+
+
+def run_token(run_id: str) -> str:
+    """A short, key-safe token for a DAG run: its staging folder and final keys, stable across retries."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def table_prefix(domain: str, table: str) -> str:

@@ -21,7 +21,7 @@ from conftest import read_table_bytes
 
 from hdh_migration.integrity import Fingerprint, check_fingerprint_algorithm
 from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, QUARANTINE_PREFIX, STAGING_PREFIX, manifest_key
-from hdh_migration.transfer import manifest_problems
+from hdh_migration.manifest import Manifest
 
 METADATA_PREFIXES = (f"{MANIFEST_PREFIX}/", f"{QUARANTINE_PREFIX}/", f"{CUTOVER_PREFIX}/")
 
@@ -62,7 +62,7 @@ def assert_survived(migration, committed: dict[str, list[str]]) -> dict:
         table = migration.catalogue.domain(manifest["domain"]).table(manifest["table"])
         partition = manifest["partition"]
         label = f"{table.domain}/{table.name}/{partition}"
-        problems.extend(f"{label}: {p}" for p in manifest_problems(target, source, table, partition, manifest))
+        problems.extend(f"{label}: {p}" for p in Manifest(manifest).problems(target, source, table))
         record = ledger.get(table.domain, table.name, partition)
         expected = ("committed", manifest_sha256, manifest["rows"], manifest["bytes"])
         found = (record.state, record.manifest_sha256, record.rows, record.bytes) if record else None

@@ -10,8 +10,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from hdh_migration import transfer
-from hdh_migration.layout import STAGING_PREFIX, is_run_key, manifest_key, partition_dir
+from hdh_migration.layout import STAGING_PREFIX, is_run_key, manifest_key, partition_dir, run_token
 
 CLEAN_PARTITIONS = [
     ("dcir", "2024-02-01"),
@@ -112,7 +111,7 @@ def test_rerun_of_a_committed_partition_is_a_no_op_unless_forced(migration):
     assert str(run.state) == "success"
     after = migration.target_keys(prefix)
     assert len(after) == len(before) and not set(after) & set(before), "a forced rerun writes a set of its own"
-    token = transfer.run_token(run.run_id)
+    token = run_token(run.run_id)
     assert all(is_run_key(k, token) for k in after), "the old set is removed once the manifest names the new one"
     assert migration.ledger.get("dcir", "ER_PRS_F", "2024-01-01").attempts == attempts + 1
     _assert_committed_equal_to_source(migration, "dcir", "2024-01-01")
