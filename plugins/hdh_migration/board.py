@@ -37,7 +37,7 @@ def board_view(catalogue, ledger, failed_task_instances: dict | None = None, ui_
     partition links to its run's ``validate_partition`` and a failed one to its run.
     """
     from hdh_migration.cli import status_rows
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     failed_task_instances = failed_task_instances or {}
     rows = ledger.partitions()
@@ -427,7 +427,7 @@ def _ui_base() -> str:
 def _current_view() -> dict:
     from airflow.utils.session import create_session
 
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
     from hdh_migration.resources import current_catalogue as _catalogue
     from hdh_migration.resources import open_ledger as _ledger
 
@@ -442,7 +442,7 @@ def _current_view() -> dict:
 
 def project_dag_ids(catalogue) -> list[str]:
     """Every DAG of the project whose facts the board shows: per domain, transfer and cutover; the gap scan."""
-    from hdh_migration.dag_factory import GAP_SCAN_DAG_ID, cutover_dag_id, transfer_dag_id
+    from hdh_migration.naming import GAP_SCAN_DAG_ID, cutover_dag_id, transfer_dag_id
 
     per_domain = [make(d.name) for d in catalogue.domains for make in (transfer_dag_id, cutover_dag_id)]
     return sorted([*per_domain, GAP_SCAN_DAG_ID])
@@ -491,7 +491,7 @@ STATIC_TYPES = {"hdh.css": "text/css; charset=utf-8", "hdh.js": "text/javascript
 def create_app() -> FastAPI:
     from airflow.api_fastapi.core_api.security import get_user
 
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
     from hdh_migration.reports import render_report, report_ref, run_id_of
     from hdh_migration.resources import current_catalogue as _catalogue
     from hdh_migration.resources import open_target as _target

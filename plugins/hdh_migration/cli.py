@@ -381,8 +381,8 @@ def _cutover_outcome_local(domain, args, ledger) -> dict:
 
 
 def _cutover_outcome_deployed(domain, args, api) -> dict:
-    from hdh_migration.dag_factory import cutover_dag_id
     from hdh_migration.deployment import run_dag
+    from hdh_migration.naming import cutover_dag_id
 
     done = run_dag(api, cutover_dag_id(domain.name), {"by": args.by}, args.timeout, log=_progress)
     outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
@@ -431,7 +431,8 @@ def cmd_cutover(args) -> int:
 def cmd_rollback(args) -> int:
     """Run a domain's rollback DAG, after checking the reason (and, locally, the state)."""
     from hdh_migration.cutover import MIN_REASON_CHARS, CutoverError, check_rollback
-    from hdh_migration.dag_factory import build_rollback_dag, rollback_dag_id
+    from hdh_migration.dag_factory import build_rollback_dag
+    from hdh_migration.naming import rollback_dag_id
 
     (domain,) = _chosen_domains(load_catalogue(args.catalogue), [args.domain])
     conf = {"reason": args.reason, "by": args.by}
@@ -471,8 +472,8 @@ def _verify_local(domain, args) -> dict:
 
 
 def _verify_deployed(domain, args, api) -> dict:
-    from hdh_migration.dag_factory import verify_dag_id
     from hdh_migration.deployment import run_dag
+    from hdh_migration.naming import verify_dag_id
 
     done = run_dag(api, verify_dag_id(domain.name), {"deep": not args.quick}, args.timeout, log=_progress)
     if done.state != "success":

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi, AirflowApiError
 from hdh_migration.catalogue import Catalogue, Domain
-from hdh_migration.dag_factory import transfer_dag_id
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
     MANIFEST_PREFIX,
@@ -44,6 +43,7 @@ from hdh_migration.layout import (
     table_prefix,
 )
 from hdh_migration.ledger import as_utc
+from hdh_migration.naming import transfer_dag_id
 
 log = logging.getLogger(__name__)
 

@@ -411,7 +411,7 @@ def check_backfill_right(catalogue: Catalogue) -> Check:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from hdh_migration.airflow_api import API_CONN_ID, AirflowApi, AirflowApiError
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     name = "API user may backfill"
     try:
