@@ -269,7 +269,7 @@ def _unique_key_check(target, table, buckets: int, results: list[dict], rows: in
     duplicates = 0
     for bucket in range(buckets):
         chunks = [
-            target.client.get_object(Bucket=target.bucket, Key=result["key_files"][str(bucket)])["Body"].read()
+            target.get_bytes(result["key_files"][str(bucket)])
             for result in results
             if str(bucket) in result["key_files"]
         ]

@@ -825,6 +825,10 @@ class SovereignTarget:
             multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=self.settings.concurrency
         )
 
+    def get_bytes(self, key: str) -> bytes:
+        """A small working object whole (a key-hash bucket file): never a data object, which streams."""
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
     def put_file(self, path: Path, key: str) -> None:
         """Upload a local working file (no resume, no metadata): boto3's managed upload."""
         self.client.upload_file(str(path), self.bucket, key, Config=self._transfer_config(path.stat().st_size))
