@@ -110,7 +110,9 @@ def seed(catalogue, jobs: int) -> dict:
 
     from hdh_migration.layout import manifest_key, partition_dir
     from hdh_migration.ledger import partitions_table
-    from hdh_migration.transfer import _ledger, _source, _target
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     started = time.perf_counter()
     source, target, ledger = _source(), _target(), _ledger()
@@ -163,7 +165,9 @@ def baseline(catalogue) -> dict:
     import sqlalchemy as sa
 
     from hdh_migration.ledger import partitions_table
-    from hdh_migration.transfer import _ledger, _source, _target
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     source, target, ledger = _source(), _target(), _ledger()
     started = time.perf_counter()
@@ -271,7 +275,7 @@ def main() -> int:
         os.environ["AIRFLOW_CONN_HDH_LEDGER"] = json.dumps(
             {"conn_type": "sqlite", "host": str(state_dir / "ledger.db")}
         )
-        from hdh_migration.transfer import _catalogue
+        from hdh_migration.resources import current_catalogue as _catalogue
 
         servers = on_servers(_catalogue(), args.reuse, args.jobs)
         result["servers"] = servers

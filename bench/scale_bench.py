@@ -521,7 +521,8 @@ def run_fanout(args, workdir: Path) -> dict:
         from hdh_migration.catalogue import load_catalogue
         from hdh_migration.dag_factory import build_transfer_dag
         from hdh_migration.ledger import Ledger
-        from hdh_migration.transfer import _source, _target
+        from hdh_migration.resources import open_source as _source
+        from hdh_migration.resources import open_target as _target
         from hdh_synthetic import seed_azure
 
         catalogue = load_catalogue(catalogue_path)

@@ -308,8 +308,8 @@ def instrument_transfer(phases: Phases) -> None:
     phases.patch(integrity.Fingerprint, "update", "content fingerprint")
     phases.patch(integrity.KeyHashSpill, "update", "primary-key hashing + spill")
     phases.patch(target.SovereignTarget, "upload_file", "upload (multipart from spool)")
-    phases.patch(target.SovereignTarget, "verify_object", "read-back (head + GET)")
-    phases.patch(target.SovereignTarget, "copy", "promotion (server-side copy)")
+    phases.patch(target.SovereignTarget, "verify_object", "read-back at commit (head + GET)")
+    phases.patch(target.SovereignTarget, "complete_upload", "commit (complete the run's uploads)")
     integrity.sha256_stream = functools.partial(_TimedDigest, phases)
 
     original_init = target.SovereignTarget.__init__

@@ -157,19 +157,19 @@ class Migration:
 
     @property
     def target(self):
-        from hdh_migration.transfer import _target
+        from hdh_migration.resources import open_target as _target
 
         return _target()
 
     @property
     def source(self):
-        from hdh_migration.transfer import _source
+        from hdh_migration.resources import open_source as _source
 
         return _source()
 
     @property
     def ledger(self):
-        from hdh_migration.transfer import _ledger
+        from hdh_migration.resources import open_ledger as _ledger
 
         return _ledger()
 
@@ -221,7 +221,8 @@ class Migration:
 
 def _drop_servers_state() -> None:
     """Best-effort removal of a test's container and bucket."""
-    from hdh_migration.transfer import _source, _target
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     with contextlib.suppress(Exception):
         _source().container_client.delete_container()

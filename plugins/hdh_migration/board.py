@@ -58,7 +58,7 @@ def board_view(
     set of such keys: those of the problems shown); without an entry, a quarantined partition links
     to its run's ``validate_partition`` and a failed one to its run.
     """
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     status = migration_status(catalogue, ledger, now=now, airflow=airflow)
     if callable(failed_task_instances):
@@ -567,7 +567,7 @@ def _airflow_facts(session, catalogue) -> AirflowFacts:
     from sqlalchemy import func, select
 
     from hdh_migration.catalogue import TRANSFER_POOL
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     dag_ids = [transfer_dag_id(d.name) for d in catalogue.domains]
     paused = dict(
@@ -604,7 +604,8 @@ def _airflow_facts(session, catalogue) -> AirflowFacts:
 def _current_view() -> dict:
     from airflow.utils.session import create_session
 
-    from hdh_migration.transfer import _catalogue, _ledger
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_ledger as _ledger
 
     catalogue = _catalogue()
     with create_session() as session:
@@ -614,7 +615,7 @@ def _current_view() -> dict:
 
 def project_dag_ids(catalogue) -> list[str]:
     """Every DAG of the project whose facts the board shows: per domain, transfer and cutover; the gap scan."""
-    from hdh_migration.dag_factory import GAP_SCAN_DAG_ID, cutover_dag_id, transfer_dag_id
+    from hdh_migration.naming import GAP_SCAN_DAG_ID, cutover_dag_id, transfer_dag_id
 
     per_domain = [make(d.name) for d in catalogue.domains for make in (transfer_dag_id, cutover_dag_id)]
     return sorted([*per_domain, GAP_SCAN_DAG_ID])
@@ -663,9 +664,10 @@ STATIC_TYPES = {"hdh.css": "text/css; charset=utf-8", "hdh.js": "text/javascript
 def create_app() -> FastAPI:
     from airflow.api_fastapi.core_api.security import get_user
 
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
     from hdh_migration.reports import render_report, report_ref, run_id_of
-    from hdh_migration.transfer import _catalogue, _target
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_target as _target
 
     # No /docs, /redoc nor /openapi.json: they would describe the app to anyone, without login.
     app = FastAPI(title="hdh-migration", docs_url=None, redoc_url=None, openapi_url=None)

@@ -66,7 +66,7 @@ def _progress(message: str) -> None:
 
 
 def cmd_plan(args) -> int:
-    from hdh_migration.transfer import _source
+    from hdh_migration.resources import open_source as _source
 
     catalogue = load_catalogue(args.catalogue)
     source = _source()
@@ -106,7 +106,7 @@ def _verify_cell(row: dict) -> str:
 
 
 def cmd_status(args) -> int:
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     rows = status_rows(load_catalogue(args.catalogue), _ledger())
     lines = [
@@ -171,7 +171,7 @@ def _api(args):
 def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     ledger = _ledger()
     runs, failures = [], 0
@@ -222,7 +222,7 @@ def cmd_migrate(args) -> int:
         )
         _emit(args, data, text)
         return EXIT_FAILED if failures else EXIT_OK
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     rows = status_rows(catalogue, _ledger())
     total_bytes = sum(r["bytes"] for r in rows)
@@ -248,8 +248,9 @@ def cmd_reindex(args) -> int:
     from hdh_migration.integrity import sha256_stream
     from hdh_migration.layout import manifest_key
     from hdh_migration.ledger import committed_fields
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_target as _target
     from hdh_migration.signing import SigningKeyError
-    from hdh_migration.transfer import _ledger, _target
 
     catalogue = load_catalogue(args.catalogue)
     target, ledger = _target(), _ledger()
@@ -317,8 +318,8 @@ def _cutover_outcome_local(domain, args, ledger) -> dict:
 
 
 def _cutover_outcome_deployed(domain, args, api) -> dict:
-    from hdh_migration.dag_factory import cutover_dag_id
     from hdh_migration.deployment import run_dag
+    from hdh_migration.naming import cutover_dag_id
 
     done = run_dag(api, cutover_dag_id(domain.name), {"by": args.by}, args.timeout, log=_progress)
     outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
@@ -345,7 +346,7 @@ def cmd_cutover(args) -> int:
     catalogue = load_catalogue(args.catalogue)
     chosen = _chosen_domains(catalogue, args.domain)
     if args.local:
-        from hdh_migration.transfer import _ledger
+        from hdh_migration.resources import open_ledger as _ledger
 
         ledger = _ledger()
         outcomes = [_cutover_outcome_local(domain, args, ledger) for domain in chosen]
@@ -367,7 +368,8 @@ def cmd_cutover(args) -> int:
 def cmd_rollback(args) -> int:
     """Run a domain's rollback DAG, after checking the reason (and, locally, the state)."""
     from hdh_migration.cutover import MIN_REASON_CHARS, CutoverError, check_rollback
-    from hdh_migration.dag_factory import build_rollback_dag, rollback_dag_id
+    from hdh_migration.dag_factory import build_rollback_dag
+    from hdh_migration.naming import rollback_dag_id
 
     (domain,) = _chosen_domains(load_catalogue(args.catalogue), [args.domain])
     conf = {"reason": args.reason, "by": args.by}
@@ -407,8 +409,8 @@ def _verify_local(domain, args) -> dict:
 
 
 def _verify_deployed(domain, args, api) -> dict:
-    from hdh_migration.dag_factory import verify_dag_id
     from hdh_migration.deployment import run_dag
+    from hdh_migration.naming import verify_dag_id
 
     done = run_dag(api, verify_dag_id(domain.name), {"deep": not args.quick}, args.timeout, log=_progress)
     if done.state != "success":
@@ -463,7 +465,7 @@ def cmd_verify(args) -> int:
 
 def cmd_waive(args) -> int:
     """Accept failing expectations of one quarantined partition, with who and why, for the next run."""
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
     from hdh_migration.validation import INTEGRITY_CHECKS, PRIVACY_EXPECTATIONS
 
     catalogue = load_catalogue(args.catalogue)

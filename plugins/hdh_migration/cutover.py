@@ -49,7 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 from hdh_migration.catalogue import Domain
 from hdh_migration.errors import IntegrityError, MigrationError, where
 from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key
-from hdh_migration.transfer import _catalogue, _ledger, _source, _target
+from hdh_migration.resources import current_catalogue as _catalogue
+from hdh_migration.resources import open_ledger as _ledger
+from hdh_migration.resources import open_source as _source
+from hdh_migration.resources import open_target as _target
 
 log = logging.getLogger(__name__)
 

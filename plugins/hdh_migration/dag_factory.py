@@ -29,6 +29,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from hdh_migration.alerts import FailureNotifier, TransferQueuedAt, deadline_missed
 from hdh_migration.catalogue import TRANSFER_POOL, Domain
 from hdh_migration.errors import MigrationError
+from hdh_migration.naming import GAP_SCAN_DAG_ID, cutover_dag_id, rollback_dag_id, transfer_dag_id, verify_dag_id
 from hdh_migration.waits import WaitForWindowOperator
 
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
@@ -137,25 +138,6 @@ def _run_partition(domain: Domain) -> str:
     context = get_current_context()
     start = context.get("data_interval_start")
     return domain.run_partition(context["params"].get("partition"), start and start.date())
-
-
-def transfer_dag_id(domain_name: str) -> str:
-    return f"hdh_transfer__{domain_name}"
-
-
-def cutover_dag_id(domain_name: str) -> str:
-    return f"hdh_cutover__{domain_name}"
-
-
-def rollback_dag_id(domain_name: str) -> str:
-    return f"hdh_rollback__{domain_name}"
-
-
-def verify_dag_id(domain_name: str) -> str:
-    return f"hdh_verify__{domain_name}"
-
-
-GAP_SCAN_DAG_ID = "hdh_gap_scan"
 
 
 def build_transfer_dag(domain: Domain, with_deadline: bool = True) -> DAG:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi
 from hdh_migration.catalogue import Catalogue, Domain
-from hdh_migration.dag_factory import transfer_dag_id
+from hdh_migration.naming import transfer_dag_id
 
 TERMINAL = {"success", "failed"}
 FINISHED_TASK = {"success", "failed", "skipped", "upstream_failed", "removed"}

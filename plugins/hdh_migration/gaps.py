@@ -14,7 +14,7 @@ partition is triggered as one run.
 
 The scan also sweeps leftover staging (``_staging/``, one more listing): objects that a run's
 best-effort cleanup could not remove, or that a crashed run left, in partitions whose tables are
-committed or quarantined, under the partition's lease (``transfer.sweep_partition``); a dry run only
+committed or quarantined, under the partition's lease (``cleanup.sweep_partition``); a dry run only
 lists them.
 
 The report (names, partitions, reasons, counts and object keys only; never a data value) goes to
@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi, AirflowApiError
 from hdh_migration.catalogue import Catalogue, Domain, Table
-from hdh_migration.dag_factory import transfer_dag_id
 from hdh_migration.errors import MigrationError, where
 from hdh_migration.layout import (
     MANIFEST_PREFIX,
@@ -41,6 +40,7 @@ from hdh_migration.layout import (
     parse_staging_key,
 )
 from hdh_migration.ledger import as_utc
+from hdh_migration.naming import transfer_dag_id
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,7 @@ def plan_backfills(catalogue: Catalogue, findings: list[Finding]) -> dict[str, d
 
 def sweep_staging(catalogue: Catalogue, target, sweeper: str, dry_run: bool = False) -> dict:
     """Find leftover staging (one listing) and sweep it partition by partition; counts and keys only."""
-    from hdh_migration.transfer import sweep_partition
+    from hdh_migration.cleanup import sweep_partition
 
     found: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for key in target.list_keys(f"{STAGING_PREFIX}/"):
@@ -419,7 +419,10 @@ def run_gap_scan(
     api: AirflowApi | None = None,
 ) -> dict:
     """Scan, create the backfills (unless ``dry_run``), write the report to the store and the ledger."""
-    from hdh_migration.transfer import _catalogue, _ledger, _source, _target
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()

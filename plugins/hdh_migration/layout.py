@@ -1,6 +1,7 @@
 """Object keys, in one place: source blobs, target objects, staging, manifests, reports.
 
-Target keys: ``<domain>/<TABLE>/<PARTCOL>=<value>/part-NNNNN.parquet``.
+Target keys: ``<domain>/<TABLE>/<PARTCOL>=<value>/part-NNNNN-<run token>.parquet``, one set per run;
+the manifest under ``_manifests/`` names the committed set (readers find objects there).
 Staging lives under ``_staging/``, manifests under ``_manifests/`` and gap-scan reports under
 ``_reports/gap_scan/``; readers ignore these prefixes (they start with an underscore, as Hive and
 Spark expect).
@@ -8,6 +9,7 @@ Spark expect).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePosixPath
 
 STAGING_PREFIX = "_staging"
@@ -15,6 +17,11 @@ MANIFEST_PREFIX = "_manifests"
 QUARANTINE_PREFIX = "_quarantine"
 CUTOVER_PREFIX = "_cutover"
 GAP_SCAN_REPORT_PREFIX = "_reports/gap_scan"
+
+
+def run_token(run_id: str) -> str:
+    """A short, key-safe token for a DAG run: its staging folder and final keys, stable across retries."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def table_prefix(domain: str, table: str) -> str:
@@ -29,10 +36,19 @@ def part_name(index: int, extension: str) -> str:
     return f"part-{index:05d}.{extension}"
 
 
-def target_key(source_name: str, domain: str, table: str, partition_column: str, partition: str) -> str:
-    """The final key of a source object: same part name, always parquet."""
+def target_key(source_name: str, domain: str, table: str, partition_column: str, partition: str, run_token: str) -> str:
+    """The final key of a source object as one run writes it: its part name and the run's token, always parquet.
+
+    Each run writes a set of its own; the partition's manifest names the committed set, so a re-transfer
+    replaces the old set in the one write of the manifest (see transfer.py), with no copy.
+    """
     stem = PurePosixPath(source_name).stem
-    return partition_dir(domain, table, partition_column, partition) + f"{stem}.parquet"
+    return partition_dir(domain, table, partition_column, partition) + f"{stem}-{run_token}.parquet"
+
+
+def is_run_key(key: str, run_token: str) -> bool:
+    """Whether a final key was written by the run of ``run_token``."""
+    return key.endswith(f"-{run_token}.parquet")
 
 
 def staging_prefix(domain: str, table: str, partition_column: str, partition: str) -> str:
@@ -54,10 +70,10 @@ def parse_staging_key(key: str) -> tuple[str, str, str, str] | None:
     return parts[0], parts[1], parts[2].split("=", 1)[1], parts[3]
 
 
-def staging_key(final_key: str, run_token: str) -> str:
-    """Where a run stages a final key; one token per DAG run, so retries resume the same upload."""
+def key_hashes_prefix(final_key: str, run_token: str) -> str:
+    """Where a run stages the primary-key hash files of one object (working files, never published)."""
     directory, name = final_key.rsplit("/", 1)
-    return f"{STAGING_PREFIX}/{directory}/{run_token}/{name}"
+    return f"{STAGING_PREFIX}/{directory}/{run_token}/{name}.keys/"
 
 
 def manifest_key(domain: str, table: str, partition_column: str, partition: str) -> str:

@@ -171,7 +171,7 @@ class PartitionLease:
 class LeaseRenewer:
     """Renews one run's partition lease every ``every`` seconds, in a thread of its own, until stopped.
 
-    Bound to a task (see ``transfer._renews_lease``): while the task runs, its lease keeps moving
+    Bound to a task (see ``leases.renews_lease``): while the task runs, its lease keeps moving
     ``ttl`` ahead of the database's clock; once the task returns or its process dies, renewal stops and
     the lease expires ``ttl`` later. A lease found taken over or released is never taken back: renewal
     stops and ``lost`` says so; the task's next write checks the lease in the ledger and refuses.

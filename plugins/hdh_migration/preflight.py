@@ -65,8 +65,8 @@ def project_connections() -> tuple[tuple[str, str, bool], ...]:
     """(conn id, what it is for, required) of every connection the project uses."""
     from hdh_migration.airflow_api import API_CONN_ID
     from hdh_migration.alerts import SMTP_CONN_ID, WEBHOOK_CONN_ID
+    from hdh_migration.resources import LEDGER_CONN_ID, SOURCE_CONN_ID, TARGET_CONN_ID
     from hdh_migration.signing import SIGNING_CONN_ID
-    from hdh_migration.transfer import LEDGER_CONN_ID, SOURCE_CONN_ID, TARGET_CONN_ID
 
     return (
         (SOURCE_CONN_ID, "the Azure source (wasb)", True),
@@ -111,8 +111,8 @@ def check_source(container: str) -> Check:
     from airflow.sdk.exceptions import AirflowNotFoundException
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+    from hdh_migration.resources import SOURCE_CONN_ID
     from hdh_migration.source import AzureSource
-    from hdh_migration.transfer import SOURCE_CONN_ID
 
     name = f"source container {container}"
     fix = f"check the container name (source_container) and the rights of connection {SOURCE_CONN_ID}"
@@ -146,8 +146,8 @@ def check_guard(catalogue: Catalogue):
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from hdh_migration.errors import SovereigntyError
+    from hdh_migration.resources import TARGET_CONN_ID
     from hdh_migration.target import SovereignTarget
-    from hdh_migration.transfer import TARGET_CONN_ID
 
     name = "sovereignty guard"
     try:
@@ -164,7 +164,7 @@ def check_guard(catalogue: Catalogue):
 
 
 def _target_fix(code: str, bucket: str) -> str:
-    from hdh_migration.transfer import TARGET_CONN_ID
+    from hdh_migration.resources import TARGET_CONN_ID
 
     if code in ("404", "NoSuchBucket", "NotFound"):
         return f"bucket {bucket} does not exist: create it (versioned, with object lock) or fix target_bucket"
@@ -408,7 +408,7 @@ def check_backfill_right(catalogue: Catalogue) -> Check:
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     from hdh_migration.airflow_api import API_CONN_ID, AirflowApi, AirflowApiError
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     name = "API user may backfill"
     try:

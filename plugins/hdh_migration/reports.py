@@ -20,7 +20,7 @@ from hdh_migration.layout import QUARANTINE_PREFIX, quarantine_key
 REPORT_XCOM_KEY = "hdh_validation_report"
 REPORT_ROUTE = "/hdh/reports/"
 
-# A partition value as the catalogue writes them (2023, 2024-06-30), and a run's token (transfer.run_token).
+# A partition value as the catalogue writes them (2023, 2024-06-30), and a run's token (layout.run_token).
 _PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _RUN_TOKEN = re.compile(r"[0-9a-f]{16}")
 _COLUMN_NAME = re.compile(r"\w{1,128}")

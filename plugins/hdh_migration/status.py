@@ -254,7 +254,7 @@ def _in_flight(records, progress: dict, planned: dict, catalogue, now: dt.dateti
 
 def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow: AirflowFacts | None = None) -> dict:
     """The whole status: ``domains``, ``waves``, ``problems`` (most severe, then newest first), ``in_flight``."""
-    from hdh_migration.dag_factory import transfer_dag_id
+    from hdh_migration.naming import transfer_dag_id
 
     now = now or dt.datetime.now(dt.UTC)
     airflow = airflow or AirflowFacts()

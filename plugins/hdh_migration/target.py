@@ -683,18 +683,30 @@ class SovereignTarget:
         return max(preferred, math.ceil(minimum / MiB) * MiB, 5 * MiB)
 
     def upload_file(
-        self, path: Path, key: str, sha256: str, metadata: dict[str, str], state=None, progress=None, throttle=None
-    ):
+        self,
+        path: Path,
+        key: str,
+        sha256: str,
+        metadata: dict[str, str],
+        state=None,
+        progress=None,
+        throttle=None,
+        complete: bool = True,
+    ) -> dict | None:
         """Upload a local spool file; multipart above one part, resumable through ``state``.
 
         ``state`` is Airflow's task_state_store (or None): the upload id is kept there, and a retried
         task asks the store which parts it already holds, then sends only the others. ``throttle``
         (a ``throttle.TokenBucket``) is paid before each part is read from the spool file.
+
+        ``complete=False``: always multipart, and left unfinished: the object is invisible (no listing,
+        no read) until ``complete_upload`` with the returned ``{"upload_id", "parts"}``, and
+        ``abort_uploads`` drops it. The commit makes a run's objects visible this way, without a copy.
         """
         size = path.stat().st_size
         full_metadata = {**metadata, SHA256_METADATA: sha256}
         part_size = self.part_size_for(size, throttle)
-        if size <= part_size:
+        if size <= part_size and complete:
             if throttle is not None:
                 throttle.acquire(size)
             with open(path, "rb") as body:
@@ -703,7 +715,7 @@ class SovereignTarget:
                 progress(size)
             return
         upload_id, done = self._resume_or_create(key, sha256, part_size, full_metadata, state)
-        part_count = math.ceil(size / part_size)
+        part_count = max(1, math.ceil(size / part_size))
         todo = [n for n in range(1, part_count + 1) if n not in done]
         if done:
             log.info("Resuming multipart upload of %s: %d of %d parts already uploaded", key, len(done), part_count)
@@ -734,14 +746,32 @@ class SovereignTarget:
         finally:
             # On failure, stop sending parts: the retry resumes from what the store holds.
             pool.shutdown(wait=True, cancel_futures=True)
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=key,
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": done[n]} for n in sorted(done)]},
-        )
+        pending = {"upload_id": upload_id, "parts": [[n, done[n]] for n in sorted(done)]}
+        if not complete:
+            return pending  # the state keeps the upload id: a retried task resumes it
+        self.complete_upload(key, pending)
         if state is not None:
             state.delete(f"upload:{key}")
+        return None
+
+    def complete_upload(self, key: str, pending: dict) -> None:
+        """Finish an upload left unfinished by ``upload_file(complete=False)``: the object appears at once.
+
+        Idempotent: an upload already completed (a retried commit) is gone from the store, and the
+        object is there; the caller's read-back proves it is the right one.
+        """
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=pending["upload_id"],
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in pending["parts"]]},
+            )
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "NoSuchUpload" or self.head(key) is None:
+                raise
 
     def _resume_or_create(self, key, sha256, part_size, metadata, state) -> tuple[str, dict[int, str]]:
         from botocore.exceptions import ClientError
@@ -795,12 +825,9 @@ class SovereignTarget:
             multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=self.settings.concurrency
         )
 
-    def copy(self, source_key: str, key: str) -> None:
-        """Server-side copy, metadata included (multipart copy for large objects)."""
-        size = self.client.head_object(Bucket=self.bucket, Key=source_key)["ContentLength"]
-        self.client.copy(
-            {"Bucket": self.bucket, "Key": source_key}, self.bucket, key, Config=self._transfer_config(size)
-        )
+    def get_bytes(self, key: str) -> bytes:
+        """A small working object whole (a key-hash bucket file): never a data object, which streams."""
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def put_file(self, path: Path, key: str) -> None:
         """Upload a local working file (no resume, no metadata): boto3's managed upload."""
@@ -820,10 +847,15 @@ class SovereignTarget:
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
             )
 
-    def abort_uploads(self, prefix: str, keep: str | None = None) -> int:
-        """Abort unfinished multipart uploads under a prefix (left by crashed runs), except under ``keep``."""
+    def abort_uploads(self, prefix: str, keep: str | None = None, select=None) -> int:
+        """Abort unfinished multipart uploads under a prefix (left by crashed runs), except under ``keep``;
+        ``select(key)``: only the uploads whose key it accepts."""
         response = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        uploads = [u for u in response.get("Uploads", []) if keep is None or not u["Key"].startswith(keep)]
+        uploads = [
+            u
+            for u in response.get("Uploads", [])
+            if (keep is None or not u["Key"].startswith(keep)) and (select is None or select(u["Key"]))
+        ]
         for upload in uploads:
             self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         return len(uploads)

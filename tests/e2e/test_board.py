@@ -299,8 +299,8 @@ def board(tmp_path_factory):
     """A running api-server with the board, its users' passwords, and the failing dcir run's id."""
     from conftest import write_catalogue
 
+    from hdh_migration.resources import TARGET_CONN_ID
     from hdh_migration.target import SovereignTarget
-    from hdh_migration.transfer import TARGET_CONN_ID
 
     tmp = tmp_path_factory.mktemp("board")
     passwords = {user: secrets.token_urlsafe(12) for user in (USER, *GRANTS)}

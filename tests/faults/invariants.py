@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import read_table_bytes
 
-from hdh_migration.integrity import Fingerprint
+from hdh_migration.integrity import Fingerprint, check_fingerprint_algorithm
 from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, QUARANTINE_PREFIX, STAGING_PREFIX, manifest_key
-from hdh_migration.transfer import manifest_problems
+from hdh_migration.manifest import Manifest
 
 METADATA_PREFIXES = (f"{MANIFEST_PREFIX}/", f"{QUARANTINE_PREFIX}/", f"{CUTOVER_PREFIX}/")
 
@@ -62,7 +62,7 @@ def assert_survived(migration, committed: dict[str, list[str]]) -> dict:
         table = migration.catalogue.domain(manifest["domain"]).table(manifest["table"])
         partition = manifest["partition"]
         label = f"{table.domain}/{table.name}/{partition}"
-        problems.extend(f"{label}: {p}" for p in manifest_problems(target, source, table, partition, manifest))
+        problems.extend(f"{label}: {p}" for p in Manifest(manifest).problems(target, source, table))
         record = ledger.get(table.domain, table.name, partition)
         expected = ("committed", manifest_sha256, manifest["rows"], manifest["bytes"])
         found = (record.state, record.manifest_sha256, record.rows, record.bytes) if record else None
@@ -89,6 +89,7 @@ def assert_survived(migration, committed: dict[str, list[str]]) -> dict:
 def _content_problems(migration, table, manifest: dict) -> list[str]:
     """Every landed byte against its manifest; the landed rows against the Azure rows."""
     problems = []
+    check_fingerprint_algorithm(manifest.get("content_fingerprint_algorithm"), f"{table.domain}.{table.name}")
     landed_fp, source_fp = Fingerprint(), Fingerprint()
     landed_tables = []
     for entry in manifest["files"]:

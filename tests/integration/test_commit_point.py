@@ -19,9 +19,9 @@ import pytest
 from faults.invariants import assert_survived
 from faults.proxy import FaultProxy
 
-from hdh_migration import transfer
+from hdh_migration import leases, transfer
 from hdh_migration.errors import PartitionLeaseLost, QuarantinedError
-from hdh_migration.layout import STAGING_PREFIX, manifest_key, run_staging_prefix
+from hdh_migration.layout import STAGING_PREFIX, manifest_key, run_staging_prefix, run_token
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def _manifest_key(migration, table: str, domain: str = DOMAIN, partition: str = 
 
 def _run_staging(migration, run_id: str, table: str, domain: str = DOMAIN, partition: str = PARTITION) -> str:
     column = migration.catalogue.domain(domain).table(table).partition_column
-    return run_staging_prefix(domain, table, column, partition, transfer.run_token(run_id))
+    return run_staging_prefix(domain, table, column, partition, run_token(run_id))
 
 
 def _events(migration, kind: str) -> list[dict]:
@@ -124,14 +124,14 @@ def test_a_failed_cleanup_after_the_manifest_leaves_the_partition_committed_and_
 
 def test_a_run_whose_lease_was_taken_over_cannot_write_the_manifest(migration, store, monkeypatch):
     migration.seed(domains=[DOMAIN])
-    monkeypatch.setattr(transfer, "PARTITION_LEASE", dt.timedelta(seconds=2))
+    monkeypatch.setattr(leases, "PARTITION_LEASE", dt.timedelta(seconds=2))
     plan, results, verdicts = _up_to_commit("run-a")
     ledger = migration.ledger
     lease = ledger.partition_lease(DOMAIN, PARTITION)
     assert lease.run_id == "run-a"
     while ledger.partition_lease(DOMAIN, PARTITION).database_now <= lease.expires_at:
         time.sleep(0.2)  # run-a stalls past its lease, by the database's clock
-    monkeypatch.setattr(transfer, "PARTITION_LEASE", HOUR)
+    monkeypatch.setattr(leases, "PARTITION_LEASE", HOUR)
     taken = transfer.plan_partition(DOMAIN, PARTITION, "run-b")
     assert ledger.partition_lease(DOMAIN, PARTITION).run_id == "run-b"
 
@@ -187,15 +187,15 @@ def test_the_store_honours_conditional_manifest_writes(migration, store):
 def test_lease_renewal_keeps_the_lease_through_a_long_step(migration, store, monkeypatch):
     migration.seed(domains=[DOMAIN])
     ttl = dt.timedelta(seconds=4)  # wide: a renewal beat stalled by a loaded machine stays inside it
-    monkeypatch.setattr(transfer, "PARTITION_LEASE", ttl)
-    monkeypatch.setattr(transfer, "LEASE_RENEW_EVERY", dt.timedelta(seconds=0.3))
+    monkeypatch.setattr(leases, "PARTITION_LEASE", ttl)
+    monkeypatch.setattr(leases, "LEASE_RENEW_EVERY", dt.timedelta(seconds=0.3))
     plan = transfer.plan_partition(DOMAIN, PARTITION, "run-a")
     ledger = migration.ledger
     seen = []
 
     def a_slow_store(proxy, method: str, target: str) -> None:
-        # The upload to staging stalls for twice the lease; meanwhile another run tries to take it.
-        if method == "PUT" and f"/{STAGING_PREFIX}/" in target and not seen:
+        # The object's upload (a part) stalls for twice the lease; meanwhile another run tries to take it.
+        if method == "PUT" and "partNumber=" in target and not seen:
             before = ledger.partition_lease(DOMAIN, PARTITION)
             time.sleep(2 * ttl.total_seconds())
             seen.append((before, ledger.claim_partition(DOMAIN, PARTITION, "run-b", HOUR)))

@@ -189,7 +189,10 @@ def _finished(api: Api, dag_id: str, logical_date: str) -> str | None:
 
 @pytest.mark.timeout(2400)  # three Airflow servers and five runs; minutes on a loaded 2-core machine
 def test_gap_scan_backfills_the_missing_and_failed_partitions_through_the_scheduler(airflow):
-    from hdh_migration.transfer import _catalogue, _ledger, _source, _target
+    from hdh_migration.resources import current_catalogue as _catalogue
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
     from hdh_synthetic import seed_azure
 
     api = airflow["api"]

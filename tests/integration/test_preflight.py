@@ -341,8 +341,8 @@ def locked_bucket():
     """A SeaweedFS bucket made with object lock (so versioned); every version removed afterwards."""
     import uuid
 
+    from hdh_migration.resources import TARGET_CONN_ID
     from hdh_migration.target import SovereignTarget
-    from hdh_migration.transfer import TARGET_CONN_ID
 
     target = SovereignTarget(TARGET_CONN_ID, f"t{uuid.uuid4().hex[:12]}")
     target.client.create_bucket(Bucket=target.bucket, ObjectLockEnabledForBucket=True)

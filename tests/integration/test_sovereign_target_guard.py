@@ -332,7 +332,8 @@ def test_every_french_endpoint_builds_a_guarded_client_without_connecting(profil
 
 def test_a_named_eea_region_reaches_the_target_through_the_catalogue(migration, monkeypatch):
     from hdh_migration.catalogue import cached_catalogue
-    from hdh_migration.transfer import TARGET_CONN_ID, _target
+    from hdh_migration.resources import TARGET_CONN_ID
+    from hdh_migration.resources import open_target as _target
 
     monkeypatch.setenv(
         f"AIRFLOW_CONN_{TARGET_CONN_ID.upper()}",

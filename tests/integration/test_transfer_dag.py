@@ -10,7 +10,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-from hdh_migration.layout import STAGING_PREFIX, manifest_key, partition_dir
+from hdh_migration.layout import STAGING_PREFIX, is_run_key, manifest_key, partition_dir, run_token
 
 CLEAN_PARTITIONS = [
     ("dcir", "2024-02-01"),
@@ -109,7 +109,10 @@ def test_rerun_of_a_committed_partition_is_a_no_op_unless_forced(migration):
 
     run = migration.run("dcir", "2024-01-01", force=True)
     assert str(run.state) == "success"
-    assert sorted(migration.target_keys(prefix)) == sorted(before), "a forced rerun converges to the same keys"
+    after = migration.target_keys(prefix)
+    assert len(after) == len(before) and not set(after) & set(before), "a forced rerun writes a set of its own"
+    token = run_token(run.run_id)
+    assert all(is_run_key(k, token) for k in after), "the old set is removed once the manifest names the new one"
     assert migration.ledger.get("dcir", "ER_PRS_F", "2024-01-01").attempts == attempts + 1
     _assert_committed_equal_to_source(migration, "dcir", "2024-01-01")
 
@@ -118,16 +121,17 @@ def test_crash_between_upload_and_manifest_is_repaired_by_the_next_run(migration
     migration.seed(domains=["pmsi_mco"])
     crashed = migration.run("pmsi_mco", "2023", mark_success_pattern="commit_partition|reconcile_partition")
     assert _states(crashed)["commit_partition"] == "success"  # marked, never ran: the "crash"
-    staged = migration.target_keys(f"{STAGING_PREFIX}/")
-    assert staged, "the crashed run left its uploads in staging"
-    assert migration.target_keys("pmsi_mco/") == []
+    target = migration.target
+    pending = target.client.list_multipart_uploads(Bucket=target.bucket, Prefix="pmsi_mco/").get("Uploads", [])
+    assert pending, "the crashed run left its uploads unfinished under their final keys"
+    assert migration.target_keys("pmsi_mco/") == [], "an unfinished upload is invisible"
     assert _manifest(migration, "pmsi_mco", "T_MCOaaB", "2023") is None
-    # The crash hit mid-promotion: one object reached its final key, without a manifest.
-    first = next(k for k in staged if k.endswith(".parquet"))
-    final = first.replace(f"{STAGING_PREFIX}/", "", 1).rsplit("/", 2)
-    final_key = f"{final[0]}/{final[2]}"
-    migration.target.copy(first, final_key)
-    migration.target.copy(first, final_key.replace("part-00000", "part-00077"))  # and a stray key
+    # The crash hit mid-commit: one upload was completed, without a manifest; and a stray key.
+    table = migration.catalogue.domain("pmsi_mco").table("T_MCOaaB")
+    source_name = migration.source.list_objects("pmsi_mco/T_MCOaaB/SOR_ANN=2023/", table.source_extension)[0].name
+    stray = partition_dir("pmsi_mco", "T_MCOaaB", "SOR_ANN", "2023") + "part-00077.parquet"
+    for key in (pending[0]["Key"], stray):
+        target.client.put_object(Bucket=target.bucket, Key=key, Body=migration.source_bytes(source_name))
 
     run = migration.run("pmsi_mco", "2023")
     assert str(run.state) == "success", _states(run)

@@ -154,7 +154,6 @@ def profile(request, tmp_path_factory):
             )
             patch.setenv("HDH_FINGERPRINT_KEY", secrets["HDH_FINGERPRINT_KEY"])
             patch.setenv("HDH_CUTOVER_PUBLIC_KEY", (profile.dir / "cutover-signing" / "public.key").read_text().strip())
-            patch.setattr("hdh_migration.integrity._HASHER", None)  # keyed anew with the profile's key
             yield profile
         finally:
             stopped = profile.prod("stop", timeout=180)

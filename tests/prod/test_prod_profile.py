@@ -46,7 +46,7 @@ def test_the_users_have_their_roles_through_the_fab_auth_manager(profile):
     engineer (User) triggers a run (and deletes it: the DAG is paused, nothing runs), the gap scan's
     user creates backfills (a dry run, as preflight asks), and a wrong password gets no token."""
     from hdh_migration.airflow_api import AirflowApi, AirflowApiError
-    from hdh_migration.transfer import _catalogue
+    from hdh_migration.resources import current_catalogue as _catalogue
 
     passwords_file = profile.dir / "passwords.json"
     passwords = json.loads(passwords_file.read_text())
@@ -80,7 +80,7 @@ def test_the_users_have_their_roles_through_the_fab_auth_manager(profile):
 @pytest.fixture(scope="module")
 def migrated(profile):
     """Seed the domain, then backfill and cut it over through the deployment, with the CLI."""
-    from hdh_migration.transfer import _catalogue
+    from hdh_migration.resources import current_catalogue as _catalogue
 
     catalogue = _catalogue()
     seeded = profile.migration.seed(seed=11, rows_per_partition=300, files_per_partition=1, domains=DOMAINS)
@@ -99,7 +99,7 @@ def migrated(profile):
 
 
 def test_every_run_succeeds_and_each_domain_is_cut_over(migrated):
-    from hdh_migration.transfer import _ledger
+    from hdh_migration.resources import open_ledger as _ledger
 
     for name in DOMAINS:
         expected_runs = len(migrated["catalogue"].domain(name).partitions())
@@ -134,7 +134,8 @@ def test_the_cli_drives_verify_cutover_and_rollback_through_the_deployment(migra
 
 def test_ledger_in_postgres_equals_the_manifests(migrated):
     from hdh_migration.layout import manifest_key
-    from hdh_migration.transfer import _ledger, _target
+    from hdh_migration.resources import open_ledger as _ledger
+    from hdh_migration.resources import open_target as _target
 
     ledger, target = _ledger(), _target()
     assert ledger.engine.url.get_backend_name() == "postgresql"
@@ -162,7 +163,8 @@ def test_rows_reconcile_source_manifest_and_written_files(migrated):
     import pyarrow.parquet as pq
 
     from hdh_migration.layout import manifest_key, partition_dir
-    from hdh_migration.transfer import _source, _target
+    from hdh_migration.resources import open_source as _source
+    from hdh_migration.resources import open_target as _target
 
     source, target = _source(), _target()
     total = 0

@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from hdh_migration.layout import parse_staging_key, run_staging_prefix, staging_key, staging_prefix, target_key
+from hdh_migration.layout import (
+    is_run_key,
+    key_hashes_prefix,
+    parse_staging_key,
+    run_staging_prefix,
+    staging_prefix,
+    target_key,
+)
+
+TOKEN, OTHER = "0123456789abcdef", "fedcba9876543210"
 
 
-def test_a_runs_staging_folder_holds_its_objects_and_parses_back():
+def test_a_runs_final_keys_carry_its_token_and_its_staging_folder_parses_back():
     final = target_key(
-        "dcir/ER_PRS_F/FLX_DIS_DTD=2024-01-01/part-00003.parquet", "dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01"
+        "dcir/ER_PRS_F/FLX_DIS_DTD=2024-01-01/part-00003.parquet",
+        "dcir",
+        "ER_PRS_F",
+        "FLX_DIS_DTD",
+        "2024-01-01",
+        TOKEN,
     )
-    staged = staging_key(final, "0123456789abcdef")
-    folder = run_staging_prefix("dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01", "0123456789abcdef")
-    other = run_staging_prefix("dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01", "fedcba9876543210")
-    assert staged == f"{folder}part-00003.parquet"
+    assert final == f"dcir/ER_PRS_F/FLX_DIS_DTD=2024-01-01/part-00003-{TOKEN}.parquet"
+    assert is_run_key(final, TOKEN) and not is_run_key(final, OTHER)
+    keys = key_hashes_prefix(final, TOKEN)
+    folder = run_staging_prefix("dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01", TOKEN)
+    other = run_staging_prefix("dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01", OTHER)
+    assert keys.startswith(folder) and not keys.startswith(other)
     assert folder.startswith(staging_prefix("dcir", "ER_PRS_F", "FLX_DIS_DTD", "2024-01-01"))
-    assert not staged.startswith(other)
-    expected = ("dcir", "ER_PRS_F", "2024-01-01", "0123456789abcdef")
-    assert parse_staging_key(staged) == expected
-    assert parse_staging_key(f"{staged}.keys/00001") == expected
+    assert parse_staging_key(f"{keys}00001") == ("dcir", "ER_PRS_F", "2024-01-01", TOKEN)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import pytest
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.errors import StructuralError
+from hdh_migration.readers import Landed as _Landed
+from hdh_migration.readers import parquet_batches as _parquet_batches
 from hdh_migration.schema import load_table_schema
-from hdh_migration.transfer import _Landed, _parquet_batches
 from hdh_synthetic import generate_file
 
 FOOTER_TAIL = 8  # footer length (4 bytes) and magic (4 bytes)

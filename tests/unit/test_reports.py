@@ -23,7 +23,7 @@ TOKEN = "0123456789abcdef"
 
 
 def _document(table, partition: str, summary: dict, failing: list[str], severity: str = "data") -> dict:
-    """A quarantine report as ``transfer._quarantine`` writes it."""
+    """A quarantine report as ``quarantine.quarantine_table`` writes it."""
     return {
         "domain": table.domain,
         "table": table.name,

@@ -1,0 +1,70 @@
+"""The package's resources, one public home: the catalogue, the ledger, the sovereign target, the Azure source.
+
+Every module that needs one of them asks here. The target keeps one S3 client per process and
+connection (a client is thread-safe, and building one, with its S3Hook, its guard and its
+profile's handlers, costs more than most requests): a transfer of 20 objects in one process
+builds it once, not 20 times. A connection changed in the environment (``AIRFLOW_CONN_*``, as
+the tests do) or another bucket gets a client of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+
+from hdh_migration.catalogue import Catalogue, cached_catalogue
+
+SOURCE_CONN_ID = "hdh_azure_source"
+TARGET_CONN_ID = "hdh_sovereign_target"
+LEDGER_CONN_ID = "hdh_ledger"
+CATALOGUE_SETTING = "HDH_CATALOGUE"
+
+
+def current_catalogue() -> Catalogue:
+    """The catalogue named by ``HDH_CATALOGUE`` (the project's dags/domains.yaml by default), cached."""
+    return cached_catalogue(os.environ.get(CATALOGUE_SETTING))
+
+
+def open_ledger():
+    from hdh_migration.ledger import Ledger
+
+    return Ledger.from_connection(LEDGER_CONN_ID)
+
+
+_clients_lock = threading.Lock()
+
+
+def open_target():
+    """The catalogue's bucket of the sovereign target, on this process's one client for its connection."""
+    catalogue = current_catalogue()
+    defined = os.environ.get(f"AIRFLOW_CONN_{TARGET_CONN_ID.upper()}")
+    with _clients_lock:
+        return _target(
+            TARGET_CONN_ID,
+            catalogue.target_bucket,
+            tuple(catalogue.target_eea_regions),
+            catalogue.target_ca_bundle,
+            defined,
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _target(conn_id: str, bucket: str, eea_regions: tuple, ca_bundle: str | None, _defined: str | None):
+    from hdh_migration.target import SovereignTarget
+
+    return SovereignTarget(conn_id, bucket, eea_regions, ca_bundle)
+
+
+def open_source():
+    """The catalogue's Azure container, on this process's one client for its connection."""
+    defined = os.environ.get(f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}")
+    with _clients_lock:
+        return _source(SOURCE_CONN_ID, current_catalogue().source_container, defined)
+
+
+@functools.lru_cache(maxsize=8)
+def _source(conn_id: str, container: str, _defined: str | None):
+    from hdh_migration.source import AzureSource
+
+    return AzureSource(conn_id, container)
