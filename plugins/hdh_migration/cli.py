@@ -67,11 +67,11 @@ def cmd_plan(args) -> int:
     from hdh_migration.transfer import _source
 
     catalogue = load_catalogue(args.catalogue)
-    source = _source()
     rows = []
     for domain in catalogue.domains:
         if args.domain and domain.name not in args.domain:
             continue
+        source = _source(domain.name)
         for partition in domain.partitions():
             objects = size = 0
             for table in domain.tables:
@@ -234,6 +234,7 @@ def _api(args):
 def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
+    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.transfer import _ledger
 
     ledger = _ledger()
@@ -241,7 +242,7 @@ def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         if args.domain and domain.name not in args.domain:
             continue
-        if ledger.domain_state(domain.name) == "cut_over":
+        if ledger.domain_state(domain.name) in FROZEN_STATES:
             _progress(f"--- hdh_transfer__{domain.name}: cut over, the transfer refuses to write; skipped")
             continue
         dag = build_transfer_dag(domain, with_deadline=False)  # deadlines are the scheduler's; see the factory

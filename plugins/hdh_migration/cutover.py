@@ -338,7 +338,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
 
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
-    ledger, target, source = _ledger(), _target(), _source()
+    ledger, target, source = _ledger(), _target(), _source(domain.name)
     problems, reconciled = [], {}
     for item in committed:
         table, partition = domain.table(item["table"]), item["partition"]
@@ -390,7 +390,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
         reconciled[item["manifest_key"]] = manifest_sha256
     problems.extend(_undelivered_optional_partitions(domain, committed, source))
     if domain.grain == "snapshot":
-        problems.extend(_newer_snapshots(domain, catalogue.source_container, source))
+        problems.extend(_newer_snapshots(domain, source))
     if problems:
         _refuse(ledger, domain, "reconcile_source", problems, run_id)
     ledger.set_domain_state(domain.name, "verified", {"run_id": run_id, "manifests": len(reconciled)})
@@ -417,19 +417,16 @@ def _undelivered_optional_partitions(domain: Domain, committed: list[dict], sour
     return problems
 
 
-def _newer_snapshots(domain: Domain, container: str, source) -> list[str]:
-    """A snapshot table is fresh when Azure holds no snapshot newer than the planned cutover one."""
+def _newer_snapshots(domain: Domain, source) -> list[str]:
+    """A snapshot table is fresh when the source holds no snapshot newer than the planned cutover one."""
     problems = []
     for table in domain.tables:
         root = f"{domain.name}/{table.name}/{table.partition_column}="
-        values = {
-            blob.name[len(root) :].split("/", 1)[0]
-            for blob in source.container_client.list_blobs(name_starts_with=root)
-        }
+        values = source.partition_values(root)
         for value in sorted(v for v in values if v > domain.cutover_partition):
             problems.append(
                 f"{where(domain.name, table.name, value)}: a snapshot newer than the planned "
-                f"{domain.cutover_partition} is in Azure under {container}/{root}{value}/ (rule: snapshot tables "
+                f"{domain.cutover_partition} is in the source under {domain.source.describe(root)}{value}/ (rule: snapshot tables "
                 "are fresh). Set cutover_partition to it in the catalogue, transfer it, then cut over"
             )
     return problems

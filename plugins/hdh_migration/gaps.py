@@ -427,6 +427,7 @@ def run_gap_scan(
     api: AirflowApi | None = None,
 ) -> dict:
     """Scan, create the backfills (unless ``dry_run``), write the report to the store and the ledger."""
+    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.transfer import _catalogue, _ledger, _source, _target
 
     started_at = dt.datetime.now(dt.UTC)
@@ -449,7 +450,7 @@ def run_gap_scan(
         for plan in plans.values():
             plan["status"] = "dry run: not created"
     elif plans:
-        frozen = {name for name in plans if ledger.domain_state(name) == "cut_over"}
+        frozen = {name for name in plans if ledger.domain_state(name) in FROZEN_STATES}
         failures = request_backfills(plans, api or AirflowApi.from_connection(), frozen)
     report_key = gap_scan_report_key(started_at)
     report = build_report(

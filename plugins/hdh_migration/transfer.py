@@ -94,10 +94,10 @@ def _target():
     )
 
 
-def _source():
-    from hdh_migration.source import AzureSource
+def _source(domain_name: str | None = None):
+    from hdh_migration.source import open_source
 
-    return AzureSource(SOURCE_CONN_ID, _catalogue().source_container)
+    return open_source(_catalogue(), domain_name)
 
 
 def _utcnow() -> str:
@@ -345,8 +345,10 @@ def _clean_after(target, ledger, table: Table, partition: str, token: str, run_i
 
 def _refuse_frozen(ledger, domain: str, partition: str) -> str:
     """The domain's state, unless it is cut over: then the transfer refuses to write, and says why."""
+    from hdh_migration.ledger import FROZEN_STATES
+
     state = ledger.domain_state(domain)
-    if state == "cut_over":
+    if state in FROZEN_STATES:
         raise FrozenDomainError(
             f"{where(domain, partition=partition)}: the domain is cut over, so the French copy is the data "
             "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
@@ -369,7 +371,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
     target.ensure_bucket()
     if domain_state == "planned":
         ledger.set_domain_state(domain.name, "transferring", {"run_id": run_id})
-    source = _source()
+    source = _source(domain.name)
     token = run_token(run_id)
     for table in domain.tables:
         try:
@@ -386,7 +388,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
                 continue
             error = MissingPartitionError(
                 f"{where(domain.name, table.name, partition)}: no source objects under "
-                f"{catalogue.source_container}/{prefix} (rule: planned partitions must exist in Azure). "
+                f"{domain.source.describe(prefix)} (rule: planned partitions must exist in the source). "
                 "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue",
                 domain=domain.name,
                 table=table.name,
@@ -835,7 +837,7 @@ def transfer_object(item: dict, run_id: str, task_state_store=None) -> dict:
     spool = _spool_dir()
     try:
         target = _target()
-        source = _source()
+        source = _source(table.domain)
         source_digest = sha256_stream()
         source_path = spool / "source"
         log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())
@@ -1431,7 +1433,7 @@ def reconcile_partition(domain_name: str, partition: str, run_id: str) -> dict:
     """Check every table's manifest against the live source listing and the landed objects."""
     catalogue = _catalogue()
     domain: Domain = catalogue.domain(domain_name)
-    target, source, ledger = _target(), _source(), _ledger()
+    target, source, ledger = _target(), _source(domain.name), _ledger()
     report = {}
     for table in domain.tables:
         label = where(domain.name, table.name, partition)
