@@ -6,7 +6,9 @@
   partitions, the last error, the cutover and the last verification;
 - ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
-- ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
+- ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure
+  (``--chain``: and prove offline that every object descends from a first-source object);
+- ``decommission``: delete a verified, cut-over domain's old copy object by object, with a signed receipt;
 - ``gaps``: find partitions in Azure not committed in the sovereign store and ask Airflow to backfill them;
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
@@ -462,7 +464,7 @@ def _verify_local(domain, args) -> dict:
     from hdh_migration.errors import IntegrityError
 
     try:
-        report = verify(domain.name, deep=not args.quick, public_key=args.public_key)
+        report = verify(domain.name, deep=not args.quick, public_key=args.public_key, chain=args.chain)
         return {"domain": domain.name, "verify": "ok", **report}
     except NothingToDoError:
         return {"domain": domain.name, "verify": "not cut over"}
@@ -474,7 +476,8 @@ def _verify_deployed(domain, args, api) -> dict:
     from hdh_migration.dag_factory import verify_dag_id
     from hdh_migration.deployment import run_dag
 
-    done = run_dag(api, verify_dag_id(domain.name), {"deep": not args.quick}, args.timeout, log=_progress)
+    conf = {"deep": not args.quick, "chain": args.chain}
+    done = run_dag(api, verify_dag_id(domain.name), conf, args.timeout, log=_progress)
     if done.state != "success":
         problems = f"see the log of verify_cutover in {done.dag_id} run {done.run_id}"
         return {"domain": domain.name, "verify": "FAILED", "problems": problems}
@@ -520,9 +523,72 @@ def cmd_verify(args) -> int:
         for r in reports
     ]
     text = _table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"])
+    for r in reports:
+        if r.get("chain"):
+            chain = r["chain"]
+            text += (
+                f"\n{r['domain']}: chain of custody: {chain['objects_chained']} object(s) descend from first-source "
+                f"objects through the interim record, root {chain['upstream_root_sha256']} signed by "
+                f"{chain['upstream_signed_by']}"
+            )
+        if r.get("receipt"):
+            receipt = r["receipt"]
+            text += (
+                f"\n{r['domain']}: decommission receipt {receipt['state']}: {receipt['objects']} object(s) deleted "
+                f"{receipt['finished_at']} by {receipt['by']}, signed by {receipt['signed_by']}"
+            )
     text += "".join(f"\n{r['problems']}" for r in reports if r["verify"] == "FAILED") + f"\n{checked_against}"
     _emit(args, reports, text)
     return EXIT_FAILED if any(r["verify"] == "FAILED" for r in reports) else EXIT_OK
+
+
+def cmd_decommission(args) -> int:
+    """Run a domain's decommission DAG (or, with --dry-run, list what it would delete)."""
+    from hdh_migration.dag_factory import build_decommission_dag, decommission_dag_id
+    from hdh_migration.decommission import DecommissionRefused, check_decommission, receipt_key
+    from hdh_migration.signing import SigningKeyError
+
+    (domain,) = _chosen_domains(load_catalogue(args.catalogue), [args.domain])
+    conf = {"dry_run": args.dry_run, "by": args.by}
+    if args.local:
+        try:
+            plan = check_decommission(domain.name)
+        except (DecommissionRefused, SigningKeyError) as refused:
+            raise Refused(str(refused).replace("\n", " ")) from None
+        if args.dry_run:
+            outcome = {
+                "domain": domain.name,
+                "dry_run": True,
+                "source": plan["source"],
+                "objects": len(plan["objects"]),
+                "bytes": plan["bytes"],
+                "would_delete": [{"name": o["name"], "size": o["size"]} for o in plan["objects"]],
+            }
+            lines = [f"  {o['name']} ({o['size']} bytes)" for o in outcome["would_delete"]]
+            text = f"dry run: {outcome['objects']} object(s), {outcome['bytes'] / 1e6:.2f} MB would be deleted from "
+            _emit(args, outcome, text + f"{outcome['source']}:\n" + "\n".join(lines))
+            return EXIT_OK
+        dag = build_decommission_dag(domain)
+        _progress(f"--> {dag.dag_id}")
+        run = dag.test(run_conf=conf)
+        outcome = {"domain": domain.name, "dag_id": dag.dag_id, "run_id": run.run_id, "state": str(run.state)}
+    else:
+        from hdh_migration.deployment import run_dag
+
+        api = _api(args)
+        done = run_dag(api, decommission_dag_id(domain.name), conf, args.timeout, log=_progress)
+        outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
+        if done.state == "success":
+            outcome.update(api.return_value(done.dag_id, done.run_id, "decommission_old_copy") or {})
+    if outcome["state"] == "success" and not args.dry_run:
+        outcome["receipt_key"] = receipt_key(domain.name)
+        text = f"<-- {outcome['dag_id']}: decommissioned; signed receipt {outcome['receipt_key']}"
+    elif outcome["state"] == "success":
+        text = f"<-- {outcome['dag_id']}: dry run: {outcome.get('objects', '?')} object(s) would be deleted"
+    else:
+        text = f"<-- {outcome['dag_id']}: {outcome['state']}: see the task log (nothing is deleted before every check passed)"
+    _emit(args, outcome, text)
+    return EXIT_OK if outcome["state"] == "success" else EXIT_FAILED
 
 
 def cmd_waive(args) -> int:
@@ -657,8 +723,23 @@ def _parser() -> argparse.ArgumentParser:
     chosen.add_argument("--all", action="store_true", help="every cut-over domain")
     verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
     verify.add_argument(
+        "--chain",
+        action="store_true",
+        help="also prove, from the record alone (offline), that every object descends from a first-source object",
+    )
+    verify.add_argument(
         "--public-key",
         help=f"with --local: the cutover public key to trust, as published (default: ${PUBLIC_KEY_SETTING})",
+    )
+    decommission = command(
+        "decommission",
+        cmd_decommission,
+        "delete a verified, cut-over domain's old copy object by object, with a signed receipt",
+        [deployment, who],
+    )
+    decommission.add_argument("--domain", required=True, help="the domain whose old copy (its source) is deleted")
+    decommission.add_argument(
+        "--dry-run", action="store_true", help="check every precondition and list what would be deleted; delete nothing"
     )
     command("suites", cmd_suites, "regenerate the generated part of every expectation suite")
     waive = command("waive", cmd_waive, "accept failing expectations of a quarantined partition")

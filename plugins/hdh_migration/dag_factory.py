@@ -155,6 +155,10 @@ def verify_dag_id(domain_name: str) -> str:
     return f"hdh_verify__{domain_name}"
 
 
+def decommission_dag_id(domain_name: str) -> str:
+    return f"hdh_decommission__{domain_name}"
+
+
 GAP_SCAN_DAG_ID = "hdh_gap_scan"
 
 
@@ -337,6 +341,28 @@ Not needed: every run checks the whole domain as it is now, so missed days leave
 outage, trigger one run with `{{"deep": true}}`.
 """
 
+DECOMMISSION_DOC = """
+### Decommission the old copy of `{domain}`
+
+Deletes the domain's source (its Azure blobs, or the interim bucket's keys on a second move) object
+by object, once the domain is cut over, a deep verify has passed since, and the catalogue's
+`retention_days` have passed; only objects with the same ETag or sha256 as the cutover record's
+manifests are deleted. Writes the signed receipt `_cutover/{domain}.decommission.json` (every object
+with its size and hashes, when, by whom, which run); the domain becomes `decommissioned`, and
+rollbacks are refused from then on. By hand only (`by`, `dry_run`); signs, so it runs on the queue
+`cutover`. Owner: {owner}. Wave {wave}.
+
+#### Triage notes
+- **`verify is not ok`**: run `hdh_verify__{domain}` with `{{"deep": true}}`, then trigger again.
+- **`object(s) changed or vanished in the source since the cutover`**: nothing was deleted; the message
+  names them. Find out who wrote to the old copy; never delete it by hand.
+- **`already decommissioned`**: a second run is refused; the receipt says when and by whom.
+- **A run that failed mid-way** left the receipt `in_progress`: trigger again, it finishes the deletes.
+
+#### How to backfill
+Never: a decommission is one decision per domain, taken by hand.
+"""
+
 ALERTS_DOC = """
 #### What an alert means
 Every failed task of this DAG sends one alert (connections `hdh_alert_webhook`, `hdh_alert_smtp`;
@@ -480,7 +506,10 @@ def build_verify_dag(domain: Domain) -> DAG:
         ["verify"],
         description=f"Re-check the sovereign copy of {domain.name} against its cutover record, without Azure",
         schedule=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
-        params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
+        params={
+            "deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)"),
+            "chain": Param(False, type="boolean", description="Also prove the chain of custody from the record"),
+        },
     ) as dag:
 
         @task(multiple_outputs=False)
@@ -488,11 +517,38 @@ def build_verify_dag(domain: Domain) -> DAG:
             from hdh_migration import cutover
 
             try:
-                return cutover.verify(domain.name, deep=params["deep"] or dag_run.run_after.weekday() == 6)
+                deep = params["deep"] or dag_run.run_after.weekday() == 6
+                return cutover.verify(domain.name, deep=deep, chain=params.get("chain", False))
             except cutover.NothingToDoError as skip:
                 raise AirflowSkipException(str(skip)) from None
 
         verify_cutover()
+    return dag
+
+
+def build_decommission_dag(domain: Domain) -> DAG:
+    with _domain_dag(
+        domain,
+        decommission_dag_id(domain.name),
+        DECOMMISSION_DOC,
+        ["cutover", "operations"],
+        description=f"Delete the old copy of {domain.name} after its verified cutover, with a signed receipt",
+        schedule=None,
+        queue=CUTOVER_QUEUE,
+        params={
+            "dry_run": Param(False, type="boolean", description="List what would be deleted; delete nothing"),
+            "by": Param(None, type=["null", "string"], description="Who decides; default: who triggered"),
+        },
+    ) as dag:
+
+        @task(multiple_outputs=False)
+        def decommission_old_copy(run_id=None, params=None, dag_run=None) -> dict:
+            from hdh_migration import cutover, decommission
+
+            by = cutover.decided_by(params["by"], dag_run.triggering_user_name, dag_run.run_type)
+            return decommission.decommission(domain.name, by, dag_run.dag_id, run_id, dry_run=params["dry_run"])
+
+        decommission_old_copy()
     return dag
 
 
