@@ -913,4 +913,17 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
     state = "cut_over" if record["state"] == "cut_over" else "transferring"
     if (ledger.domain_state(domain_name) == "cut_over") != (state == "cut_over"):
         ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)})
+    from hdh_migration.decommission import check_receipt, receipt_key
+
+    receipt = target.get_json(receipt_key(domain_name))
+    if state == "cut_over" and receipt is not None and receipt.get("state") == "done":
+        _, problems = check_receipt(domain_name, receipt, record, pinned_public_keys(public_key))
+        if problems:
+            raise IntegrityError(
+                f"domain={domain_name}: the decommission receipt {receipt_key(domain_name)} is not restored into the "
+                "ledger: " + "; ".join(problems) + ". Treat it as an incident"
+            )
+        if ledger.domain_state(domain_name) != "decommissioned":
+            ledger.set_domain_state(domain_name, "decommissioned", {"restored_from": receipt_key(domain_name)})
+        return "decommissioned"
     return record["state"]

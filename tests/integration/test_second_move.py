@@ -192,6 +192,14 @@ def test_second_move_chain_of_custody_and_decommissions(hosts, capsys, monkeypat
         assert code == 2 and "nothing to roll back to" in _refusal(err, "rollback")
         code, _, err = interim.cli(capsys, "decommission", "--local", "--domain", DOMAIN)
         assert code == 2 and "already decommissioned" in _refusal(err, "decommission") and "carol" in err
+        # A lost ledger keeps the decommission: reindex restores it from the signed receipt.
+        from hdh_migration.ledger import cutover_history_table, domains_table
+
+        with interim.ledger.engine.begin() as conn:
+            conn.execute(cutover_history_table.delete())
+            conn.execute(domains_table.delete())
+        assert interim.cli(capsys, "reindex")[0] == 0
+        assert interim.ledger.domain_state(DOMAIN) == "decommissioned"
         # 5. The interim host's verify checks its receipt too.
         code, out, _ = interim.cli(capsys, "verify", "--local", "--domain", DOMAIN, "--json")
         assert code == 0, out
