@@ -16,6 +16,7 @@ import json
 import os
 
 import pytest
+import yaml
 
 from hdh_migration.cli import main
 from hdh_migration.layout import partition_dir
@@ -235,8 +236,10 @@ def test_second_move_chain_of_custody_and_decommissions(hosts, capsys, monkeypat
 
 def test_verify_chain_names_a_broken_link(hosts, capsys):
     """verify_chain alone, on a record whose origin, sha256 or embedded interim record was altered."""
+    from hdh_migration.catalogue import cached_catalogue
     from hdh_migration.cutover import verify_chain
     from hdh_migration.signing import pinned_public_keys
+    from hdh_migration.target import SovereignTarget
 
     migration, interim, final = hosts
     migration.seed(domains=[DOMAIN], rows_per_partition=200, files_per_partition=2)
@@ -247,6 +250,22 @@ def test_verify_chain_names_a_broken_link(hosts, capsys):
         final.transfer()
         assert final.cli(capsys, "cutover", "--local", "--domain", DOMAIN)[0] == 0
         record = final.target.get_json(f"_cutover/{DOMAIN}.json")
+        # No decommission before a deep verify, nor before the retention period, nor without one.
+        code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--dry-run")
+        assert code == 2 and "verify is not ok" in _refusal(err, "decommission")
+        assert final.cli(capsys, "verify", "--local", "--domain", DOMAIN, "--quick")[0] == 0
+        code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--dry-run")
+        assert code == 2 and "verify is not ok" in _refusal(err, "decommission"), "a quick verify is not enough"
+        assert final.cli(capsys, "verify", "--local", "--domain", DOMAIN)[0] == 0
+        for retention, refusal in ((30, "the old copy is kept until"), (None, "sets no retention_days")):
+            raw = yaml.safe_load(final.catalogue_path.read_text())
+            raw["domains"][DOMAIN]["retention_days"] = retention
+            final.catalogue_path.write_text(yaml.safe_dump(raw))
+            cached_catalogue.cache_clear()
+            code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--dry-run")
+            assert code == 2 and refusal in _refusal(err, "decommission")
+        interim_bucket = SovereignTarget("hdh_interim_source", migration.name)
+        assert all(interim_bucket.head(f["key"]) for e in record["entries"] for f in e["files"]), "nothing deleted"
     pinned = pinned_public_keys()
     report, problems = verify_chain(record, pinned)
     assert problems == [] and report["objects_chained"] == 2
