@@ -277,7 +277,9 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
 
     domain = _catalogue().domain(domain_name)
     ledger, target = _ledger(), _target()
-    if ledger.domain_state(domain.name) == "cut_over":
+    from hdh_migration.ledger import FROZEN_STATES
+
+    if ledger.domain_state(domain.name) in FROZEN_STATES:
         raise NothingToDoError(
             f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
             f"Roll it back with a reason first to cut it over again"
