@@ -326,7 +326,10 @@ signatures of the root and of every history entry against the public key pinned 
 `HDH_CUTOVER_PUBLIC_KEY`, the hash chain and root, the history against the ledger, every manifest's
 sha256, every object's presence, size and checksum, and no object under `{domain}/` or
 `_manifests/{domain}/` outside the record. On Sundays (or with `deep: true`) every byte is
-read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. Wave {wave}.
+read back and hashed. With `chain: true`, it also proves from the record alone that every object
+descends from a first-source object through the embedded interim record (a second move); a
+decommissioned domain's signed receipt is checked too. Skipped while the domain is not cut over.
+Owner: {owner}. Wave {wave}.
 
 #### Triage notes
 - **`verify failed`**: the French copy is the data, so this is an incident. The message names each

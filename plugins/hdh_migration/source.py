@@ -64,9 +64,6 @@ class AzureSource:
         self.container = container
         self.container_client = self.service.get_container_client(container)
 
-    def describe(self, name: str = "") -> str:
-        return f"azure://{self.container}/{name}"
-
     def partition_values(self, root: str) -> set[str]:
         """The values ``v`` of every ``<root>v/...`` blob (``root`` ends with ``<PARTCOL>=``)."""
         return {
@@ -171,9 +168,6 @@ class S3Source:
         # The sovereignty guard (connection, endpoint, built client, every request) runs here, before any socket.
         self.store = SovereignTarget(conn_id, bucket, tuple(eea_regions), ca_bundle)
         self.client, self.bucket, self.prefix = self.store.client, bucket, prefix
-
-    def describe(self, name: str = "") -> str:
-        return f"s3://{self.bucket}/{name if name.startswith(self.prefix) else self.prefix + name}"
 
     def _pages(self, prefix: str):
         paginator = self.client.get_paginator("list_objects_v2")
