@@ -265,7 +265,32 @@ def test_verify_chain_names_a_broken_link(hosts, capsys):
             code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--dry-run")
             assert code == 2 and refusal in _refusal(err, "decommission")
         interim_bucket = SovereignTarget("hdh_interim_source", migration.name)
-        assert all(interim_bucket.head(f["key"]) for e in record["entries"] for f in e["files"]), "nothing deleted"
+        interim_data = sorted(f["key"] for e in record["upstream"]["record"]["entries"] for f in e["files"])
+        assert all(interim_bucket.head(k) for k in interim_data), "nothing deleted"
+
+        # A decommission that crashed after its first delete is finished by the next run: the object it
+        # deleted is in its in-progress receipt, so it is not "changed".
+        from hdh_migration import decommission
+        from hdh_migration.signing import Signer
+        from hdh_migration.source import SourceObject
+        from hdh_migration.transfer import _source
+
+        raw = yaml.safe_load(final.catalogue_path.read_text())
+        raw["domains"][DOMAIN]["retention_days"] = 0
+        final.catalogue_path.write_text(yaml.safe_dump(raw))
+        cached_catalogue.cache_clear()
+        plan = decommission.check_decommission(DOMAIN)
+        receipt = decommission.receipt_body(
+            plan, "in_progress", "erin", "crashed", "run-1", "now", Signer.from_connection()
+        )
+        final.target.put_json(decommission.receipt_key(DOMAIN), receipt)
+        first = plan["objects"][0]
+        _source(DOMAIN).delete(SourceObject(first["name"], first["size"], first["live_etag"], ""))
+        code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--by", "erin")
+        assert code == 0, err[-3000:]
+        assert interim_bucket.list_keys(f"{DOMAIN}/") == []
+        done = final.target.get_json(decommission.receipt_key(DOMAIN))
+        assert done["state"] == "done" and sorted(o["name"] for o in done["objects"]) == interim_data
     pinned = pinned_public_keys()
     report, problems = verify_chain(record, pinned)
     assert problems == [] and report["objects_chained"] == 2
