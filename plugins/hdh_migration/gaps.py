@@ -136,8 +136,15 @@ def ledger_rows(ledger) -> dict[tuple[str, str, str], LedgerRow]:
     }
 
 
-def observe(catalogue: Catalogue, source, target, ledger, threads: int = LISTING_THREADS) -> Observed:
-    """Fetch the three listings, concurrently (each is latency-bound); time each."""
+def list_source_partitions(source, domain: str, table: str, partition_column: str) -> set[str]:
+    """The partition values of one table present in its domain's source (Azure, or an S3 store)."""
+    if source.kind == "azure":
+        return list_azure_partitions(source.container_client, domain, table, partition_column)
+    return source.partition_values(f"{table_prefix(domain, table)}{partition_column}=")
+
+
+def observe(catalogue: Catalogue, sources: dict, target, ledger, threads: int = LISTING_THREADS) -> Observed:
+    """Fetch the three listings, concurrently (each is latency-bound); time each. ``sources``: each domain's."""
     from concurrent.futures import ThreadPoolExecutor
 
     def timed(name: str, fetch):
@@ -150,9 +157,7 @@ def observe(catalogue: Catalogue, source, target, ledger, threads: int = LISTING
         tables = [(domain.name, table) for domain in catalogue.domains for table in domain.tables]
         with ThreadPoolExecutor(threads) as pool:
             listed = pool.map(
-                lambda item: list_azure_partitions(
-                    source.container_client, item[0], item[1].name, item[1].partition_column
-                ),
+                lambda item: list_source_partitions(sources[item[0]], item[0], item[1].name, item[1].partition_column),
                 tables,
             )
             return {(domain, table.name): values for (domain, table), values in zip(tables, listed, strict=True)}
@@ -231,7 +236,9 @@ def _reason(row: LedgerRow | None, manifested: bool, now, max_attempts: int, in_
     return "stale"
 
 
-def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: Observed, source, ledger) -> list:
+def refine_quarantined(
+    findings: list[Finding], catalogue: Catalogue, observed: Observed, sources: dict, ledger
+) -> list:
     """A quarantined partition goes back to a backfill only if something changed since it was
     quarantined: a source object modified later, or a waiver recorded later. Otherwise re-running it
     would quarantine it again, at every scan, forever."""
@@ -242,7 +249,7 @@ def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: 
             continue
         table = catalogue.domain(finding.domain).table(finding.table)
         since = observed.ledger[(finding.domain, finding.table, finding.partition)].updated_at
-        listed = source.list_objects(
+        listed = sources[finding.domain].list_objects(
             partition_dir(finding.domain, finding.table, table.partition_column, finding.partition),
             table.source_extension,
         )
@@ -432,9 +439,10 @@ def run_gap_scan(
 
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
-    catalogue, ledger, source, target = _catalogue(), _ledger(), _source(), _target()
+    catalogue, ledger, target = _catalogue(), _ledger(), _target()
+    sources = {domain.name: _source(domain.name) for domain in catalogue.domains}
     target.ensure_bucket()  # a store with no bucket yet holds no manifest; the report goes there
-    observed = observe(catalogue, source, target, ledger)
+    observed = observe(catalogue, sources, target, ledger)
     try:
         leftovers = sweep_staging(catalogue, target, run_id or started_at.isoformat(), dry_run=dry_run)
     except Exception as error:  # noqa: BLE001 - leftovers never block the scan's backfills; the next scan retries
@@ -442,7 +450,7 @@ def run_gap_scan(
         leftovers = {"error": type(error).__name__}
     compare_clock = time.perf_counter()
     compared = compare(catalogue, observed, started_at, max_attempts=max_attempts)
-    findings = refine_quarantined(compared["findings"], catalogue, observed, source, ledger)
+    findings = refine_quarantined(compared["findings"], catalogue, observed, sources, ledger)
     plans = plan_backfills(catalogue, findings)
     compare_seconds = time.perf_counter() - compare_clock
     failures = []

@@ -192,8 +192,16 @@ class S3Source:
         )
 
     def partition_values(self, root: str) -> set[str]:
+        """The values ``v`` of every ``<root>v/`` folder: one delimited listing (every page), not every key."""
         full = self.prefix + root
-        return {item["Key"][len(full) :].split("/", 1)[0] for item in self._pages(full)}
+        paginator = self.client.get_paginator("list_objects_v2")
+        values = set()
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                value = common["Prefix"][len(full) :].removesuffix("/")
+                if value and "/" not in value:
+                    values.add(value)
+        return values
 
     def _get(self, obj: SourceObject, **kwargs):
         return self.client.get_object(Bucket=self.bucket, Key=obj.name, IfMatch=f'"{obj.etag}"', **kwargs)["Body"]

@@ -136,6 +136,12 @@ def test_second_move_chain_of_custody_and_decommissions(hosts, capsys, monkeypat
 
     # 2. interim -> final (source kind s3), cut over with the chained record, verified deep.
     with final:
+        # The gap scan lists each domain's own source: here the interim bucket.
+        code, out, _ = final.cli(capsys, "gaps", "--dry-run", "--json")
+        assert code == 0
+        found = _result(out)["domains"][DOMAIN]
+        assert [(f["table"], f["partition"]) for f in found["findings"]] == [("IR_BEN_R", "2024-06-30")]
+        assert found["not_in_azure"] == 0
         final.transfer()
         assert final.cli(capsys, "cutover", "--local", "--domain", DOMAIN, "--by", "bob")[0] == 0
         record = final.target.get_json(f"_cutover/{DOMAIN}.json")
