@@ -8,7 +8,7 @@ SEED_ROWS ?= 2000
 # make test's pytest-xdist workers (tests/conftest.py gives each its own Airflow database and api-server port)
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-deploy services faults bench bench-scale bench-board install stack-start stack-stop stack-reset lock clean prod-demo prod-stop
+.PHONY: demo test test-deploy services faults bench bench-scale bench-board install stack-start stack-stop stack-reset lock clean prod-demo prod-stop demo-second-move
 
 demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic SNDS data, migrate everything
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null
@@ -21,6 +21,9 @@ demo: install stack-start  ## install, start Azurite + SeaweedFS, seed synthetic
 	  | grep --line-buffered -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T|^\[\]|^\s*$$'
 	$(ENV) set -o pipefail; $(VENV)/bin/python -m hdh_migration verify --local --all 2>&1 | grep -vE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T'
 	$(ENV) $(VENV)/bin/python -m hdh_migration status
+
+demo-second-move: install stack-start  ## after `make demo`: interim -> final host, chained record, decommissions, verify --chain offline
+	scripts/second_move.sh
 
 test: install stack-start services  ## start what the tests need, lint, then every test but the deployment and fault suites, on two workers
 	$(ENV) $(VENV)/bin/airflow db migrate >/dev/null

@@ -41,6 +41,10 @@ DEFAULT_TRANSFER_SLOTS = 16
 DEFAULT_CATALOGUE = Path(__file__).resolve().parents[2] / "dags" / "domains.yaml"
 # A yearly table family: one source table per year, the year in its name (T_MCOaaB -> T_MCO22B, T_MCO23B).
 YEAR_PLACEHOLDERS = {"{aa}": r"(?P<aa>[0-9]{2})", "{aaaa}": r"(?P<aaaa>[0-9]{4})"}
+# Where a domain's data is read from: Azure Blob (the default) or any S3-compatible store (a second
+# move, from the interim French host to the final one).
+SOURCE_KINDS = ("azure", "s3")
+DEFAULT_SOURCE_CONN_ID = "hdh_azure_source"
 
 
 class CatalogueError(ConfigurationError, ValueError):
@@ -106,6 +110,29 @@ class Table:
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """A domain's source: ``kind`` azure (``container``, default the catalogue's ``source_container``) or
+    s3 (``bucket`` and a key ``prefix`` under which the domain's layout starts), read through ``conn_id``.
+
+    ``chained`` (s3 only): the source is an earlier hop of this migration and holds its signed cutover
+    record (``<prefix>_cutover/<domain>.json``); the cutover embeds it (chain of custody).
+    """
+
+    kind: str = "azure"
+    conn_id: str = DEFAULT_SOURCE_CONN_ID
+    container: str = ""
+    bucket: str = ""
+    prefix: str = ""
+    chained: bool = False
+
+    def describe(self, key: str = "") -> str:
+        """Where ``key`` (relative to the domain's layout) is, for messages: ``container/key`` or ``s3://bucket/key``."""
+        if self.kind == "s3":
+            return f"s3://{self.bucket}/{self.prefix}{key}"
+        return f"{self.container}/{key}"
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     owner: str
@@ -119,6 +146,10 @@ class Domain:
     max_transfers: int = DEFAULT_MAX_TRANSFERS
     expected_duration_minutes: int = DEFAULT_EXPECTED_DURATION_MINUTES
     stall_minutes: int = DEFAULT_STALL_MINUTES
+    source: SourceSpec = field(default_factory=SourceSpec)
+    # Days the old copy (the source) is kept after the cutover before it may be decommissioned; None:
+    # the catalogue sets none, and the decommission refuses.
+    retention_days: int | None = None
 
     @property
     def expected_duration(self) -> dt.timedelta:
@@ -434,7 +465,37 @@ def _source_name(raw: dict, grain: str, where: str) -> str | None:
     return value
 
 
-def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, Wave]) -> Domain:
+def _load_source(raw, container: str, where: str) -> SourceSpec:
+    """A domain's ``source``: absent (Azure, the catalogue's container), or a mapping naming its kind."""
+    where = f"{where}, field 'source'"
+    if raw is None:
+        return SourceSpec(container=container)
+    if not isinstance(raw, dict):
+        raise CatalogueError(f"{where}: expected a mapping such as {{kind: s3, conn_id: ..., bucket: ..., prefix: ''}}")
+    kind = raw.get("kind", "azure")
+    if kind not in SOURCE_KINDS:
+        raise CatalogueError(f"{where}: field 'kind' must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
+    conn_id = raw.get("conn_id", DEFAULT_SOURCE_CONN_ID)
+    if not isinstance(conn_id, str) or not conn_id:
+        raise CatalogueError(f"{where}: field 'conn_id' must name an Airflow connection")
+    if kind == "azure":
+        _check_keys(raw, {"kind", "conn_id", "container"}, where)
+        container = raw.get("container", container)
+        if not isinstance(container, str) or not container:
+            raise CatalogueError(f"{where}: field 'container' must be a container name")
+        return SourceSpec(kind=kind, conn_id=conn_id, container=container)
+    _check_keys(raw, {"kind", "conn_id", "bucket", "prefix", "chained"}, where)
+    bucket = _require(raw, "bucket", where, str)
+    prefix = raw.get("prefix", "")
+    if not isinstance(prefix, str) or prefix.startswith("/") or (prefix and not prefix.endswith("/")):
+        raise CatalogueError(f"{where}: field 'prefix' must be empty or a key prefix ending with '/', got {prefix!r}")
+    chained = raw.get("chained", True)
+    if not isinstance(chained, bool):
+        raise CatalogueError(f"{where}: field 'chained' must be true or false")
+    return SourceSpec(kind=kind, conn_id=conn_id, bucket=bucket, prefix=prefix, chained=chained)
+
+
+def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, Wave], container: str = "") -> Domain:
     where = f"{where}, domain {name!r}"
     if not _DOMAIN.match(name):
         raise CatalogueError(f"{where}: domain names are lower-case identifiers such as pmsi_mco")
@@ -454,6 +515,8 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
             "max_transfers",
             "expected_duration_minutes",
             "stall_minutes",
+            "source",
+            "retention_days",
         },
         where,
     )
@@ -476,6 +539,12 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
         raise CatalogueError(
             f"{where}: field 'expected_duration_minutes' must be a whole number of minutes from 1 to 10080 (a week), "
             f"got {expected!r}"
+        )
+    retention = raw.get("retention_days")
+    if retention is not None and (isinstance(retention, bool) or not isinstance(retention, int) or retention < 0):
+        raise CatalogueError(
+            f"{where}: field 'retention_days' must be a whole number of days (0 or more) the old copy is kept after "
+            f"the cutover, got {retention!r}"
         )
     tables_raw = _require(raw, "tables", where, dict)
     if not tables_raw:
@@ -502,6 +571,8 @@ def _load_domain(name: str, raw: dict, base: Path, where: str, waves: dict[int, 
         max_transfers=_positive_int(raw, "max_transfers", DEFAULT_MAX_TRANSFERS, where),
         expected_duration_minutes=expected,
         stall_minutes=_positive_int(raw, "stall_minutes", DEFAULT_STALL_MINUTES, where),
+        source=_load_source(raw.get("source"), container, where),
+        retention_days=retention,
     )
 
 
@@ -541,10 +612,13 @@ def load_catalogue(path: str | os.PathLike | None = None) -> Catalogue:
     waves_raw = _require(raw, "waves", where, dict)
     waves = {number: _load_wave(number, waves_raw[number], where) for number in sorted(waves_raw, key=str)}
     domains_raw = _require(raw, "domains", where, dict)
-    domains = tuple(_load_domain(name, domains_raw[name], path.parent, where, waves) for name in sorted(domains_raw))
+    container = _require(raw, "source_container", where, str)
+    domains = tuple(
+        _load_domain(name, domains_raw[name], path.parent, where, waves, container) for name in sorted(domains_raw)
+    )
     return Catalogue(
         path=path,
-        source_container=_require(raw, "source_container", where, str),
+        source_container=container,
         target_bucket=_require(raw, "target_bucket", where, str),
         domains=domains,
         waves=tuple(waves.values()),

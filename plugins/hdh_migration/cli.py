@@ -7,7 +7,9 @@
   (the status model of ``status``, which the on-call board renders too);
 - ``cutover``: run a domain's cutover DAG (``hdh_cutover__<domain>``), or every domain's;
 - ``rollback``: run a domain's rollback DAG, with a mandatory reason;
-- ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure;
+- ``verify``: re-check cut-over domains against their cutover records, reading nothing from Azure
+  (``--chain``: and prove offline that every object descends from a first-source object);
+- ``decommission``: delete a verified, cut-over domain's old copy object by object, with a signed receipt;
 - ``gaps``: find partitions in Azure not committed in the sovereign store and ask Airflow to backfill them;
 - ``reindex``: rebuild the ledger's partition states, cutover history and freezes from the sovereign store;
 - ``suites``: regenerate the generated part of every expectation suite from the schema files;
@@ -69,11 +71,11 @@ def cmd_plan(args) -> int:
     from hdh_migration.resources import open_source as _source
 
     catalogue = load_catalogue(args.catalogue)
-    source = _source()
     rows = []
     for domain in catalogue.domains:
         if args.domain and domain.name not in args.domain:
             continue
+        source = _source(domain.name)
         for partition in domain.partitions():
             objects = size = 0
             for table in domain.tables:
@@ -171,6 +173,7 @@ def _api(args):
 def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
+    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.resources import open_ledger as _ledger
 
     ledger = _ledger()
@@ -178,7 +181,7 @@ def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         if args.domain and domain.name not in args.domain:
             continue
-        if ledger.domain_state(domain.name) == "cut_over":
+        if ledger.domain_state(domain.name) in FROZEN_STATES:
             _progress(f"--- hdh_transfer__{domain.name}: cut over, the transfer refuses to write; skipped")
             continue
         dag = build_transfer_dag(domain, with_deadline=False)  # deadlines are the scheduler's; see the factory
@@ -400,7 +403,7 @@ def _verify_local(domain, args) -> dict:
     from hdh_migration.errors import IntegrityError
 
     try:
-        report = verify(domain.name, deep=not args.quick, public_key=args.public_key)
+        report = verify(domain.name, deep=not args.quick, public_key=args.public_key, chain=args.chain)
         return {"domain": domain.name, "verify": "ok", **report}
     except NothingToDoError:
         return {"domain": domain.name, "verify": "not cut over"}
@@ -412,7 +415,8 @@ def _verify_deployed(domain, args, api) -> dict:
     from hdh_migration.deployment import run_dag
     from hdh_migration.naming import verify_dag_id
 
-    done = run_dag(api, verify_dag_id(domain.name), {"deep": not args.quick}, args.timeout, log=_progress)
+    conf = {"deep": not args.quick, "chain": args.chain}
+    done = run_dag(api, verify_dag_id(domain.name), conf, args.timeout, log=_progress)
     if done.state != "success":
         problems = f"see the log of verify_cutover in {done.dag_id} run {done.run_id}"
         return {"domain": domain.name, "verify": "FAILED", "problems": problems}
@@ -458,9 +462,73 @@ def cmd_verify(args) -> int:
         for r in reports
     ]
     text = _table(rows, ["domain", "verify", "partitions", "objects", "MB read", "root sha256"])
+    for r in reports:
+        if r.get("chain"):
+            chain = r["chain"]
+            text += (
+                f"\n{r['domain']}: chain of custody: {chain['objects_chained']} object(s) descend from first-source "
+                f"objects through the interim record, root {chain['upstream_root_sha256']} signed by "
+                f"{chain['upstream_signed_by']}"
+            )
+        if r.get("receipt"):
+            receipt = r["receipt"]
+            text += (
+                f"\n{r['domain']}: decommission receipt {receipt['state']}: {receipt['objects']} object(s) deleted "
+                f"{receipt['finished_at']} by {receipt['by']}, signed by {receipt['signed_by']}"
+            )
     text += "".join(f"\n{r['problems']}" for r in reports if r["verify"] == "FAILED") + f"\n{checked_against}"
     _emit(args, reports, text)
     return EXIT_FAILED if any(r["verify"] == "FAILED" for r in reports) else EXIT_OK
+
+
+def cmd_decommission(args) -> int:
+    """Run a domain's decommission DAG (or, with --dry-run, list what it would delete)."""
+    from hdh_migration.dag_factory import build_decommission_dag
+    from hdh_migration.decommission import DecommissionRefused, check_decommission, receipt_key
+    from hdh_migration.naming import decommission_dag_id
+    from hdh_migration.signing import SigningKeyError
+
+    (domain,) = _chosen_domains(load_catalogue(args.catalogue), [args.domain])
+    conf = {"dry_run": args.dry_run, "by": args.by}
+    if args.local:
+        try:
+            plan = check_decommission(domain.name)
+        except (DecommissionRefused, SigningKeyError) as refused:
+            raise Refused(str(refused).replace("\n", " ")) from None
+        if args.dry_run:
+            outcome = {
+                "domain": domain.name,
+                "dry_run": True,
+                "source": plan["source"],
+                "objects": len(plan["objects"]),
+                "bytes": plan["bytes"],
+                "would_delete": [{"name": o["name"], "size": o["size"]} for o in plan["objects"]],
+            }
+            lines = [f"  {o['name']} ({o['size']} bytes)" for o in outcome["would_delete"]]
+            text = f"dry run: {outcome['objects']} object(s), {outcome['bytes'] / 1e6:.2f} MB would be deleted from "
+            _emit(args, outcome, text + f"{outcome['source']}:\n" + "\n".join(lines))
+            return EXIT_OK
+        dag = build_decommission_dag(domain)
+        _progress(f"--> {dag.dag_id}")
+        run = dag.test(run_conf=conf)
+        outcome = {"domain": domain.name, "dag_id": dag.dag_id, "run_id": run.run_id, "state": str(run.state)}
+    else:
+        from hdh_migration.deployment import run_dag
+
+        api = _api(args)
+        done = run_dag(api, decommission_dag_id(domain.name), conf, args.timeout, log=_progress)
+        outcome = {"domain": domain.name, "dag_id": done.dag_id, "run_id": done.run_id, "state": done.state}
+        if done.state == "success":
+            outcome.update(api.return_value(done.dag_id, done.run_id, "decommission_old_copy") or {})
+    if outcome["state"] == "success" and not args.dry_run:
+        outcome["receipt_key"] = receipt_key(domain.name)
+        text = f"<-- {outcome['dag_id']}: decommissioned; signed receipt {outcome['receipt_key']}"
+    elif outcome["state"] == "success":
+        text = f"<-- {outcome['dag_id']}: dry run: {outcome.get('objects', '?')} object(s) would be deleted"
+    else:
+        text = f"<-- {outcome['dag_id']}: {outcome['state']}: see the task log (nothing is deleted before every check passed)"
+    _emit(args, outcome, text)
+    return EXIT_OK if outcome["state"] == "success" else EXIT_FAILED
 
 
 def cmd_waive(args) -> int:
@@ -628,8 +696,23 @@ def _parser() -> argparse.ArgumentParser:
     chosen.add_argument("--all", action="store_true", help="every cut-over domain")
     verify.add_argument("--quick", action="store_true", help="sizes and checksum metadata only; no byte read back")
     verify.add_argument(
+        "--chain",
+        action="store_true",
+        help="also prove, from the record alone (offline), that every object descends from a first-source object",
+    )
+    verify.add_argument(
         "--public-key",
         help=f"with --local: the cutover public key to trust, as published (default: ${PUBLIC_KEY_SETTING})",
+    )
+    decommission = command(
+        "decommission",
+        cmd_decommission,
+        "delete a verified, cut-over domain's old copy object by object, with a signed receipt",
+        [deployment, who],
+    )
+    decommission.add_argument("--domain", required=True, help="the domain whose old copy (its source) is deleted")
+    decommission.add_argument(
+        "--dry-run", action="store_true", help="check every precondition and list what would be deleted; delete nothing"
     )
     command("suites", cmd_suites, "regenerate the generated part of every expectation suite")
     waive = command("waive", cmd_waive, "accept failing expectations of a quarantined partition")

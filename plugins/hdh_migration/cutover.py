@@ -53,6 +53,7 @@ from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
+from hdh_migration.source import partitions_in
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def record_key(domain: str) -> str:
 # the record: hash chain and history, pure functions
 
 
-def _canonical(document) -> bytes:
+def canonical_json(document) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
@@ -99,7 +100,7 @@ def _chain(domain: str, entries: list[dict]) -> list[str]:
     links = []
     for entry in entries:
         body = {k: v for k, v in entry.items() if k != "link_sha256"}
-        link = _sha256(link.encode("ascii") + b"\n" + _canonical(body))
+        link = _sha256(link.encode("ascii") + b"\n" + canonical_json(body))
         links.append(link)
     return links
 
@@ -126,7 +127,7 @@ def seal_history(domain: str, history: list[dict], entry: dict, signer) -> list[
         "previous_sha256": previous,
         "signed_by": fingerprint(signer.public_key),
     }
-    entry_sha256 = _sha256(_canonical(body))
+    entry_sha256 = _sha256(canonical_json(body))
     signature = signer.sign(history_message(domain, entry_sha256))
     return [*history, {**body, "entry_sha256": entry_sha256, "signature": signature}]
 
@@ -157,7 +158,7 @@ def check_record(record: dict) -> list[str]:
             problems.append(f"{label}: the totals differ from the sums of the entries (rule: totals of the entries)")
     previous = None
     for index, entry in enumerate(record.get("history", [])):
-        if entry.get("previous_sha256") != previous or _sha256(_canonical(_history_body(entry))) != entry.get(
+        if entry.get("previous_sha256") != previous or _sha256(canonical_json(_history_body(entry))) != entry.get(
             "entry_sha256"
         ):
             problems.append(
@@ -280,7 +281,9 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
 
     domain = _catalogue().domain(domain_name)
     ledger, target = _ledger(), _target()
-    if ledger.domain_state(domain.name) == "cut_over":
+    from hdh_migration.ledger import FROZEN_STATES
+
+    if ledger.domain_state(domain.name) in FROZEN_STATES:
         raise NothingToDoError(
             f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
             f"Roll it back with a reason first to cut it over again"
@@ -341,7 +344,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
 
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
-    ledger, target, source = _ledger(), _target(), _source()
+    ledger, target, source = _ledger(), _target(), _source(domain.name)
     problems, reconciled = [], {}
     for item in committed:
         table, partition = domain.table(item["table"]), item["partition"]
@@ -391,14 +394,32 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
                     f"manifest (rule: landed object equal to its manifest). {_retransfer(domain.name, partition, force=True)}"
                 )
         reconciled[item["manifest_key"]] = manifest_sha256
+    if domain.source.kind == "s3" and domain.source.chained:
+        problems.extend(_unchained(domain, reconciled, target, _upstream(domain, run_id)["record"]))
     problems.extend(_undelivered_optional_partitions(domain, committed, source))
     if domain.grain == "snapshot":
-        problems.extend(_newer_snapshots(domain, catalogue.source_container, source))
+        problems.extend(_newer_snapshots(domain, source))
     if problems:
         _refuse(ledger, domain, "reconcile_source", problems, run_id)
     ledger.set_domain_state(domain.name, "verified", {"run_id": run_id, "manifests": len(reconciled)})
     log.info("%s: reconciled %d manifest(s) against the live Azure listing", where(domain.name), len(reconciled))
     return reconciled
+
+
+def _unchained(domain: Domain, reconciled: dict[str, str], target, upstream_record: dict) -> list[str]:
+    """Source objects of the committed manifests that the interim record does not hold with the same sha256."""
+    interim = {f["key"]: f["sha256"] for e in upstream_record.get("entries", []) for f in e["files"]}
+    problems = []
+    for key in reconciled:
+        manifest = json.loads(_read(target, key))
+        for obj in manifest["source_objects"]:
+            if interim.get(obj["name"]) != obj.get("sha256"):
+                problems.append(
+                    f"{where(domain.name, manifest['table'], manifest['partition'], obj['name'])}: not in the interim "
+                    "host's signed cutover record with this sha256 (rule: chain of custody). Re-transfer the "
+                    f"partition from the cut-over interim copy: {_retransfer(domain.name, manifest['partition'], force=True)}"
+                )
+    return problems
 
 
 def _undelivered_optional_partitions(domain: Domain, committed: list[dict], source) -> list[str]:
@@ -420,19 +441,15 @@ def _undelivered_optional_partitions(domain: Domain, committed: list[dict], sour
     return problems
 
 
-def _newer_snapshots(domain: Domain, container: str, source) -> list[str]:
-    """A snapshot table is fresh when Azure holds no snapshot newer than the planned cutover one."""
+def _newer_snapshots(domain: Domain, source) -> list[str]:
+    """A snapshot table is fresh when the source holds no snapshot newer than the planned cutover one."""
     problems = []
     for table in domain.tables:
         root = f"{domain.name}/{table.name}/{table.partition_column}="
-        values = {
-            blob.name[len(root) :].split("/", 1)[0]
-            for blob in source.container_client.list_blobs(name_starts_with=root)
-        }
-        for value in sorted(v for v in values if v > domain.cutover_partition):
+        for value in sorted(v for v in partitions_in(source, table) if v > domain.cutover_partition):
             problems.append(
                 f"{where(domain.name, table.name, value)}: a snapshot newer than the planned "
-                f"{domain.cutover_partition} is in Azure under {container}/{root}{value}/ (rule: snapshot tables "
+                f"{domain.cutover_partition} is in the source under {domain.source.describe(root)}{value}/ (rule: snapshot tables "
                 "are fresh). Set cutover_partition to it in the catalogue, transfer it, then cut over"
             )
     return problems
@@ -444,7 +461,15 @@ def freeze_domain(domain_name: str, run_id: str | None = None) -> None:
     log.info("%s: frozen: transfers now refuse to write to this domain", where(domain_name))
 
 
-def _entry(manifest: dict, key: str, manifest_sha256: str) -> dict:
+def _entry(manifest: dict, key: str, manifest_sha256: str, origins: dict | None = None) -> dict:
+    """A record entry; each file carries its source's identity and, on a chained move, its ``origin``
+    (the identity of the first hop's source, from the upstream record)."""
+    sources = source_identities(manifest)
+    if origins is not None:
+        entry = _entry(manifest, key, manifest_sha256)
+        for f in entry["files"]:
+            f["origin"] = origins.get((f["source"] or {}).get("name"))
+        return entry
     return {
         "table": manifest["table"],
         "partition_column": manifest["partition_column"],
@@ -456,8 +481,23 @@ def _entry(manifest: dict, key: str, manifest_sha256: str) -> dict:
         "content_fingerprint": manifest["content_fingerprint"],
         "transfer_run_id": manifest["run_id"],
         "committed_at": manifest["committed_at"],
-        "files": [{k: f[k] for k in ("key", "size", "sha256", "rows")} for f in manifest["files"]],
+        "files": [
+            {**{k: f[k] for k in ("key", "size", "sha256", "rows")}, "source": sources.get(f["key"])}
+            for f in manifest["files"]
+        ],
     }
+
+
+def source_identities(manifest: dict) -> dict[str, dict | None]:
+    """Each landed file's source object (name, ETag, sha256), matched by part name (``layout.target_key``)."""
+    from pathlib import PurePosixPath
+
+    by_stem = {PurePosixPath(o["name"]).stem: o for o in manifest.get("source_objects", [])}
+    identities = {}
+    for f in manifest["files"]:
+        obj = by_stem.get(PurePosixPath(f["key"]).stem)
+        identities[f["key"]] = {k: obj.get(k) for k in ("name", "etag", "sha256")} if obj else None
+    return identities
 
 
 def _utcnow() -> str:
@@ -472,6 +512,8 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger, target = _ledger(), _target()
+    upstream = _upstream(domain) if domain.source.kind == "s3" and domain.source.chained else None
+    origins = upstream_origins(upstream["record"]) if upstream else None
     entries, changed = [], []
     for key, expected_sha256 in sorted(reconciled.items()):
         body = _read(target, key)
@@ -481,7 +523,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
                 "record holds the reconciled manifests). A transfer committed meanwhile: trigger the cutover again"
             )
             continue
-        entries.append(_entry(json.loads(body), key, expected_sha256))
+        entries.append(_entry(json.loads(body), key, expected_sha256, origins))
     if changed:
         _refuse(ledger, domain, "write_cutover_record", changed, run_id, thaw=True)
     linked, root = chain_entries(domain.name, entries)
@@ -500,6 +542,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
                 "dag_id": dag_id,
                 "run_id": run_id,
                 "root_sha256": root,
+                "upstream_root_sha256": upstream["record"]["root_sha256"] if upstream else None,
                 **totals,
             },
             signer,
@@ -522,6 +565,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
         "signing": _signing(domain.name, root, signer),
         "entries": linked,
         "history": history,
+        **({"upstream": upstream} if upstream else {}),
     }
     key = record_key(domain.name)
     record_sha256 = target.put_json(key, record)
@@ -557,6 +601,85 @@ def announcement(record: dict, record_sha256: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# chain of custody: a second move (interim host -> final host) embeds the interim host's signed record
+
+
+def _upstream(domain: Domain, run_id: str | None = None) -> dict:
+    """The source's own cutover record (an earlier hop), checked: signed by a pinned key, whole, cut over."""
+    from hdh_migration.signing import pinned_public_keys
+
+    source = _source(domain.name)
+    key = f"{domain.source.prefix}{record_key(domain.name)}"
+    where_ = where(domain.name, obj=domain.source.describe(record_key(domain.name)))
+    record = source.store.get_json(key)
+    if record is None:
+        problems = [
+            f"{where_}: the source holds no cutover record (rule: a chained second move starts from a cut-over "
+            "host). Cut the domain over on the interim host first, or set source.chained: false in the catalogue"
+        ]
+    else:
+        problems = check_signatures(record, pinned_public_keys()) + check_record(record)
+        if record.get("state") != "cut_over":
+            problems.append(f"{where_}: the source's record says {record.get('state')}, not cut_over")
+    if problems:
+        _refuse(_ledger(), domain, "upstream_record", problems, run_id, thaw=True)
+    return {"record_key": key, "location": domain.source.describe(record_key(domain.name)), "record": record}
+
+
+def upstream_origins(upstream_record: dict) -> dict[str, dict | None]:
+    """Each file of the upstream record by key: the identity of its own source (the first hop's object)."""
+    return {f["key"]: f.get("source") for e in upstream_record.get("entries", []) for f in e["files"]}
+
+
+def verify_chain(record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]:
+    """Offline: every object of ``record`` descends, through its embedded upstream record, from an object of
+    the first source. Reads nothing but ``record``. Returns a report and the problems."""
+    domain = record["domain"]
+    label = where(domain, obj=record_key(domain))
+    upstream = (record.get("upstream") or {}).get("record")
+    if not upstream:
+        return {}, [f"{label}: the record carries no upstream record (rule: a chained move embeds the interim record)"]
+    problems = [f"upstream {p}" for p in check_signatures(upstream, pinned) + check_record(upstream)]
+    if upstream.get("state") != "cut_over" or upstream.get("domain") != domain:
+        problems.append(f"{label}: the upstream record is not the cutover of {domain}")
+    cutovers = [h for h in record.get("history", []) if h.get("action") == "cutover"]
+    if not cutovers or cutovers[-1].get("upstream_root_sha256") != upstream.get("root_sha256"):
+        problems.append(
+            f"{label}: the signed cutover entry does not seal the upstream root {upstream.get('root_sha256')} "
+            "(rule: the final signer vouches for the interim record it embeds)"
+        )
+    interim = {f["key"]: f for e in upstream.get("entries", []) for f in e["files"]}
+    descended = set()
+    for entry in record.get("entries", []):
+        for f in entry["files"]:
+            name = where(domain, entry["table"], entry["partition"], f["key"])
+            source, origin = f.get("source") or {}, f.get("origin") or {}
+            parent = interim.get(source.get("name"))
+            if parent is None:
+                problems.append(f"{name}: its source {source.get('name')} is not in the interim record")
+                continue
+            if not (f["sha256"] == source.get("sha256") == parent["sha256"]):
+                problems.append(
+                    f"{name}: its sha256 differs from the interim object {parent['key']} it was copied from"
+                )
+            descended.add(parent["key"])
+            first = parent.get("source") or {}
+            if not origin or origin != first or not first.get("etag") or not first.get("sha256"):
+                problems.append(
+                    f"{name}: its origin differs from the first source object the interim record names for "
+                    f"{parent['key']} (rule: origin = the interim record's source identity, ETag and sha256)"
+                )
+    for key in sorted(set(interim) - descended):
+        problems.append(f"{where(domain, obj=key)}: an interim object with no descendant in the final record")
+    report = {
+        "upstream_root_sha256": upstream.get("root_sha256"),
+        "upstream_signed_by": (upstream.get("signing") or {}).get("public_key_fingerprint"),
+        "objects_chained": len(descended),
+    }
+    return report, problems
+
+
+# ---------------------------------------------------------------------------------------------
 # rollback
 
 
@@ -573,6 +696,12 @@ def check_rollback(domain_name: str, reason: str | None, run_id: str | None = No
     last = record["history"][-1] if record and record["history"] else {}
     retried = run_id is not None and last.get("action") == "rollback" and last.get("run_id") == run_id
     state = _ledger().domain_state(domain.name)
+    if state == "decommissioned":
+        raise CutoverError(
+            f"domain={domain.name}: decommissioned: the old copy was deleted after the cutover (receipt "
+            f"{CUTOVER_PREFIX}/{domain.name}.decommission.json), so there is nothing to roll back to (rule: no "
+            "rollback after a decommission). The French copy is the only copy: restore from its backup if needed"
+        )
     if state != "cut_over" and not retried:
         raise CutoverError(
             f"domain={domain.name}: not cut over (state {state}), so there is nothing to roll back (rule: only a "
@@ -630,11 +759,15 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
 # verify
 
 
-def verify(domain_name: str, deep: bool = True, public_key: str | None = None) -> dict:
+def verify(domain_name: str, deep: bool = True, public_key: str | None = None, chain: bool = False) -> dict:
     """Re-check a cut-over domain's sovereign copy against its signed cutover record; reads nothing from Azure.
 
     ``public_key`` (base64, comma-separated for several) overrides the pinned ``HDH_CUTOVER_PUBLIC_KEY``.
+    ``chain``: also prove, from the record alone, that every object descends from a first-source object
+    through the embedded interim record (``verify_chain``). A decommission receipt, when there is one, is
+    checked too (``decommission.check_receipt``).
     """
+    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.signing import pinned_public_keys
 
     pinned = pinned_public_keys(public_key)
@@ -644,7 +777,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None) -
     state = ledger.domain_state(domain.name)
     body = _read(target, key)
     record = json.loads(body) if body is not None else None
-    if (record is None or record.get("state") != "cut_over") and state != "cut_over":
+    if (record is None or record.get("state") != "cut_over") and state not in FROZEN_STATES:
         raise NothingToDoError(f"domain={domain.name}: not cut over (state {state}): nothing to verify")
     problems = []
     if record is None:
@@ -656,7 +789,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None) -
         problems.append(
             f"{where(domain.name, obj=key)}: the ledger says cut over, the record says {record.get('state')}"
         )
-    elif state != "cut_over":
+    elif state not in FROZEN_STATES:
         problems.append(f"{where(domain.name, obj=key)}: the record says cut over, the ledger says {state}")
     problems.extend(check_signatures(record, pinned))
     problems.extend(check_record(record))
@@ -688,8 +821,18 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None) -
         "objects": len(files),
         "bytes": sum(f["size"] for _, f in files),
         "deep": deep,
-        "problems": len(problems),
     }
+    if chain:
+        chained, chain_problems = verify_chain(record, pinned)
+        report["chain"] = chained
+        problems.extend(chain_problems)
+    from hdh_migration.decommission import check_receipt, receipt_key
+
+    receipt = target.get_json(receipt_key(domain.name))
+    if receipt is not None or state == "decommissioned":
+        report["receipt"], receipt_problems = check_receipt(domain.name, receipt, record, pinned)
+        problems.extend(receipt_problems)
+    report["problems"] = len(problems)
     if problems:
         shown = problems[:MAX_LISTED_PROBLEMS]
         ledger.record_event(domain.name, "verify_failed", {**report, "first_problems": shown[:10]})
@@ -775,4 +918,17 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
     state = "cut_over" if record["state"] == "cut_over" else "transferring"
     if (ledger.domain_state(domain_name) == "cut_over") != (state == "cut_over"):
         ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)})
+    from hdh_migration.decommission import check_receipt, receipt_key
+
+    receipt = target.get_json(receipt_key(domain_name))
+    if state == "cut_over" and receipt is not None and receipt.get("state") == "done":
+        _, problems = check_receipt(domain_name, receipt, record, pinned_public_keys(public_key))
+        if problems:
+            raise IntegrityError(
+                f"domain={domain_name}: the decommission receipt {receipt_key(domain_name)} is not restored into the "
+                "ledger: " + "; ".join(problems) + ". Treat it as an incident"
+            )
+        if ledger.domain_state(domain_name) != "decommissioned":
+            ledger.set_domain_state(domain_name, "decommissioned", {"restored_from": receipt_key(domain_name)})
+        return "decommissioned"
     return record["state"]

@@ -29,7 +29,14 @@ from airflow.sdk.exceptions import AirflowSkipException
 from hdh_migration.alerts import FailureNotifier, TransferQueuedAt, deadline_missed
 from hdh_migration.catalogue import TRANSFER_POOL, Domain
 from hdh_migration.errors import MigrationError
-from hdh_migration.naming import GAP_SCAN_DAG_ID, cutover_dag_id, rollback_dag_id, transfer_dag_id, verify_dag_id
+from hdh_migration.naming import (
+    GAP_SCAN_DAG_ID,
+    cutover_dag_id,
+    decommission_dag_id,
+    rollback_dag_id,
+    transfer_dag_id,
+    verify_dag_id,
+)
 from hdh_migration.waits import WaitForWindowOperator
 
 TAGS = ("hdh", "transfer", "cutover", "verify", "operations")
@@ -304,7 +311,10 @@ signatures of the root and of every history entry against the public key pinned 
 `HDH_CUTOVER_PUBLIC_KEY`, the hash chain and root, the history against the ledger, every manifest's
 sha256, every object's presence, size and checksum, and no object under `{domain}/` or
 `_manifests/{domain}/` outside the record. On Sundays (or with `deep: true`) every byte is
-read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. Wave {wave}.
+read back and hashed. With `chain: true`, it also proves from the record alone that every object
+descends from a first-source object through the embedded interim record (a second move); a
+decommissioned domain's signed receipt is checked too. Skipped while the domain is not cut over.
+Owner: {owner}. Wave {wave}.
 
 #### Triage notes
 - **`verify failed`**: the French copy is the data, so this is an incident. The message names each
@@ -317,6 +327,28 @@ read back and hashed. Skipped while the domain is not cut over. Owner: {owner}. 
 #### How to backfill
 Not needed: every run checks the whole domain as it is now, so missed days leave no gap. After an
 outage, trigger one run with `{{"deep": true}}`.
+"""
+
+DECOMMISSION_DOC = """
+### Decommission the old copy of `{domain}`
+
+Deletes the domain's source (its Azure blobs, or the interim bucket's keys on a second move) object
+by object, once the domain is cut over, a deep verify has passed since, and the catalogue's
+`retention_days` have passed; only objects with the same ETag or sha256 as the cutover record's
+manifests are deleted. Writes the signed receipt `_cutover/{domain}.decommission.json` (every object
+with its size and hashes, when, by whom, which run); the domain becomes `decommissioned`, and
+rollbacks are refused from then on. By hand only (`by`, `dry_run`); signs, so it runs on the queue
+`cutover`. Owner: {owner}. Wave {wave}.
+
+#### Triage notes
+- **`verify is not ok`**: run `hdh_verify__{domain}` with `{{"deep": true}}`, then trigger again.
+- **`object(s) changed or vanished in the source since the cutover`**: nothing was deleted; the message
+  names them. Find out who wrote to the old copy; never delete it by hand.
+- **`already decommissioned`**: a second run is refused; the receipt says when and by whom.
+- **A run that failed mid-way** left the receipt `in_progress`: trigger again, it finishes the deletes.
+
+#### How to backfill
+Never: a decommission is one decision per domain, taken by hand.
 """
 
 ALERTS_DOC = """
@@ -462,7 +494,10 @@ def build_verify_dag(domain: Domain) -> DAG:
         ["verify"],
         description=f"Re-check the sovereign copy of {domain.name} against its cutover record, without Azure",
         schedule=CronTriggerTimetable("0 4 * * *", timezone="UTC"),
-        params={"deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)")},
+        params={
+            "deep": Param(False, type="boolean", description="Read every byte back (always on Sundays)"),
+            "chain": Param(False, type="boolean", description="Also prove the chain of custody from the record"),
+        },
     ) as dag:
 
         @task(multiple_outputs=False)
@@ -470,11 +505,38 @@ def build_verify_dag(domain: Domain) -> DAG:
             from hdh_migration import cutover
 
             try:
-                return cutover.verify(domain.name, deep=params["deep"] or dag_run.run_after.weekday() == 6)
+                deep = params["deep"] or dag_run.run_after.weekday() == 6
+                return cutover.verify(domain.name, deep=deep, chain=params.get("chain", False))
             except cutover.NothingToDoError as skip:
                 raise AirflowSkipException(str(skip)) from None
 
         verify_cutover()
+    return dag
+
+
+def build_decommission_dag(domain: Domain) -> DAG:
+    with _domain_dag(
+        domain,
+        decommission_dag_id(domain.name),
+        DECOMMISSION_DOC,
+        ["cutover", "operations"],
+        description=f"Delete the old copy of {domain.name} after its verified cutover, with a signed receipt",
+        schedule=None,
+        queue=CUTOVER_QUEUE,
+        params={
+            "dry_run": Param(False, type="boolean", description="List what would be deleted; delete nothing"),
+            "by": Param(None, type=["null", "string"], description="Who decides; default: who triggered"),
+        },
+    ) as dag:
+
+        @task(multiple_outputs=False)
+        def decommission_old_copy(run_id=None, params=None, dag_run=None) -> dict:
+            from hdh_migration import cutover, decommission
+
+            by = cutover.decided_by(params["by"], dag_run.triggering_user_name, dag_run.run_type)
+            return decommission.decommission(domain.name, by, dag_run.dag_id, run_id, dry_run=params["dry_run"])
+
+        decommission_old_copy()
     return dag
 
 

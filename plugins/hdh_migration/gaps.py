@@ -30,8 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from hdh_migration.airflow_api import AirflowApi, AirflowApiError
-from hdh_migration.catalogue import Catalogue, Domain, Table
-from hdh_migration.errors import MigrationError, where
+from hdh_migration.catalogue import Catalogue, Domain
 from hdh_migration.layout import (
     MANIFEST_PREFIX,
     STAGING_PREFIX,
@@ -41,6 +40,7 @@ from hdh_migration.layout import (
 )
 from hdh_migration.ledger import as_utc
 from hdh_migration.naming import transfer_dag_id
+from hdh_migration.source import partitions_in
 
 log = logging.getLogger(__name__)
 
@@ -102,25 +102,6 @@ class Finding:
 # listings
 
 
-def list_azure_partitions(container_client, table: Table) -> set[str]:
-    """The partition values of one table present in Azure: one delimited listing of its prefix (its
-    partition folders, or for a yearly family the domain's folder, which holds one table per year)."""
-    from azure.core.exceptions import ResourceNotFoundError
-
-    values = set()
-    try:
-        for item in container_client.walk_blobs(name_starts_with=table.source_listing_prefix(), delimiter="/"):
-            value = table.source_partition(item.name)
-            if value is not None:
-                values.add(value)
-    except ResourceNotFoundError:
-        raise MigrationError(
-            f"{where(table.domain, table.name)}: the source container {container_client.container_name} does not exist in "
-            "Azure. Check the connection hdh_azure_source and the catalogue's source_container"
-        ) from None
-    return values
-
-
 def list_manifests(target) -> set[tuple[str, str, str]]:
     """``(domain, table, partition)`` of every manifest in the sovereign store: one listing."""
     return {parsed for key in target.list_keys(f"{MANIFEST_PREFIX}/") if (parsed := parse_manifest_key(key))}
@@ -133,8 +114,8 @@ def ledger_rows(ledger) -> dict[tuple[str, str, str], LedgerRow]:
     }
 
 
-def observe(catalogue: Catalogue, source, target, ledger, threads: int = LISTING_THREADS) -> Observed:
-    """Fetch the three listings, concurrently (each is latency-bound); time each."""
+def observe(catalogue: Catalogue, sources: dict, target, ledger, threads: int = LISTING_THREADS) -> Observed:
+    """Fetch the three listings, concurrently (each is latency-bound); time each. ``sources``: each domain's."""
     from concurrent.futures import ThreadPoolExecutor
 
     def timed(name: str, fetch):
@@ -147,7 +128,7 @@ def observe(catalogue: Catalogue, source, target, ledger, threads: int = LISTING
         tables = [(domain.name, table) for domain in catalogue.domains for table in domain.tables]
         with ThreadPoolExecutor(threads) as pool:
             listed = pool.map(
-                lambda item: list_azure_partitions(source.container_client, item[1]),
+                lambda item: partitions_in(sources[item[0]], item[1]),
                 tables,
             )
             return {(domain, table.name): values for (domain, table), values in zip(tables, listed, strict=True)}
@@ -226,7 +207,9 @@ def _reason(row: LedgerRow | None, manifested: bool, now, max_attempts: int, in_
     return "stale"
 
 
-def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: Observed, source, ledger) -> list:
+def refine_quarantined(
+    findings: list[Finding], catalogue: Catalogue, observed: Observed, sources: dict, ledger
+) -> list:
     """A quarantined partition goes back to a backfill only if something changed since it was
     quarantined: a source object modified later, or a waiver recorded later. Otherwise re-running it
     would quarantine it again, at every scan, forever."""
@@ -237,7 +220,7 @@ def refine_quarantined(findings: list[Finding], catalogue: Catalogue, observed: 
             continue
         table = catalogue.domain(finding.domain).table(finding.table)
         since = observed.ledger[(finding.domain, finding.table, finding.partition)].updated_at
-        listed = source.list_objects(table.source_dir(finding.partition), table.source_extension)
+        listed = sources[finding.domain].list_objects(table.source_dir(finding.partition), table.source_extension)
         changed = any(as_utc(dt.datetime.fromisoformat(o.last_modified)) > since for o in listed)
         waived = any(
             as_utc(dt.datetime.fromisoformat(w["at"])) > since
@@ -419,6 +402,7 @@ def run_gap_scan(
     api: AirflowApi | None = None,
 ) -> dict:
     """Scan, create the backfills (unless ``dry_run``), write the report to the store and the ledger."""
+    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.resources import current_catalogue as _catalogue
     from hdh_migration.resources import open_ledger as _ledger
     from hdh_migration.resources import open_source as _source
@@ -426,9 +410,10 @@ def run_gap_scan(
 
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
-    catalogue, ledger, source, target = _catalogue(), _ledger(), _source(), _target()
+    catalogue, ledger, target = _catalogue(), _ledger(), _target()
+    sources = {domain.name: _source(domain.name) for domain in catalogue.domains}
     target.ensure_bucket()  # a store with no bucket yet holds no manifest; the report goes there
-    observed = observe(catalogue, source, target, ledger)
+    observed = observe(catalogue, sources, target, ledger)
     try:
         leftovers = sweep_staging(catalogue, target, run_id or started_at.isoformat(), dry_run=dry_run)
     except Exception as error:  # noqa: BLE001 - leftovers never block the scan's backfills; the next scan retries
@@ -436,7 +421,7 @@ def run_gap_scan(
         leftovers = {"error": type(error).__name__}
     compare_clock = time.perf_counter()
     compared = compare(catalogue, observed, started_at, max_attempts=max_attempts)
-    findings = refine_quarantined(compared["findings"], catalogue, observed, source, ledger)
+    findings = refine_quarantined(compared["findings"], catalogue, observed, sources, ledger)
     plans = plan_backfills(catalogue, findings)
     compare_seconds = time.perf_counter() - compare_clock
     failures = []
@@ -444,7 +429,7 @@ def run_gap_scan(
         for plan in plans.values():
             plan["status"] = "dry run: not created"
     elif plans:
-        frozen = {name for name in plans if ledger.domain_state(name) == "cut_over"}
+        frozen = {name for name in plans if ledger.domain_state(name) in FROZEN_STATES}
         failures = request_backfills(plans, api or AirflowApi.from_connection(), frozen)
     report_key = gap_scan_report_key(started_at)
     report = build_report(

@@ -160,8 +160,10 @@ def fence(ledger, table: Table, partition: str, run_id: str) -> None:
 
 def refuse_frozen(ledger, domain: str, partition: str) -> str:
     """The domain's state, unless it is cut over: then the transfer refuses to write, and says why."""
+    from hdh_migration.ledger import FROZEN_STATES
+
     state = ledger.domain_state(domain)
-    if state == "cut_over":
+    if state in FROZEN_STATES:
         raise FrozenDomainError(
             f"{where(domain, partition=partition)}: the domain is cut over, so the French copy is the data "
             "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "

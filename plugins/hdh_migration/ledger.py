@@ -22,7 +22,10 @@ import sqlalchemy as sa
 log = logging.getLogger(__name__)
 
 PARTITION_STATES = ("planned", "transferring", "validated", "committed", "failed", "quarantined")
-DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over")
+DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over", "decommissioned")
+# The states in which the sovereign copy is the data and no transfer may write: cut over, and cut over
+# with the old copy deleted (decommissioned: no rollback either).
+FROZEN_STATES = ("cut_over", "decommissioned")
 CUTOVER_ACTIONS = ("cutover", "rollback")
 
 metadata = sa.MetaData()

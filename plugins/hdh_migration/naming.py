@@ -20,3 +20,7 @@ def rollback_dag_id(domain_name: str) -> str:
 
 def verify_dag_id(domain_name: str) -> str:
     return f"hdh_verify__{domain_name}"
+
+
+def decommission_dag_id(domain_name: str) -> str:
+    return f"hdh_decommission__{domain_name}"

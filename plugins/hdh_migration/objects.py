@@ -130,7 +130,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
     spool = _spool_dir()
     try:
         target = open_target()
-        source = open_source()
+        source = open_source(table.domain)
         source_digest = sha256_stream()
         source_path = spool / "source"
         log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())

@@ -13,9 +13,9 @@ import functools
 import os
 import threading
 
-from hdh_migration.catalogue import Catalogue, cached_catalogue
+from hdh_migration.catalogue import DEFAULT_SOURCE_CONN_ID, Catalogue, cached_catalogue
 
-SOURCE_CONN_ID = "hdh_azure_source"
+SOURCE_CONN_ID = DEFAULT_SOURCE_CONN_ID
 TARGET_CONN_ID = "hdh_sovereign_target"
 LEDGER_CONN_ID = "hdh_ledger"
 CATALOGUE_SETTING = "HDH_CATALOGUE"
@@ -56,15 +56,23 @@ def _target(conn_id: str, bucket: str, eea_regions: tuple, ca_bundle: str | None
     return SovereignTarget(conn_id, bucket, eea_regions, ca_bundle)
 
 
-def open_source():
-    """The catalogue's Azure container, on this process's one client for its connection."""
-    defined = os.environ.get(f"AIRFLOW_CONN_{SOURCE_CONN_ID.upper()}")
+def open_source(domain_name: str | None = None):
+    """A domain's source as the catalogue declares it (Azure, or an S3 store for a second move), on this
+    process's one client per connection and container or bucket; without a domain, the catalogue's
+    Azure container."""
+    from hdh_migration.catalogue import SourceSpec
+
+    catalogue = current_catalogue()
+    spec = catalogue.domain(domain_name).source if domain_name else SourceSpec(container=catalogue.source_container)
+    defined = os.environ.get(f"AIRFLOW_CONN_{spec.conn_id.upper()}")
     with _clients_lock:
-        return _source(SOURCE_CONN_ID, current_catalogue().source_container, defined)
+        return _source(
+            spec, catalogue.source_container, tuple(catalogue.target_eea_regions), catalogue.target_ca_bundle, defined
+        )
 
 
-@functools.lru_cache(maxsize=8)
-def _source(conn_id: str, container: str, _defined: str | None):
-    from hdh_migration.source import AzureSource
+@functools.lru_cache(maxsize=16)
+def _source(spec, container: str, eea_regions: tuple, ca_bundle: str | None, _defined: str | None):
+    from hdh_migration.source import build_source
 
-    return AzureSource(conn_id, container)
+    return build_source(spec, container, list(eea_regions), ca_bundle)

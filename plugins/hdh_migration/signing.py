@@ -32,6 +32,7 @@ PUBLIC_KEY_SETTING = "HDH_CUTOVER_PUBLIC_KEY"
 ALGORITHM = "ed25519"
 ROOT_CONTEXT = "hdh-migration cutover root v1"
 HISTORY_CONTEXT = "hdh-migration cutover history v1"
+RECEIPT_CONTEXT = "hdh-migration decommission receipt v1"
 
 
 class SigningKeyError(ConfigurationError):
@@ -49,6 +50,10 @@ def root_message(domain: str, root_sha256: str) -> bytes:
 
 def history_message(domain: str, entry_sha256: str) -> bytes:
     return f"{HISTORY_CONTEXT}\n{domain}\n{entry_sha256}".encode("ascii")
+
+
+def receipt_message(domain: str, receipt_sha256: str) -> bytes:
+    return f"{RECEIPT_CONTEXT}\n{domain}\n{receipt_sha256}".encode("ascii")
 
 
 def _decode(text: str, what: str) -> bytes:

@@ -65,7 +65,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
     target.ensure_bucket()
     if domain_state == "planned":
         ledger.set_domain_state(domain.name, "transferring", {"run_id": run_id})
-    source = _source()
+    source = _source(domain.name)
     token = run_token(run_id)
     for table in domain.tables:
         try:
@@ -82,7 +82,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
                 continue
             error = MissingPartitionError(
                 f"{where(domain.name, table.name, partition)}: no source objects under "
-                f"{catalogue.source_container}/{prefix} (rule: planned partitions must exist in Azure). "
+                f"{domain.source.describe(prefix)} (rule: planned partitions must exist in the source). "
                 "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue",
                 domain=domain.name,
                 table=table.name,
@@ -376,7 +376,7 @@ def reconcile_partition(domain_name: str, partition: str, run_id: str) -> dict:
     """Check every table's manifest against the live source listing and the landed objects."""
     catalogue = _catalogue()
     domain: Domain = catalogue.domain(domain_name)
-    target, source, ledger = _target(), _source(), _ledger()
+    target, source, ledger = _target(), _source(domain.name), _ledger()
     report = {}
     for table in domain.tables:
         label = where(domain.name, table.name, partition)

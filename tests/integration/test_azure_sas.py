@@ -91,7 +91,7 @@ def test_the_source_wrapper_lists_and_streams_through_a_container_sas(container,
 
 def test_preflight_source_check_passes_with_the_sas_and_names_a_missing_right(container, monkeypatch):
     from hdh_migration.preflight import BLOCKER, OK, check_source
-    from hdh_migration.transfer import SOURCE_CONN_ID
+    from hdh_migration.resources import SOURCE_CONN_ID
 
     name, _ = container
     use_sas_connection(monkeypatch, sas(name), SOURCE_CONN_ID)

@@ -123,7 +123,15 @@ def test_complete_domain_is_cut_over_recorded_announced_and_frozen(migration, ca
     (entry,) = record["entries"]
     assert entry["manifest_key"] == key
     assert entry["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
-    assert entry["files"] == [{k: f[k] for k in ("key", "size", "sha256", "rows")} for f in manifest["files"]]
+    sources = {o["name"].rsplit("/", 1)[1].split(".")[0]: o for o in manifest["source_objects"]}
+    assert entry["files"] == [
+        {
+            **{k: f[k] for k in ("key", "size", "sha256", "rows")},
+            "source": {k: sources[f["key"].rsplit("/", 1)[1].split(".")[0]][k] for k in ("name", "etag", "sha256")},
+        }
+        for f in manifest["files"]
+    ]
+    assert all(f["source"]["sha256"] == f["sha256"] for f in entry["files"])  # parquet: a byte copy of Azure's
     for file in entry["files"]:
         assert hashlib.sha256(migration.target_bytes(file["key"])).hexdigest() == file["sha256"]
     assert record["rows"] == manifest["rows"] == sum(f["rows"] for f in entry["files"]) > 0

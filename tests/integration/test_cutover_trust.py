@@ -58,7 +58,7 @@ def _verify_problems(domain: str = DOMAIN, **kwargs) -> str:
 
 def _reseal(domain: str, history: list[dict], root: str | None) -> list[dict]:
     """The attacker's history: every hash recomputed around the new root, the old signatures kept."""
-    from hdh_migration.cutover import _canonical
+    from hdh_migration.cutover import canonical_json
 
     previous, resealed = None, []
     for entry in history:
@@ -66,7 +66,7 @@ def _reseal(domain: str, history: list[dict], root: str | None) -> list[dict]:
         body["previous_sha256"] = previous
         if body.get("root_sha256") is not None:
             body["root_sha256"] = root
-        entry_sha256 = hashlib.sha256(_canonical(body)).hexdigest()
+        entry_sha256 = hashlib.sha256(canonical_json(body)).hexdigest()
         resealed.append({**body, "entry_sha256": entry_sha256, "signature": entry.get("signature")})
         previous = entry_sha256
     return resealed

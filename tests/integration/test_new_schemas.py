@@ -33,7 +33,7 @@ def test_real_schemas_added_by_configuration_migrate_without_quarantine_and_cut_
         assert tables <= {t.name for t in catalogue.domain(domain).tables}
     migration.seed(domains=["beneficiaires", *DOMAINS])
     # PMSI HAD and SSR are yearly families: one source table per year, the year in its name
-    from hdh_migration.gaps import list_azure_partitions
+    from hdh_migration.source import partitions_in
 
     ssr = catalogue.domain("pmsi_ssr").table("T_SSRaaB")
     assert ssr.source_name == "T_SSR{aa}B"
@@ -42,7 +42,7 @@ def test_real_schemas_added_by_configuration_migrate_without_quarantine_and_cut_
         "pmsi_ssr/T_SSR23B/part-00001.parquet",
     ]
     for table in (ssr, catalogue.domain("pmsi_had").table("T_HADaaB")):
-        assert list_azure_partitions(migration.source.container_client, table) == {"2022", "2023"}
+        assert partitions_in(migration.source, table) == {"2022", "2023"}
 
     for name in DOMAINS:
         domain = catalogue.domain(name)

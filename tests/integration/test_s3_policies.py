@@ -116,8 +116,8 @@ def test_the_lifecycle_file_is_the_rule_preflight_wants():
 def scratch_bucket():
     """A bucket of its own in SeaweedFS, through the target connection of scripts/env.sh; removed
     afterwards (its policy first: it forbids deleting the proofs)."""
+    from hdh_migration.resources import TARGET_CONN_ID
     from hdh_migration.target import SovereignTarget
-    from hdh_migration.transfer import TARGET_CONN_ID
 
     name = f"golive-policy-{uuid.uuid4().hex[:10]}"
     target = SovereignTarget(TARGET_CONN_ID, name)

@@ -257,3 +257,43 @@ def test_a_yearly_family_maps_one_source_table_per_year_to_partitions_of_one_tab
     plain = load_catalogue(CATALOGUE).domain("pmsi_mco").table("T_MCOaaB")
     assert plain.source_dir("2023") == "pmsi_mco/T_MCOaaB/SOR_ANN=2023/"
     assert plain.source_partition("pmsi_mco/T_MCOaaB/SOR_ANN=2023/") == "2023"
+
+
+def test_a_domain_source_is_azure_by_default_or_an_s3_store_with_its_retention(tmp_path):
+    from hdh_migration.catalogue import SourceSpec
+
+    catalogue = load_catalogue(CATALOGUE)
+    assert catalogue.domain("dcir").source == SourceSpec(kind="azure", conn_id="hdh_azure_source", container="snds")
+    assert catalogue.domain("dcir").retention_days is None
+
+    def second_move(raw):
+        raw["domains"]["dcir"]["source"] = {"kind": "s3", "conn_id": "hdh_interim_source", "bucket": "interim"}
+        raw["domains"]["dcir"]["retention_days"] = 90
+
+    dcir = load_catalogue(_write(tmp_path, second_move)).domain("dcir")
+    assert dcir.source == SourceSpec(kind="s3", conn_id="hdh_interim_source", bucket="interim", chained=True)
+    assert dcir.source.describe("dcir/ER_PRS_F/") == "s3://interim/dcir/ER_PRS_F/"
+    assert dcir.retention_days == 90
+
+
+@pytest.mark.parametrize(
+    ("source", "retention", "message"),
+    [
+        ({"kind": "gcs"}, None, "field 'kind' must be one of azure, s3"),
+        ({"kind": "s3", "conn_id": "x"}, None, "missing field 'bucket'"),
+        ({"kind": "s3", "bucket": "b", "prefix": "hop1"}, None, "field 'prefix' must be empty or a key prefix ending"),
+        ({"kind": "azure", "bucket": "b"}, None, "unknown field(s) bucket"),
+        ({"kind": "s3", "bucket": "b", "chained": "yes"}, None, "field 'chained' must be true or false"),
+        (None, -1, "field 'retention_days' must be a whole number of days"),
+    ],
+)
+def test_a_bad_source_or_retention_is_named(tmp_path, source, retention, message):
+    def mutate(raw):
+        if source is not None:
+            raw["domains"]["dcir"]["source"] = source
+        if retention is not None:
+            raw["domains"]["dcir"]["retention_days"] = retention
+
+    with pytest.raises(CatalogueError) as error:
+        load_catalogue(_write(tmp_path, mutate))
+    assert "domain 'dcir'" in str(error.value) and message in str(error.value)
