@@ -63,14 +63,14 @@ def test_the_scale_catalogue_validates_with_its_schemas_and_suites(scale_catalog
         assert write_suite(table) is False, f"{table.suite_path} is not the suite generated from its schema"
 
 
-def test_every_domain_gets_its_four_dags_without_import_errors(scale_catalogue, parsed):
+def test_every_domain_gets_its_five_dags_without_import_errors(scale_catalogue, parsed):
     from hdh_migration.catalogue import load_catalogue
 
     assert parsed["errors"] == {}
     expected = {"hdh_gap_scan"} | {
         f"hdh_{kind}__{d.name}"
         for d in load_catalogue(scale_catalogue).domains
-        for kind in ("transfer", "cutover", "rollback", "verify")
+        for kind in ("transfer", "cutover", "rollback", "verify", "decommission")
     }
     assert set(parsed["dag_ids"]) == expected
 
