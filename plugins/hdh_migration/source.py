@@ -46,6 +46,27 @@ def build_source(spec, default_container: str, eea_regions, ca_bundle: str | Non
     return AzureSource(spec.conn_id, spec.container or default_container)
 
 
+def _spool_ranges(range_chunks, size: int, path: Path, chunk_size: int, digest, progress, throttle) -> None:
+    """Write an object of ``size`` bytes into ``path`` range by range (``range_chunks(offset, length)``
+    yields a range's bytes), feeding ``digest``; the throttle is paid before each range, ``progress``
+    called once it is on disk (flushed)."""
+    if throttle is not None:
+        chunk_size = throttle.chunk_size(chunk_size)
+    with open(path, "wb") as spool:
+        offset = 0
+        while offset < size:
+            length = min(chunk_size, size - offset)
+            if throttle is not None:
+                throttle.acquire(length)
+            for chunk in range_chunks(offset, length):
+                digest.update(chunk)
+                spool.write(chunk)
+            offset += length
+            if progress:
+                spool.flush()
+                progress(length)
+
+
 def _hash_chunks(chunks) -> str:
     from hdh_migration.integrity import sha256_stream
 
@@ -138,24 +159,13 @@ class AzureSource:
         from azure.core import MatchConditions
 
         blob = self.container_client.get_blob_client(obj.name)
-        if throttle is not None:
-            chunk_size = throttle.chunk_size(chunk_size)
-        with open(path, "wb") as spool:
-            offset = 0
-            while offset < obj.size:
-                length = min(chunk_size, obj.size - offset)
-                if throttle is not None:
-                    throttle.acquire(length)
-                stream = blob.download_blob(
-                    offset=offset, length=length, etag=f'"{obj.etag}"', match_condition=MatchConditions.IfNotModified
-                )
-                for chunk in stream.chunks():
-                    digest.update(chunk)
-                    spool.write(chunk)
-                offset += length
-                if progress:
-                    spool.flush()
-                    progress(length)
+
+        def range_chunks(offset: int, length: int):
+            return blob.download_blob(
+                offset=offset, length=length, etag=f'"{obj.etag}"', match_condition=MatchConditions.IfNotModified
+            ).chunks()
+
+        _spool_ranges(range_chunks, obj.size, path, chunk_size, digest, progress, throttle)
 
     def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
         """A few bytes of one object (a parquet footer), conditional on the ETag seen when listing."""
@@ -216,22 +226,11 @@ class S3Source:
 
     def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None, throttle=None) -> None:
         """As ``AzureSource.download_to``: ranged reads, each conditional on the listed ETag (``If-Match``)."""
-        if throttle is not None:
-            chunk_size = throttle.chunk_size(chunk_size)
-        with open(path, "wb") as spool:
-            offset = 0
-            while offset < obj.size:
-                length = min(chunk_size, obj.size - offset)
-                if throttle is not None:
-                    throttle.acquire(length)
-                body = self._get(obj, Range=f"bytes={offset}-{offset + length - 1}")
-                for chunk in body.iter_chunks(1024 * 1024):
-                    digest.update(chunk)
-                    spool.write(chunk)
-                offset += length
-                if progress:
-                    spool.flush()
-                    progress(length)
+
+        def range_chunks(offset: int, length: int):
+            return self._get(obj, Range=f"bytes={offset}-{offset + length - 1}").iter_chunks(1024 * 1024)
+
+        _spool_ranges(range_chunks, obj.size, path, chunk_size, digest, progress, throttle)
 
     def read_range(self, obj: SourceObject, offset: int, length: int) -> bytes:
         return self._get(obj, Range=f"bytes={offset}-{offset + length - 1}").read()
