@@ -35,10 +35,18 @@ def open_ledger():
 _clients_lock = threading.Lock()
 
 
+def _definition(conn_id: str) -> tuple[str | None, str | None]:
+    """What a cached client depends on beyond its arguments: the connection as the environment defines it
+    (``AIRFLOW_CONN_*``) and the guard's local stand-in setting; either changed, the guard checks a new client."""
+    from hdh_migration.target import LOCAL_STANDINS_ENV
+
+    return os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"), os.environ.get(LOCAL_STANDINS_ENV)
+
+
 def open_target():
     """The catalogue's bucket of the sovereign target, on this process's one client for its connection."""
     catalogue = current_catalogue()
-    defined = os.environ.get(f"AIRFLOW_CONN_{TARGET_CONN_ID.upper()}")
+    defined = _definition(TARGET_CONN_ID)
     with _clients_lock:
         return _target(
             TARGET_CONN_ID,
@@ -50,7 +58,7 @@ def open_target():
 
 
 @functools.lru_cache(maxsize=8)
-def _target(conn_id: str, bucket: str, eea_regions: tuple, ca_bundle: str | None, _defined: str | None):
+def _target(conn_id: str, bucket: str, eea_regions: tuple, ca_bundle: str | None, _defined: tuple):
     from hdh_migration.target import SovereignTarget
 
     return SovereignTarget(conn_id, bucket, eea_regions, ca_bundle)
@@ -64,7 +72,7 @@ def open_source(domain_name: str | None = None):
 
     catalogue = current_catalogue()
     spec = catalogue.domain(domain_name).source if domain_name else SourceSpec(container=catalogue.source_container)
-    defined = os.environ.get(f"AIRFLOW_CONN_{spec.conn_id.upper()}")
+    defined = _definition(spec.conn_id)
     with _clients_lock:
         return _source(
             spec, catalogue.source_container, tuple(catalogue.target_eea_regions), catalogue.target_ca_bundle, defined
@@ -72,7 +80,7 @@ def open_source(domain_name: str | None = None):
 
 
 @functools.lru_cache(maxsize=16)
-def _source(spec, container: str, eea_regions: tuple, ca_bundle: str | None, _defined: str | None):
+def _source(spec, container: str, eea_regions: tuple, ca_bundle: str | None, _defined: tuple):
     from hdh_migration.source import build_source
 
     return build_source(spec, container, list(eea_regions), ca_bundle)
