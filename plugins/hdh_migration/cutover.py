@@ -489,13 +489,16 @@ def _entry(manifest: dict, key: str, manifest_sha256: str, origins: dict | None 
 
 
 def source_identities(manifest: dict) -> dict[str, dict | None]:
-    """Each landed file's source object (name, ETag, sha256), matched by part name (``layout.target_key``)."""
+    """Each landed file's source object (name, ETag, sha256): the one its manifest entry names (``source``);
+    for a manifest written before entries named it (version 1, keys without a run token), the source
+    object of the same part name (``layout.target_key``)."""
     from pathlib import PurePosixPath
 
-    by_stem = {PurePosixPath(o["name"]).stem: o for o in manifest.get("source_objects", [])}
+    by_name = {o["name"]: o for o in manifest.get("source_objects", [])}
+    by_stem = {PurePosixPath(name).stem: o for name, o in by_name.items()}
     identities = {}
     for f in manifest["files"]:
-        obj = by_stem.get(PurePosixPath(f["key"]).stem)
+        obj = by_name.get(f["source"]) if "source" in f else by_stem.get(PurePosixPath(f["key"]).stem)
         identities[f["key"]] = {k: obj.get(k) for k in ("name", "etag", "sha256")} if obj else None
     return identities
 

@@ -47,6 +47,7 @@ class Manifest:
                         "size": r["target"]["size"],
                         "sha256": r["target"]["sha256"],
                         "rows": r["rows"],
+                        "source": r["source"]["name"],  # the source object it was copied from
                     }
                     for r in results
                 ],

@@ -119,12 +119,16 @@ def test_a_parquet_and_a_csv_partition_go_through_every_provider(migration, prov
     assert {"PutObject", "CompleteMultipartUpload", "DeleteObjects", "ListObjectsV2", "HeadObject", "GetObject"} <= used
     if profile == "cloud_temple":
         # object data PUT and GET signed SigV2 (a run's final objects are multipart uploads: UploadPart too)
-        assert {"PutObject", "GetObject"} <= {operation(s) for s in emulator.operations("v2")} <= {
-            "PutObject",
-            "UploadPart",
-            "GetObject",
-            "DeleteObject",
-        }
+        assert (
+            {"PutObject", "GetObject"}
+            <= {operation(s) for s in emulator.operations("v2")}
+            <= {
+                "PutObject",
+                "UploadPart",
+                "GetObject",
+                "DeleteObject",
+            }
+        )
         assert "PutObject" not in {operation(s) for s in emulator.operations("v4")}
     else:
         assert emulator.operations("v2") == []
@@ -173,9 +177,7 @@ def test_every_s3_operation_the_project_uses_passes_every_provider(provider, pro
 
 
 @pytest.mark.integration
-def test_an_object_larger_than_the_part_limit_times_the_part_size_is_uploaded(
-    provider, monkeypatch, bucket, tmp_path
-):
+def test_an_object_larger_than_the_part_limit_times_the_part_size_is_uploaded(provider, monkeypatch, bucket, tmp_path):
     """Scaleway's 1,000-part limit, scaled down to 4 parts: 1,001 parts of 5 MiB would be a 5 GB
     object relayed through a Python emulator on a shared 2-core machine; the rule (parts = size /
     part size, at most the limit) is the same arithmetic at any scale."""

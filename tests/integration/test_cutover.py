@@ -123,11 +123,11 @@ def test_complete_domain_is_cut_over_recorded_announced_and_frozen(migration, ca
     (entry,) = record["entries"]
     assert entry["manifest_key"] == key
     assert entry["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
-    sources = {o["name"].rsplit("/", 1)[1].split(".")[0]: o for o in manifest["source_objects"]}
+    sources = {o["name"]: o for o in manifest["source_objects"]}
     assert entry["files"] == [
         {
             **{k: f[k] for k in ("key", "size", "sha256", "rows")},
-            "source": {k: sources[f["key"].rsplit("/", 1)[1].split(".")[0]][k] for k in ("name", "etag", "sha256")},
+            "source": {k: sources[f["source"]][k] for k in ("name", "etag", "sha256")},
         }
         for f in manifest["files"]
     ]

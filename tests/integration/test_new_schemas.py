@@ -60,10 +60,14 @@ def test_real_schemas_added_by_configuration_migrate_without_quarantine_and_cut_
         "pmsi_ssr/T_SSR23B/part-00000.parquet",
         "pmsi_ssr/T_SSR23B/part-00001.parquet",
     ]
-    assert migration.target_keys("pmsi_ssr/T_SSRaaB/SOR_ANN=2023/") == [
-        "pmsi_ssr/T_SSRaaB/SOR_ANN=2023/part-00000.parquet",
-        "pmsi_ssr/T_SSRaaB/SOR_ANN=2023/part-00001.parquet",
+    # the target's layout is the table's, whatever the source's: one folder per year under T_SSRaaB
+    files = sorted(manifest["files"], key=lambda f: f["key"])
+    assert migration.target_keys("pmsi_ssr/T_SSRaaB/SOR_ANN=2023/") == [f["key"] for f in files]
+    assert [f["source"] for f in files] == [
+        "pmsi_ssr/T_SSR23B/part-00000.parquet",
+        "pmsi_ssr/T_SSR23B/part-00001.parquet",
     ]
+    assert all(f["key"].startswith("pmsi_ssr/T_SSRaaB/SOR_ANN=2023/part-0000") for f in files)
 
     for name in DOMAINS:
         run = _cutover(migration, name)

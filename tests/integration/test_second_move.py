@@ -150,7 +150,8 @@ def test_second_move_chain_of_custody_and_decommissions(hosts, capsys, monkeypat
         files = [f for e in record["entries"] for f in e["files"]]
         assert len(files) == 3
         for f in files:
-            assert f["source"]["name"] == f["key"]  # the interim key it was read from (no prefix)
+            # the interim key it was read from (no prefix), under the final run's own key
+            assert f["key"].startswith(f["source"]["name"].removesuffix(".parquet") + "-")
             assert f["sha256"] == f["source"]["sha256"]
             name = f["origin"]["name"]
             assert f["origin"] == {"name": name, "etag": azure[name].etag, "sha256": azure_sha256[name]}
@@ -219,12 +220,14 @@ def test_second_move_chain_of_custody_and_decommissions(hosts, capsys, monkeypat
         interim_bucket = SovereignTarget("hdh_interim_source", migration.name)
         interim_data = [f["key"] for e in interim_record["entries"] for f in e["files"]]
         assert all(interim_bucket.head(k) for k in interim_data)
-        assert all(final.target.head(k) for k in interim_data)  # the same keys in the final bucket
+        final_record = final.target.get_json(f"_cutover/{DOMAIN}.json")
+        final_data = [f["key"] for e in final_record["entries"] for f in e["files"]]
+        assert len(final_data) == len(interim_data) and all(final.target.head(k) for k in final_data)
         code, out, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--by", "dave")
         assert code == 0, err[-3000:]
         assert interim_bucket.list_keys(f"{DOMAIN}/") == []  # the interim copy's data is gone
         assert interim_bucket.head(f"_cutover/{DOMAIN}.json") is not None  # its proofs stay (no data values)
-        assert all(final.target.head(k) for k in interim_data)
+        assert all(final.target.head(k) for k in final_data)
 
         # 4. verify --chain offline: no connection to Azure or to the interim host exists any more.
         monkeypatch.delenv("AIRFLOW_CONN_HDH_AZURE_SOURCE")
