@@ -68,7 +68,7 @@ OBJECT_DATA_OPERATIONS = frozenset({"PutObject", "UploadPart", "GetObject", "Del
 class ProviderProfile:
     """Known quirks and regions of one sovereign S3 provider (see shared/reference/sovereign-s3.md and the README).
 
-    ``max_parts``: the provider's multipart part limit, for uploads and server-side copies alike.
+    ``max_parts``: the provider's multipart part limit, for every multipart upload.
     ``signature_version``: how requests are signed, except ``sigv2_operations``, signed with SigV2.
     ``checksum_when_required``: the store does not implement boto3 >= 1.36's flexible checksums: none
     is sent where optional, and Content-MD5 replaces the one botocore adds where S3 requires an
