@@ -32,8 +32,9 @@ def _isolate_xdist_worker() -> None:
     without xdist, or against another metadata database, is left as it is.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker:
-        return
+    if not worker or os.environ.get("HDH_XDIST_ISOLATED") == worker:
+        return  # not under xdist, or done already (this module imported a second time)
+    os.environ["HDH_XDIST_ISOLATED"] = worker
     index = int(worker.removeprefix("gw"))
     home = Path(os.environ["AIRFLOW_HOME"])
     if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == f"sqlite:///{home / 'airflow.db'}":

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from botocore.exceptions import ClientError
+from conftest import write_catalogue
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.errors import SovereigntyError
 from hdh_migration.source import S3Source, open_source
 from hdh_migration.target import SovereignTarget
-from tests.conftest import write_catalogue
 
 CONN_ID = "hdh_interim_source"
 CONN_ENV = "AIRFLOW_CONN_HDH_INTERIM_SOURCE"

@@ -17,10 +17,10 @@ import os
 
 import pytest
 import yaml
+from conftest import write_catalogue
 
 from hdh_migration.cli import main
 from hdh_migration.layout import partition_dir
-from tests.conftest import write_catalogue
 
 DOMAIN = "beneficiaires"
 PREFIX = partition_dir(DOMAIN, "IR_BEN_R", "snapshot", "2024-06-30")
