@@ -37,9 +37,10 @@ interim_bucket = raw["target_bucket"]
 raw["target_bucket"] = f"{interim_bucket}-final"
 for domain in raw["domains"].values():
     domain["source"] = {"kind": "s3", "conn_id": "hdh_interim_source", "bucket": interim_bucket}
-    for table in domain["tables"].values():  # the interim host holds parquet only (CSV was converted)
-        table["format"] = "parquet"
-        table.pop("csv", None)
+    for table in domain["tables"].values():  # the interim host holds parquet only (CSV was converted),
+        table["format"] = "parquet"  # in the table's own layout (a yearly family's T_MCO22B/ became
+        table.pop("csv", None)  # T_MCOaaB/SOR_ANN=2022/)
+        table.pop("source_name", None)
 (out / "final.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 EOF
 
