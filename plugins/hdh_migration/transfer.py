@@ -304,7 +304,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         ledger.set_state(
             table.domain, table.name, partition, "committed", **committed_fields(manifest.body, manifest_sha256)
         )
-        metrics.partition_committed(catalogue, ledger, table.domain)
+        metrics.partition_committed(table.domain)
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
         try:  # the old set: every final key the new manifest does not name
             stale = [k for k in target.list_keys(final_dir) if k not in manifest.files]
@@ -324,6 +324,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         committed.append({"domain": table.domain, "table": table.name, "partition": partition, "manifest": key})
     for domain_name in sorted({planned["domain"] for planned in tables}):
         release_lease(ledger, domain_name, tables[0]["partition"], run_id)
+        metrics.lag(catalogue, ledger, domain_name)  # once per partition, not per table committed
     return committed
 
 
