@@ -204,7 +204,3 @@ def _dict(value) -> dict:
 
 def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""

@@ -24,7 +24,6 @@ import datetime as dt
 import functools
 import json
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 PROBLEM_STATES = ("failed", "quarantined")
 IN_FLIGHT_STATES = ("transferring", "validated")
@@ -428,10 +427,3 @@ def _throughput(buckets, bucket_s: int) -> dict:
             for start, size in sorted(per_bucket.items())
         ],
     }
-
-
-def local_time(moment: str | None, timezone: str) -> str | None:
-    """An ISO instant as ``YYYY-MM-DD HH:MM`` in a time zone."""
-    if moment is None:
-        return None
-    return dt.datetime.fromisoformat(moment).astimezone(ZoneInfo(timezone)).strftime("%Y-%m-%d %H:%M")
