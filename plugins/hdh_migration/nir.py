@@ -110,10 +110,22 @@ def raw_nir_mask(values):
 def numbers_too_short_for_nir(array) -> bool:
     """Whether ``array`` is numeric with every value under 13 integer digits (then no NIR can be in it),
     read from its minimum and maximum: most numeric columns are answered without a string cast."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = array.type
+    if (
+        len(array)
+        and (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+        and not isinstance(array, pa.ChunkedArray)
+    ):
+        # The value buffer as it is, null slots included: whatever they hold only makes the answer
+        # more cautious (False: the values are then checked one by one), and a NaN answers False.
+        values = np.frombuffer(array.buffers()[1], dtype=kind.to_pandas_dtype())[
+            array.offset : array.offset + len(array)
+        ]
+        return values.min().item() > -_SMALLEST_NUMBER and values.max().item() < _SMALLEST_NUMBER
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
         return False
     if pa.types.is_floating(kind) and pc.any(pc.is_nan(array)).as_py():
@@ -121,3 +133,19 @@ def numbers_too_short_for_nir(array) -> bool:
     extremes = pc.min_max(array)
     low, high = extremes["min"].as_py(), extremes["max"].as_py()
     return low is None or (low > -_SMALLEST_NUMBER and high < _SMALLEST_NUMBER)
+
+
+def too_short_for_nir(array) -> bool:
+    """Whether no value of ``array`` can hold a NIR: numbers under 13 digits (``numbers_too_short_for_nir``),
+    or texts all under 13 bytes, read from the offsets alone (a character is at least a byte)."""
+    import numpy as np
+    import pyarrow as pa
+
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if len(array) == 0:
+            return True
+        width = np.int64 if pa.types.is_large_string(kind) else np.int32
+        offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset : array.offset + len(array) + 1]
+        return int(np.diff(offsets).max()) < _SHORTEST
+    return numbers_too_short_for_nir(array)
