@@ -65,7 +65,9 @@ SIZE_FACTOR = 16  # the RSS check: the main partition is 16x the small one
 PROBE_ROWS = 65_536
 RESULT_MARK = "BENCH_RESULT "
 MACHINE_NOTE = "2 cores, shared: ratios matter, not absolute MB/s"
-TARGETS = {"c/a": 0.8, "c/b": 1.2, "rss_16x_over_1x": 1.2, "rss_mb": 256}
+# Issue 13's targets: c/a >= 0.5, c/b >= 1.0; the copy adds at most 100 MB of RSS over a task
+# process's import baseline at 16x, and peak RSS grows at most 1.2x from 1x to 16x.
+TARGETS = {"c/a": 0.5, "c/b": 1.0, "rss_16x_over_1x": 1.2, "copy_added_mb": 100}
 VARIANTS = {
     "a": "raw SDK stream (azure-storage-blob -> boto3 upload_fileobj)",
     "b": "AzureBlobStorageToS3Operator (amazon provider)",
@@ -222,7 +224,8 @@ class Phases:
     """Self time per phase. Phases timed off the main thread are reported apart, as "(background)":
     they overlap the main thread's work and are not part of the sum that makes the wall time."""
 
-    def __init__(self):
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock  # time.thread_time: CPU seconds of the thread that runs each phase
         self.self_s: dict[str, float] = defaultdict(float)
         self.calls: Counter = Counter()
         self._local = threading.local()
@@ -233,13 +236,13 @@ class Phases:
         stack = self._local.__dict__.setdefault("stack", [])
         if threading.current_thread() is not threading.main_thread():
             name += " (background)"
-        frame = [time.perf_counter(), 0.0]
+        frame = [self.clock(), 0.0]
         stack.append(frame)
         try:
             yield
         finally:
             stack.pop()
-            elapsed = time.perf_counter() - frame[0]
+            elapsed = self.clock() - frame[0]
             with self._lock:
                 self.self_s[name] += elapsed - frame[1]
                 self.calls[name] += 1
@@ -307,6 +310,8 @@ def instrument_transfer(phases: Phases) -> None:
     phases.patch(validation.SuiteRunner, "validate", "suite validate (SuiteRunner.validate)")
     phases.patch(integrity.Fingerprint, "update", "content fingerprint")
     phases.patch(integrity.KeyHashSpill, "update", "primary-key hashing + spill")
+    # a staticmethod: wrapped as one again, or the instance would be passed as the batch
+    integrity.RowHasher.frame = staticmethod(phases.timed(integrity.RowHasher.frame, "polars view of the batch"))
     phases.patch(target.SovereignTarget, "upload_file", "upload (multipart from spool)")
     phases.patch(target.SovereignTarget, "verify_object", "read-back at commit (head + GET)")
     phases.patch(target.SovereignTarget, "complete_upload", "commit (complete the run's uploads)")
@@ -372,26 +377,79 @@ def run_operator(spec: dict, phases: Phases) -> dict:
     return {"objects": len(files), **timing}
 
 
+_WORKER: dict = {}
+
+
+def _worker_start(phases: Phases) -> None:
+    """A task process of c's ``transfer_object`` (forked after the imports, as the bench excludes them
+    for every variant, and before any timed work): ``phases`` is its copy of the parent's timers, the
+    ones the patched building blocks record into; its own RSS window starts here."""
+    _WORKER["phases"] = phases
+    _WORKER["meter"] = meter = RssMeter()
+    meter.start_window()
+
+
+def _worker_transfer(item: dict, run_id: str) -> tuple[dict, dict, dict, int]:
+    """One ``transfer_object`` task body in a worker: its result, the worker's phases and RSS so far."""
+    from hdh_migration import transfer
+
+    phases = _WORKER["phases"]
+    with phases.phase("step: transfer_object (rest)"):
+        result = transfer.transfer_object(item, run_id)
+    return result, phases.report(), _WORKER["meter"].report(), os.getpid()
+
+
 def run_ours(spec: dict, phases: Phases) -> dict:
-    """(c) Our task bodies, in the DAG's order, in this process.
+    """(c) Our task bodies, in the DAG's order.
+
+    ``c_workers`` > 1: the ``transfer_object`` tasks run in that many worker processes at once, as
+    the DAG's mapped tasks run in the transfer pool's slots, each in a task process of its own; the
+    other tasks run in this process. Their RSS is reported per worker (a task process's own).
 
     With ``cprofile_dir`` set, only plan_partition and the first object of each table run, each
     under cProfile (a profile of where one object's time goes; not a throughput run).
     """
+    import multiprocessing
+
     from hdh_migration import transfer
 
     instrument_transfer(phases)
     domain, partition = spec["domain"], spec["partition"]
     run_id = f"bench__{uuid.uuid4().hex[:12]}"
     out: dict = {}
+    workers = spec.get("c_workers", 1)
+    pool = None
+    if workers > 1 and not spec.get("cprofile_dir"):
+        # Forked before any client or cache exists in this process, and started before the clock.
+        context = multiprocessing.get_context("fork")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(phases,))
+        for future in [pool.submit(time.sleep, 0.2) for _ in range(workers)]:
+            future.result()
+
+    def transfer_all(objects: list[dict]) -> list[dict]:
+        if pool is None:
+            results = []
+            for item in objects:
+                with phases.phase("step: transfer_object (rest)"):
+                    results.append(transfer.transfer_object(item, run_id))
+            return results
+        outcomes = list(pool.map(_worker_transfer, objects, [run_id] * len(objects)))
+        per_worker: dict[int, tuple[dict, dict]] = {}
+        for _, worker_phases, rss, pid in outcomes:
+            per_worker[pid] = (worker_phases, rss)  # each report is the worker's total so far
+        out["workers"] = [rss for _, rss in per_worker.values()]
+        out["worker_phases"] = {}
+        for worker_phases, _ in per_worker.values():
+            for name, figures in worker_phases.items():
+                total = out["worker_phases"].setdefault(name, {"s": 0.0, "calls": 0})
+                total["s"] = round(total["s"] + figures["s"], 3)
+                total["calls"] += figures["calls"]
+        return [outcome[0] for outcome in outcomes]
 
     def run() -> None:
         with phases.phase("step: plan_partition"):
             plan = transfer.plan_partition(domain, partition, run_id, force=True)
-        results = []
-        for item in plan["objects"]:
-            with phases.phase("step: transfer_object (rest)"):
-                results.append(transfer.transfer_object(item, run_id))
+        results = transfer_all(plan["objects"])
         with phases.phase("step: validate_partition"):
             verdicts = transfer.validate_partition(plan["tables"], results, run_id)
         with phases.phase("step: commit_partition (rest)"):
@@ -421,7 +479,11 @@ def run_ours(spec: dict, phases: Phases) -> dict:
             stats.dump_stats(path.with_suffix(".prof"))
         out["objects"] = len(firsts)
 
-    timing = _timed(profile if spec.get("cprofile_dir") else run)
+    try:
+        timing = _timed(profile if spec.get("cprofile_dir") else run)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return {**out, **timing, "phases": phases.report()}
 
 
@@ -468,7 +530,7 @@ def child_main(spec: dict) -> int:
     _preload(spec["variant"], lazy=spec.get("lazy_imports", False))
     import_s = time.perf_counter() - started
     meter.start_window()
-    outcome = RUNNERS[spec["variant"]](spec, Phases())
+    outcome = RUNNERS[spec["variant"]](spec, Phases(time.thread_time if spec.get("cpu_clock") else time.perf_counter))
     print(RESULT_MARK + json.dumps({**outcome, **meter.report(), "import_s": round(import_s, 2)}), flush=True)
     return 0
 
@@ -639,6 +701,34 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def _c_memory(c_runs: list[dict]) -> dict:
+    """The memory of c's heaviest process over its runs: the process that runs plan, validate and commit,
+    or a task process of ``transfer_object``. ``copy_added_mb``: its peak over its own import baseline."""
+    processes = [p for run in c_runs for p in [run, *run.get("workers", [])]]
+    return {
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in processes),
+        "baseline_rss_mb": max(p["baseline_rss_mb"] for p in processes),
+        "copy_added_mb": round(max(p["window_peak_rss_mb"] - p["baseline_rss_mb"] for p in processes), 1),
+    }
+
+
+def cpu_per_gb(cpu_run: dict, source_bytes: int) -> dict:
+    """CPU seconds per GB of source in c's steps, from a serial run timed with each thread's CPU clock."""
+    phases = cpu_run["phases"]
+    gb = source_bytes / 1e9
+
+    def seconds(*names: str) -> float:
+        return sum(phases.get(name, {}).get("s", 0.0) for name in names)
+
+    checks = ("suite validate (SuiteRunner.validate)", "polars view of the batch", "content fingerprint")
+    checks += ("primary-key hashing + spill",)
+    return {
+        "decode": round(seconds("parquet decode") / gb, 1),
+        "checks_beyond_decoding": round(seconds(*checks) / gb, 1),
+        **{name: round(seconds(name) / gb, 1) for name in checks},
+    }
+
+
 def summarise(runs: list[dict], x1: dict, source_bytes: int, x1_bytes: int, config: dict) -> dict:
     by_variant: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
@@ -673,27 +763,22 @@ def summarise(runs: list[dict], x1: dict, source_bytes: int, x1_bytes: int, conf
         "targets": {},
     }
     if "c/a" in ratios:
-        summary["targets"]["c/a >= 0.8"] = _verdict(ratios["c/a"] >= TARGETS["c/a"])
+        summary["targets"]["c/a >= 0.5"] = _verdict(ratios["c/a"] >= TARGETS["c/a"])
     if "c/b" in ratios:
-        summary["targets"]["c/b >= 1.2"] = _verdict(ratios["c/b"] >= TARGETS["c/b"])
+        summary["targets"]["c/b >= 1.0"] = _verdict(ratios["c/b"] >= TARGETS["c/b"])
     if x1 and "c" in variants:
-        c_runs = by_variant["c"]
-        x16 = {
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in c_runs),
-            "window_peak_rss_mb": max(r["window_peak_rss_mb"] for r in c_runs),
-        }
+        x16 = _c_memory(by_variant["c"])
+        x1_memory = _c_memory([x1])
         rss = {
-            "1x": {"bytes": x1_bytes, "peak_rss_mb": x1["peak_rss_mb"], "window_peak_rss_mb": x1["window_peak_rss_mb"]},
+            "1x": {"bytes": x1_bytes, **x1_memory},
             "16x": {"bytes": source_bytes, **x16},
-            "peak_ratio": round(x16["peak_rss_mb"] / x1["peak_rss_mb"], 3),
-            "window_ratio": round(x16["window_peak_rss_mb"] / x1["window_peak_rss_mb"], 3),
+            "peak_ratio": round(x16["peak_rss_mb"] / x1_memory["peak_rss_mb"], 3),
             "1x_mb_s": round(x1_bytes / MB / x1["wall_s"], 1),
         }
         summary["rss_scaling"] = rss
         summary["targets"]["peak RSS 16x <= 1.2 x 1x"] = _verdict(rss["peak_ratio"] <= TARGETS["rss_16x_over_1x"])
-        summary["targets"]["peak RSS 16x < 256 MB"] = _verdict(x16["peak_rss_mb"] < TARGETS["rss_mb"])
-        summary["targets"]["copy-window RSS 16x < 256 MB (informative)"] = _verdict(
-            x16["window_peak_rss_mb"] < TARGETS["rss_mb"]
+        summary["targets"]["copy-added RSS at 16x <= 100 MB"] = _verdict(
+            x16["copy_added_mb"] <= TARGETS["copy_added_mb"]
         )
     if "c" in variants:
         c_runs = by_variant["c"]
@@ -702,14 +787,16 @@ def summarise(runs: list[dict], x1: dict, source_bytes: int, x1_bytes: int, conf
             for name, figures in run["phases"].items():
                 phases[name]["s"] += figures["s"] / len(c_runs)
                 phases[name]["calls"] = figures["calls"]
+        workers = config.get("c_workers", 1)
+        for run in c_runs:
+            for name, figures in run.get("worker_phases", {}).items():
+                phases[f"{name} [in {workers} task processes]"]["s"] += figures["s"] / len(c_runs) / workers
+                phases[f"{name} [in {workers} task processes]"]["calls"] = figures["calls"]
         wall = variants["c"]["wall_s"]
         summary["c_phases"] = {
             name: {"s": round(f["s"], 2), "share": round(f["s"] / wall, 3), "calls": f["calls"]}
             for name, f in sorted(phases.items(), key=lambda item: -item[1]["s"])
         }
-        validating = phases["suite validate (SuiteRunner.validate)"]["s"]
-        if validating:
-            summary["validation_mb_s"] = round(summary["source_bytes"] / MB / validating, 2)
     return summary
 
 
@@ -736,17 +823,25 @@ def print_summary(summary: dict) -> None:
     if "rss_scaling" in summary:
         r = summary["rss_scaling"]
         print(
-            f"our peak RSS, one partition: 1x ({r['1x']['bytes'] / MB:.0f} MB) {r['1x']['peak_rss_mb']:.0f} MB "
-            f"[window {r['1x']['window_peak_rss_mb']:.0f}]; 16x ({r['16x']['bytes'] / MB:.0f} MB) "
-            f"{r['16x']['peak_rss_mb']:.0f} MB [window {r['16x']['window_peak_rss_mb']:.0f}]; "
-            f"ratio {r['peak_ratio']:.2f} [window {r['window_ratio']:.2f}]"
+            f"c's heaviest process, one partition: 1x ({r['1x']['bytes'] / MB:.0f} MB) peak RSS "
+            f"{r['1x']['peak_rss_mb']:.0f} MB, {r['1x']['copy_added_mb']:.0f} MB over its import baseline; 16x "
+            f"({r['16x']['bytes'] / MB:.0f} MB) {r['16x']['peak_rss_mb']:.0f} MB, {r['16x']['copy_added_mb']:.0f} MB "
+            f"over its baseline of {r['16x']['baseline_rss_mb']:.0f} MB; peak ratio 16x/1x {r['peak_ratio']:.2f}"
+        )
+    if "cpu_per_gb" in summary:
+        cpu = summary["cpu_per_gb"]
+        print(
+            f"CPU s per GB of source (serial c run, thread CPU clocks): decode {cpu['decode']}, checks beyond "
+            f"decoding {cpu['checks_beyond_decoding']} ("
+            + ", ".join(
+                f"{name} {value}" for name, value in cpu.items() if name not in ("decode", "checks_beyond_decoding")
+            )
+            + ")"
         )
     for name, verdict in summary["targets"].items():
         print(f"target {name}: {verdict}")
-    if "validation_mb_s" in summary:
-        print(f"validation throughput (GX suite, per record batch): {summary['validation_mb_s']:.2f} MB/s of source")
     if "c_phases" in summary:
-        print("\nwhere c's time goes (self time, seconds; mean over rounds):")
+        print("\nwhere c's time goes (self time, seconds; mean over rounds; a task process's phases are per process):")
         for name, figures in summary["c_phases"].items():
             print(f"  {name:<48} {figures['s']:>8.2f}  {figures['share']:>6.1%}  x{figures['calls']}")
     print(f"\nnote: {MACHINE_NOTE}")
@@ -765,6 +860,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="seeding processes")
     parser.add_argument("--no-rss-check", action="store_true", help="skip the 1x partition (RSS scaling check)")
     parser.add_argument("--cprofile", action="store_true", help="extra c run: cProfile of one object per table")
+    parser.add_argument(
+        "--c-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="task processes running c's transfer_object at once, as the transfer pool's slots do (default: cores)",
+    )
+    parser.add_argument("--no-cpu", action="store_true", help="skip the serial c run that measures CPU s per GB")
     parser.add_argument(
         "--lazy-imports", action="store_true", help="import the libraries inside the timed window, as a task does"
     )
@@ -848,6 +950,7 @@ def main(argv: list[str]) -> int:
             "dest_prefix": "bench/",
             "settings": settings,
             "lazy_imports": args.lazy_imports,
+            "c_workers": args.c_workers,
             **extra,
         }
         env = {
@@ -873,7 +976,8 @@ def main(argv: list[str]) -> int:
                 print(
                     f"bench: round {round_index + 1} {variant}: {source_bytes / MB / result['wall_s']:.1f} MB/s, "
                     f"{result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB "
-                    f"(window {result['window_peak_rss_mb']:.0f} MB)",
+                    f"(window {result['window_peak_rss_mb']:.0f} MB)"
+                    + (f"; c's heaviest process: {_c_memory([result])}" if variant == "c" else ""),
                     flush=True,
                 )
         x1 = {}
@@ -882,10 +986,15 @@ def main(argv: list[str]) -> int:
             clear_bucket(s3, spec["bucket"])
             x1 = run_child(spec, env, logs / "c-1x.log")
             print(
-                f"bench: c at 1x: {x1_bytes / MB / x1['wall_s']:.1f} MB/s, peak RSS {x1['peak_rss_mb']:.0f} MB "
-                f"(window {x1['window_peak_rss_mb']:.0f} MB)",
+                f"bench: c at 1x: {x1_bytes / MB / x1['wall_s']:.1f} MB/s; c's heaviest process: {_c_memory([x1])}",
                 flush=True,
             )
+        cpu_run = {}
+        if "c" in args.variants and not args.no_cpu:
+            spec, env = spec_for("c", c_workers=1, cpu_clock=True)
+            clear_bucket(s3, spec["bucket"])
+            cpu_run = run_child(spec, env, logs / "c-cpu.log")
+            print(f"bench: c serial, CPU clocks: {cpu_per_gb(cpu_run, source_bytes)}", flush=True)
         if args.cprofile:
             spec, env = spec_for("c", cprofile_dir=str(logs))
             clear_bucket(s3, spec["bucket"])
@@ -913,10 +1022,13 @@ def main(argv: list[str]) -> int:
         "seed_s": round(seed_s, 1),
         "label": args.label,
         "lazy_imports": args.lazy_imports,
+        "c_workers": args.c_workers,
         "tree": str(TREE),
         "tree_state": tree_state(),
     }
     summary = summarise(runs, x1, source_bytes, x1_bytes, config)
+    if cpu_run:
+        summary["cpu_per_gb"] = cpu_per_gb(cpu_run, source_bytes)
     summary["runs"] = runs
     if args.cprofile:
         summary["cprofile"] = sorted(str(path) for path in logs.glob("c-cprofile-*.txt"))

@@ -266,14 +266,13 @@ def integrity_checks(target, table, buckets: int, results: list[dict], all_uploa
 
 def _unique_key_check(target, table, buckets: int, results: list[dict], rows: int) -> dict:
     """Primary-key uniqueness across every file of the partition, one hash bucket at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
     duplicates = 0
-    for bucket in range(buckets):
-        chunks = [
-            target.get_bytes(result["key_files"][str(bucket)])
-            for result in results
-            if str(bucket) in result["key_files"]
-        ]
-        duplicates += count_duplicate_keys(chunks)
+    with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:  # small files: fetched side by side
+        for bucket in range(buckets):
+            keys = [result["key_files"][str(bucket)] for result in results if str(bucket) in result["key_files"]]
+            duplicates += count_duplicate_keys(pool.map(target.get_bytes, keys))
     null_rows = sum(r["key_null_rows"] for r in results)
     return {
         "type": "expect_compound_columns_to_be_unique_across_partition",

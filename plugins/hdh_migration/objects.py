@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hdh_migration import metrics
@@ -86,8 +87,6 @@ def _upload(target, path: Path, key: str, sha256: str, source_sha256: str, label
 
 def _background(function):
     """Run ``function()`` in a thread of its own; returns its future."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hdh-download")
     future = pool.submit(function)
     pool.shutdown(wait=False)
@@ -263,13 +262,13 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 task_state_store,
                 bucket_for(bandwidth),
             )
-        key_files = {}
         spilled = keys.close() if keys is not None else {}
-        if not blocking:
-            for bucket, path in spilled.items():
-                key = f"{key_hashes_prefix(final_key, item['run_token'])}{bucket:05d}"
-                target.put_file(path, key)
-                key_files[str(bucket)] = key
+        key_files = {}
+        if not blocking:  # small files, one request each: sent side by side
+            prefix = key_hashes_prefix(final_key, item["run_token"])
+            key_files = {str(bucket): f"{prefix}{bucket:05d}" for bucket in spilled}
+            with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:
+                list(pool.map(target.put_file, spilled.values(), key_files.values()))
         result = {
             "domain": table.domain,
             "table": table.name,

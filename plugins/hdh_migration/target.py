@@ -801,7 +801,7 @@ class SovereignTarget:
             )
         digest = sha256_stream()
         body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        for chunk in body.iter_chunks(self.settings.read_chunk):
+        for chunk in body.iter_chunks(1 << 20):  # 1 MiB at a time: a commit reads several objects back at once
             digest.update(chunk)
         if digest.hexdigest() != sha256:
             raise IntegrityError(f"object {key}: sha256 read back from the store differs from the source")
