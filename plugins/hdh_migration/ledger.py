@@ -875,9 +875,11 @@ def _transition(
         location = {"domain": key["domain"], "table": key.get("table_name"), "partition": key.get("partition")}
         subject = "partition" if location["partition"] else "domain"
         held = "" if row else " (not in the ledger yet)"
+        onward = ", ".join(sorted(transitions[current]))
+        rule = f"from {current} only to {onward}" if onward else f"{current} is final"
         raise StateTransitionError(
             f"{where(**location)}: the ledger refuses to move the {subject} from {current}{held} to {state} (rule: "
-            f"from {current} only to {', '.join(sorted(transitions[current])) or 'nothing'}); nothing was written. "
+            f"{rule}); nothing was written. "
             "Another run or an operator changed it meanwhile, or this is a bug: check python -m hdh_migration "
             "status and the ledger's events, wait until nothing else acts on it, then re-run (python -m "
             "hdh_migration reindex first if the ledger lags the store); report a bug if nothing else did",
