@@ -46,6 +46,7 @@ PARTITION_TRANSITIONS: dict[PartitionState, frozenset[PartitionState]] = {
     # a commit retried past its commit point; a changed source or a forced re-run; a failed reconciliation
     PartitionState.COMMITTED: frozenset({PartitionState.COMMITTED, PartitionState.TRANSFERRING,
                                          PartitionState.FAILED}),
+    # the failed task cleared: its step goes on (a commit whose read-back failed commits)
     PartitionState.FAILED: frozenset({PartitionState.FAILED, PartitionState.TRANSFERRING, PartitionState.VALIDATED,
                                       PartitionState.QUARANTINED, PartitionState.COMMITTED}),
     # validated: a waiver recorded, then the quarantining validation cleared
