@@ -144,6 +144,45 @@ def set_values(arrow, column: str, rows: dict[int, object]):
     return arrow.set_column(index, column, pa.array(values, arrow.schema.field(column).type))
 
 
+def reach_state(ledger, domain: str, table: str, partition: str, state: str, run_id: str | None = None, **fields):
+    """Put a partition in ``state`` the way the pipeline does: through the states on the shortest allowed way
+    from where it is (``PARTITION_TRANSITIONS``), ``fields`` given to the last step only (set again if it is
+    there already)."""
+    from hdh_migration.states import PARTITION_TRANSITIONS, PartitionState
+
+    record = ledger.get(domain, table, partition)
+    way = _way(PARTITION_TRANSITIONS, record.state if record else PartitionState.PLANNED, state) or [state]
+    for step in way[:-1]:
+        ledger.set_state(domain, table, partition, step, run_id=run_id)
+    ledger.set_state(domain, table, partition, state, run_id=run_id, **fields)
+
+
+def reach_domain_state(ledger, domain: str, state: str) -> None:
+    """Put a domain in ``state`` through the states on the shortest allowed way from where it is."""
+    from hdh_migration.states import DOMAIN_TRANSITIONS
+
+    for step in _way(DOMAIN_TRANSITIONS, ledger.domain_state(domain), state):
+        ledger.set_domain_state(domain, step)
+
+
+def _way(transitions: dict, start: str, goal: str) -> list:
+    """The states after ``start`` on a shortest allowed way to ``goal`` (none if ``goal`` is ``start``)."""
+    if goal == start:
+        return []
+    frontier, seen = {start: []}, {start}
+    while frontier:
+        reached = {}
+        for state, way in frontier.items():
+            for after in sorted(transitions[state]):
+                if after == goal:
+                    return [*way, after]
+                if after not in seen:
+                    seen.add(after)
+                    reached[after] = [*way, after]
+        frontier = reached
+    raise ValueError(f"{goal} cannot be reached from {start}")
+
+
 @dataclass
 class Migration:
     name: str

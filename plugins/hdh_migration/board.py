@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from hdh_migration.states import PartitionState
 from hdh_migration.status import AirflowFacts, migration_status
 
 MAX_PROBLEM_ROWS = 100
@@ -86,7 +87,7 @@ def _links(problem: dict, dag_id: str, failed_task_instances: dict, ui_base: str
     run_id = problem["run_id"]
     run_url = run_page(ui_base, dag_id, run_id or "")
     failed = failed_task_instances.get((dag_id, run_id), [])
-    if not failed and problem["state"] == "quarantined":
+    if not failed and problem["state"] == PartitionState.QUARANTINED:
         failed = [("validate_partition", -1)]
     return {
         "report_url": report_link(problem["report_key"]) if problem["report_key"] else None,

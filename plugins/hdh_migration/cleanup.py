@@ -13,6 +13,7 @@ from hdh_migration.errors import where
 from hdh_migration.layout import is_run_key, manifest_key, partition_dir, run_staging_prefix, staging_prefix
 from hdh_migration.leases import SWEEPER_PREFIX
 from hdh_migration.resources import open_ledger, open_target
+from hdh_migration.states import PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ LEFTOVERS_LISTED = 100  # keys named in a leftover report (and its event); the c
 SWEEP_LEASE = dt.timedelta(minutes=10)
 
 
-SWEEPABLE_STATES = ("committed", "quarantined")
+SWEEPABLE_STATES = (PartitionState.COMMITTED, PartitionState.QUARANTINED)
 
 
 def sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: str | None, run_id: str) -> dict:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from hdh_migration.catalogue import load_catalogue
 from hdh_migration.signing import PUBLIC_KEY_SETTING
+from hdh_migration.states import FROZEN_STATES, PartitionState
 from hdh_migration.status import status_rows
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -173,7 +174,6 @@ def _api(args):
 def _local_migrate(args, catalogue) -> tuple[list[dict], int]:
     """Every planned partition of every chosen domain through dag.test(), in this process (the demo)."""
     from hdh_migration.dag_factory import build_transfer_dag
-    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.resources import open_ledger as _ledger
 
     ledger = _ledger()
@@ -269,7 +269,7 @@ def cmd_reindex(args) -> int:
                 digest.update(body)
                 found += 1
                 fields = committed_fields(json.loads(body), digest.hexdigest())
-                ledger.set_state(domain.name, table.name, partition, "committed", **fields)
+                ledger.set_state(domain.name, table.name, partition, PartitionState.COMMITTED, rebuild=True, **fields)
     restored, refused = {}, {}
     for domain in catalogue.domains:
         try:
@@ -543,7 +543,7 @@ def cmd_waive(args) -> int:
         raise Refused(f"{refused} cannot be waived: a raw NIR or a copy that differs from its source is never accepted")
     ledger = _ledger()
     record = ledger.get(args.domain, args.table, args.partition)
-    if record is None or record.state != "quarantined":
+    if record is None or record.state != PartitionState.QUARANTINED:
         raise Refused(f"{args.domain} {args.table} {args.partition} is not quarantined; nothing to waive")
     ledger.add_waiver(args.domain, args.table, args.partition, args.expectation, args.by, args.reason)
     waiver = {

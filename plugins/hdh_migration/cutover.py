@@ -54,6 +54,7 @@ from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
 from hdh_migration.source import partitions_in
+from hdh_migration.states import FROZEN_STATES, DomainState, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +270,10 @@ def _refuse(ledger, domain: Domain, step: str, problems: list[str], run_id: str 
         + "\n".join(f"- {p}" for p in shown)
         + more
     )
-    if thaw or ledger.domain_state(domain.name) == "verified":
-        ledger.set_domain_state(domain.name, "transferring", {"reason": f"cutover refused at {step}", "run_id": run_id})
+    if thaw or ledger.domain_state(domain.name) == DomainState.VERIFIED:
+        ledger.set_domain_state(
+            domain.name, DomainState.TRANSFERRING, {"reason": f"cutover refused at {step}", "run_id": run_id}
+        )
     ledger.record_event(domain.name, "cutover_refused", message[:4000], run_id=run_id)
     raise CutoverError(message)
 
@@ -281,8 +284,6 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
 
     domain = _catalogue().domain(domain_name)
     ledger, target = _ledger(), _target()
-    from hdh_migration.ledger import FROZEN_STATES
-
     if ledger.domain_state(domain.name) in FROZEN_STATES:
         raise NothingToDoError(
             f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
@@ -304,7 +305,7 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
             label = where(domain.name, table.name, partition)
             key = manifest_key(domain.name, table.name, table.partition_column, partition)
             record = ledger.get(domain.name, table.name, partition)
-            if record is not None and record.state in ("failed", "quarantined"):
+            if record is not None and record.state in (PartitionState.FAILED, PartitionState.QUARANTINED):
                 waived = ledger.waivers(domain.name, table.name, partition)
                 hint = (
                     "A waiver is recorded: re-run the partition to commit it"
@@ -324,7 +325,7 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
                     f"{label}: not committed, no manifest {key} (rule: every partition from {first} to {last} "
                     f"committed). Run hdh_transfer__{domain.name} for partition {partition}"
                 )
-            elif record is None or record.state != "committed":
+            elif record is None or record.state != PartitionState.COMMITTED:
                 problems.append(
                     f"{label}: the manifest exists but the ledger says {record.state if record else 'nothing'} "
                     "(rule: committed in the ledger). If the ledger was lost, run python -m hdh_migration "
@@ -401,7 +402,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
         problems.extend(_newer_snapshots(domain, source))
     if problems:
         _refuse(ledger, domain, "reconcile_source", problems, run_id)
-    ledger.set_domain_state(domain.name, "verified", {"run_id": run_id, "manifests": len(reconciled)})
+    ledger.set_domain_state(domain.name, DomainState.VERIFIED, {"run_id": run_id, "manifests": len(reconciled)})
     log.info("%s: reconciled %d manifest(s) against the live Azure listing", where(domain.name), len(reconciled))
     return reconciled
 
@@ -457,7 +458,7 @@ def _newer_snapshots(domain: Domain, source) -> list[str]:
 
 def freeze_domain(domain_name: str, run_id: str | None = None) -> None:
     """Step 3: the domain becomes cut_over; plan_partition refuses to write to it from now on."""
-    _ledger().set_domain_state(domain_name, "cut_over", {"run_id": run_id, "step": "freeze_domain"})
+    _ledger().set_domain_state(domain_name, DomainState.CUT_OVER, {"run_id": run_id, "step": "freeze_domain"})
     log.info("%s: frozen: transfers now refuse to write to this domain", where(domain_name))
 
 
@@ -572,7 +573,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     }
     key = record_key(domain.name)
     record_sha256 = target.put_json(key, record)
-    ledger.append_cutover_history(domain.name, cutover, "cut_over")
+    ledger.append_cutover_history(domain.name, cutover, DomainState.CUT_OVER)
     log.info(
         "%s: cut over: %d partition manifest(s), %d rows, %.1f MB; record %s, root %s",
         where(domain.name),
@@ -699,13 +700,13 @@ def check_rollback(domain_name: str, reason: str | None, run_id: str | None = No
     last = record["history"][-1] if record and record["history"] else {}
     retried = run_id is not None and last.get("action") == "rollback" and last.get("run_id") == run_id
     state = _ledger().domain_state(domain.name)
-    if state == "decommissioned":
+    if state == DomainState.DECOMMISSIONED:
         raise CutoverError(
             f"domain={domain.name}: decommissioned: the old copy was deleted after the cutover (receipt "
             f"{CUTOVER_PREFIX}/{domain.name}.decommission.json), so there is nothing to roll back to (rule: no "
             "rollback after a decommission). The French copy is the only copy: restore from its backup if needed"
         )
-    if state != "cut_over" and not retried:
+    if state != DomainState.CUT_OVER and not retried:
         raise CutoverError(
             f"domain={domain.name}: not cut over (state {state}), so there is nothing to roll back (rule: only a "
             "cut-over domain rolls back). Check python -m hdh_migration status"
@@ -753,7 +754,7 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
         "history": history,
     }
     record_sha256 = _target().put_json(record_key(domain.name), rolled_back)
-    _ledger().append_cutover_history(domain.name, history[-1], "transferring")
+    _ledger().append_cutover_history(domain.name, history[-1], DomainState.TRANSFERRING)
     log.info("%s: rolled back by %s: %s; transfers may write again", where(domain.name), by, reason)
     return announcement(rolled_back, record_sha256)
 
@@ -770,7 +771,6 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     through the embedded interim record (``verify_chain``). A decommission receipt, when there is one, is
     checked too (``decommission.check_receipt``).
     """
-    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.signing import pinned_public_keys
 
     pinned = pinned_public_keys(public_key)
@@ -832,7 +832,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     from hdh_migration.decommission import check_receipt, receipt_key
 
     receipt = target.get_json(receipt_key(domain.name))
-    if receipt is not None or state == "decommissioned":
+    if receipt is not None or state == DomainState.DECOMMISSIONED:
         report["receipt"], receipt_problems = check_receipt(domain.name, receipt, record, pinned)
         problems.extend(receipt_problems)
     report["problems"] = len(problems)
@@ -915,23 +915,24 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
             + ". Treat it as an incident: restore the record from the store's versioning or backup, then reindex again"
         )
     for entry in record["history"]:
-        ledger.append_cutover_history(
-            domain_name, entry, "cut_over" if entry["action"] == "cutover" else "transferring"
-        )
-    state = "cut_over" if record["state"] == "cut_over" else "transferring"
-    if (ledger.domain_state(domain_name) == "cut_over") != (state == "cut_over"):
-        ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)})
+        state = DomainState.CUT_OVER if entry["action"] == "cutover" else DomainState.TRANSFERRING
+        ledger.append_cutover_history(domain_name, entry, state, rebuild=True)
+    state = DomainState.CUT_OVER if record["state"] == RECORD_STATES["cutover"] else DomainState.TRANSFERRING
+    if (ledger.domain_state(domain_name) == DomainState.CUT_OVER) != (state == DomainState.CUT_OVER):
+        ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)}, rebuild=True)
     from hdh_migration.decommission import check_receipt, receipt_key
 
     receipt = target.get_json(receipt_key(domain_name))
-    if state == "cut_over" and receipt is not None and receipt.get("state") == "done":
+    if state == DomainState.CUT_OVER and receipt is not None and receipt.get("state") == "done":
         _, problems = check_receipt(domain_name, receipt, record, pinned_public_keys(public_key))
         if problems:
             raise IntegrityError(
                 f"domain={domain_name}: the decommission receipt {receipt_key(domain_name)} is not restored into the "
                 "ledger: " + "; ".join(problems) + ". Treat it as an incident"
             )
-        if ledger.domain_state(domain_name) != "decommissioned":
-            ledger.set_domain_state(domain_name, "decommissioned", {"restored_from": receipt_key(domain_name)})
-        return "decommissioned"
+        if ledger.domain_state(domain_name) != DomainState.DECOMMISSIONED:
+            ledger.set_domain_state(
+                domain_name, DomainState.DECOMMISSIONED, {"restored_from": receipt_key(domain_name)}, rebuild=True
+            )
+        return DomainState.DECOMMISSIONED
     return record["state"]

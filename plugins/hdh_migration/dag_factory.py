@@ -103,6 +103,9 @@ Owner: {owner}. Wave {wave}. Partitions {first} to {cutover}.
   the next step. Data, configuration and policy errors (`DataError`, `IntegrityError`, `ConfigurationError`,
   `SovereigntyError`, `FrozenDomainError`) fail at once without retry; fix the cause (for a
   `ConfigurationError`, the file and setting it names) and clear the run.
+- **`the ledger refuses to move the partition from … to …`** (`StateTransitionError`, not retried):
+  another run or an operator changed the partition meanwhile, or a bug. Look at the board first; clear
+  the whole run once nothing else acts on the partition.
 - **An object that cannot be read or checked** (`expect_file_to_be_valid_parquet`,
   `expect_csv_to_parse_with_schema_types`, `expect_batch_checks_to_complete`): its partition is
   quarantined at once; the message gives the exception's class, the columns and counts, never a value.

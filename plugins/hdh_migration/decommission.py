@@ -40,6 +40,7 @@ from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
 from hdh_migration.source import SourceObject
+from hdh_migration.states import DomainState
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def check_decommission(domain_name: str, now: dt.datetime | None = None) -> dict
     name = domain.name
     state = ledger.domain_state(name)
     receipt = target.get_json(receipt_key(name))
-    if state == "decommissioned" or (receipt and receipt.get("state") == "done"):
+    if state == DomainState.DECOMMISSIONED or (receipt and receipt.get("state") == "done"):
         done = receipt or {}
         _refuse(
             name,
@@ -136,7 +137,7 @@ def check_decommission(domain_name: str, now: dt.datetime | None = None) -> dict
             f"{receipt_key(name)}); a second run is refused",
             "Nothing to do",
         )
-    if state != "cut_over":
+    if state != DomainState.CUT_OVER:
         _refuse(
             name,
             "only a cut-over domain's old copy is deleted",
@@ -311,7 +312,7 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
     receipt_sha256 = target.put_json(receipt_key(name), receipt)
     ledger.set_domain_state(
         name,
-        "decommissioned",
+        DomainState.DECOMMISSIONED,
         {"run_id": run_id, "by": by, "objects": len(plan["objects"]), "receipt_sha256": receipt["receipt_sha256"]},
     )
     log.info(

@@ -89,6 +89,11 @@ class FrozenDomainError(MigrationError):
     """The domain is cut over: the French copy is the data, and writes are refused."""
 
 
+class StateTransitionError(MigrationError):
+    """The ledger refused a state change its transition table does not allow (``states.py``): another run
+    or an operator moved the partition or domain meanwhile, or a bug. Never retried: look first."""
+
+
 class PartitionBusyError(Exception):
     """Another run holds the partition's write lease: retried with backoff, like a network fault."""
 

@@ -41,6 +41,7 @@ from hdh_migration.layout import (
 from hdh_migration.ledger import as_utc
 from hdh_migration.naming import transfer_dag_id
 from hdh_migration.source import partitions_in
+from hdh_migration.states import FROZEN_STATES, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def compare(
                 key = (domain.name, table.name, partition)
                 row = observed.ledger.get(key)
                 manifested = key in observed.manifests
-                if row is not None and row.state == "committed" and manifested:
+                if row is not None and row.state == PartitionState.COMMITTED and manifested:
                     committed += 1
                     continue
                 if partition not in present:
@@ -194,13 +195,13 @@ def compare(
 
 
 def _reason(row: LedgerRow | None, manifested: bool, now, max_attempts: int, in_flight_for) -> str:
-    if row is None or row.state == "planned":
+    if row is None or row.state == PartitionState.PLANNED:
         return "unindexed" if manifested else "missing"
-    if row.state == "committed":
+    if row.state == PartitionState.COMMITTED:
         return "manifest_missing"
-    if row.state == "failed":
+    if row.state == PartitionState.FAILED:
         return "failed" if row.attempts < max_attempts else "failed_too_often"
-    if row.state == "quarantined":
+    if row.state == PartitionState.QUARANTINED:
         return "quarantined_waiting"
     if now - row.updated_at < in_flight_for:
         return "in_flight"
@@ -402,7 +403,6 @@ def run_gap_scan(
     api: AirflowApi | None = None,
 ) -> dict:
     """Scan, create the backfills (unless ``dry_run``), write the report to the store and the ledger."""
-    from hdh_migration.ledger import FROZEN_STATES
     from hdh_migration.resources import current_catalogue as _catalogue
     from hdh_migration.resources import open_ledger as _ledger
     from hdh_migration.resources import open_source as _source

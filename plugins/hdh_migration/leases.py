@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from hdh_migration.catalogue import Table
 from hdh_migration.errors import FrozenDomainError, PartitionBusyError, PartitionLeaseLost, where
 from hdh_migration.resources import open_ledger
+from hdh_migration.states import FROZEN_STATES, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ LEASE_POLL_S = 5
 
 def record_failure(domain: str, table: str, partition: str, error: Exception, run_id: str) -> None:
     ledger = open_ledger()
-    ledger.set_state(domain, table, partition, "failed", run_id=run_id, last_error=str(error)[:2000])
+    ledger.set_state(domain, table, partition, PartitionState.FAILED, run_id=run_id, last_error=str(error)[:2000])
     release_lease(ledger, domain, partition, run_id)  # a failed run writes no more: let the next one in
 
 
@@ -160,8 +161,6 @@ def fence(ledger, table: Table, partition: str, run_id: str) -> None:
 
 def refuse_frozen(ledger, domain: str, partition: str) -> str:
     """The domain's state, unless it is cut over: then the transfer refuses to write, and says why."""
-    from hdh_migration.ledger import FROZEN_STATES
-
     state = ledger.domain_state(domain)
     if state in FROZEN_STATES:
         raise FrozenDomainError(

@@ -19,13 +19,11 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
+from hdh_migration.errors import StateTransitionError, where
+from hdh_migration.states import DOMAIN_TRANSITIONS, PARTITION_TRANSITIONS, DomainState, PartitionState, sources
+
 log = logging.getLogger(__name__)
 
-PARTITION_STATES = ("planned", "transferring", "validated", "committed", "failed", "quarantined")
-DOMAIN_STATES = ("planned", "transferring", "verified", "cut_over", "decommissioned")
-# The states in which the sovereign copy is the data and no transfer may write: cut over, and cut over
-# with the old copy deleted (decommissioned: no rollback either).
-FROZEN_STATES = ("cut_over", "decommissioned")
 CUTOVER_ACTIONS = ("cutover", "rollback")
 
 metadata = sa.MetaData()
@@ -353,41 +351,35 @@ class Ledger:
         domain: str,
         table_name: str,
         partition: str,
-        state: str,
+        state: PartitionState,
         *,
         run_id: str | None = None,
         new_attempt: bool = False,
+        rebuild: bool = False,
         **fields,
     ) -> None:
-        """Upsert a partition's state; ``fields`` are rows, bytes, duration_s, last_error, ...
+        """Move a partition to ``state``; ``fields`` are rows, bytes, duration_s, last_error, ...
 
+        Only as ``PARTITION_TRANSITIONS`` allows from its state now (read in the same transaction):
+        else ``StateTransitionError``, and nothing is written. With ``rebuild`` (``reindex``), the state is
+        read back from the store's manifest, the truth: it replaces whatever the ledger said.
         The ``partition_<state>`` event keeps the error text, or else the counts given (rows, bytes,
         duration_s) as JSON: the board's throughput comes from the ``partition_committed`` ones.
         """
-        if state not in PARTITION_STATES:
-            raise ValueError(f"unknown partition state {state!r}")
+        state = PartitionState(state)
         if "source_etags" in fields and fields["source_etags"] is not None:
             fields["source_etags"] = json.dumps(fields["source_etags"], sort_keys=True)
-        values = {"state": state, "updated_at": _now(), **fields}
+        values = {"updated_at": _now(), **fields}
         if run_id is not None:
             values["run_id"] = run_id
+        if new_attempt:
+            values["attempts"] = partitions_table.c.attempts + 1
         key = {"domain": domain, "table_name": table_name, "partition": partition}
         with self._begin() as conn:
-            existing = conn.execute(
-                sa.select(partitions_table.c.attempts).where(*(partitions_table.c[k] == v for k, v in key.items()))
-            ).first()
-            if existing is None:
+            if not _transition(conn, partitions_table, key, state, values, PARTITION_TRANSITIONS, rebuild=rebuild):
                 values["attempts"] = 1 if new_attempt else 0
                 values.setdefault("source_bytes", self._latest_planned_bytes(conn, **key))
-                conn.execute(sa.insert(partitions_table).values(**key, **values))
-            else:
-                if new_attempt:
-                    values["attempts"] = existing.attempts + 1
-                conn.execute(
-                    sa.update(partitions_table)
-                    .where(*(partitions_table.c[k] == v for k, v in key.items()))
-                    .values(**values)
-                )
+                conn.execute(sa.insert(partitions_table).values(**key, state=state, **values))
             conn.execute(
                 sa.insert(events_table).values(
                     at=_now(),
@@ -564,11 +556,11 @@ class Ledger:
         """
         p = partitions_table.c
         bucket = (
-            sa.case((p.state == "committed", self._epoch(p.updated_at) // bucket_s), else_=None)
+            sa.case((p.state == PartitionState.COMMITTED, self._epoch(p.updated_at) // bucket_s), else_=None)
             if bucket_s
             else sa.null()
         ).label("bucket")
-        size = sa.func.coalesce(p.source_bytes, sa.case((p.state == "committed", p.bytes), else_=None))
+        size = sa.func.coalesce(p.source_bytes, sa.case((p.state == PartitionState.COMMITTED, p.bytes), else_=None))
         query = (
             sa.select(p.domain, p.state, bucket, sa.func.count().label("partitions"), sa.func.sum(p.rows).label("rows"),
                       sa.func.sum(p.bytes).label("bytes"), sa.func.sum(size).label("source_bytes"),
@@ -614,7 +606,7 @@ class Ledger:
     def first_commit_at(self) -> dt.datetime | None:
         """When the earliest committed partition was last written (one step of ``ix_hdh_partition_state``)."""
         p = partitions_table.c
-        query = sa.select(sa.func.min(p.updated_at)).where(p.state == "committed")
+        query = sa.select(sa.func.min(p.updated_at)).where(p.state == PartitionState.COMMITTED)
         with self._begin() as conn:
             first = conn.execute(query).scalar()
         return None if first is None else as_utc(first)
@@ -732,14 +724,17 @@ class Ledger:
     def waived(self, domain: str, table_name: str, partition: str) -> set[str]:
         return {e for w in self.waivers(domain, table_name, partition) for e in w["expectations"]}
 
-    def domain_state(self, domain: str) -> str:
+    def domain_state(self, domain: str) -> DomainState:
         with self._begin() as conn:
             row = conn.execute(sa.select(domains_table.c.state).where(domains_table.c.domain == domain)).first()
-        return row.state if row else "planned"
+        return DomainState(row.state) if row else DomainState.PLANNED
 
-    def set_domain_state(self, domain: str, state: str, detail: dict | None = None) -> None:
+    def set_domain_state(
+        self, domain: str, state: DomainState, detail: dict | None = None, *, rebuild: bool = False
+    ) -> None:
+        """Move a domain to ``state``, as ``DOMAIN_TRANSITIONS`` allows (see ``set_state``, and its ``rebuild``)."""
         with self._begin() as conn:
-            _set_domain_state(conn, domain, state, detail)
+            _set_domain_state(conn, domain, state, detail, rebuild=rebuild)
 
     def last_event(self, domain: str, kinds: tuple[str, ...]) -> dict | None:
         """The domain's most recent event of one of these kinds."""
@@ -753,12 +748,12 @@ class Ledger:
             row = conn.execute(query).first()
         return dict(row._mapping) if row else None
 
-    def append_cutover_history(self, domain: str, entry: dict, state: str) -> bool:
+    def append_cutover_history(self, domain: str, entry: dict, state: DomainState, *, rebuild: bool = False) -> bool:
         """Append one sealed cutover or rollback entry and move the domain's state, in one transaction.
 
         ``entry`` is a history entry of the cutover record (action, at, by, reason, dag_id, run_id,
         root_sha256, entry_sha256). Appending the same entry twice (a retried task) is a no-op;
-        returns whether it was appended.
+        returns whether it was appended. ``rebuild``: replayed from the record by ``reindex`` (see ``set_state``).
         """
         if entry["action"] not in CUTOVER_ACTIONS:
             raise ValueError(f"unknown cutover action {entry['action']!r}")
@@ -788,6 +783,7 @@ class Ledger:
                 domain,
                 state,
                 {k: entry.get(k) for k in ("action", "by", "reason", "run_id", "root_sha256") if entry.get(k)},
+                rebuild=rebuild,
             )
         return True
 
@@ -844,19 +840,55 @@ def _counts_detail(fields: dict) -> str | None:
     return json.dumps(counts, sort_keys=True) if counts else None
 
 
-def _set_domain_state(conn, domain: str, state: str, detail: dict | None) -> None:
-    if state not in DOMAIN_STATES:
-        raise ValueError(f"unknown domain state {state!r}")
-    updated = conn.execute(
-        sa.update(domains_table).where(domains_table.c.domain == domain).values(state=state, updated_at=_now())
-    ).rowcount
-    if not updated:
-        conn.execute(sa.insert(domains_table).values(domain=domain, state=state, updated_at=_now()))
+def _set_domain_state(conn, domain: str, state: DomainState, detail: dict | None, *, rebuild: bool = False) -> None:
+    state = DomainState(state)
+    key = {"domain": domain}
+    if not _transition(conn, domains_table, key, state, {"updated_at": _now()}, DOMAIN_TRANSITIONS, rebuild=rebuild):
+        conn.execute(sa.insert(domains_table).values(**key, state=state, updated_at=_now()))
     conn.execute(
         sa.insert(events_table).values(
             at=_now(), domain=domain, kind=f"domain_{state}", detail=json.dumps(detail or {}, sort_keys=True)
         )
     )
+
+
+def _transition(
+    conn, table: sa.Table, key: dict, state: str, values: dict, transitions: dict, *, rebuild: bool
+) -> bool:
+    """Move the row at ``key`` to ``state`` if ``transitions`` allows it from the row's state now; False if the
+    ledger holds no row there yet and a new one may start in ``state`` (a row not held is ``planned``, in both
+    tables): the caller inserts it.
+
+    Atomic on SQLite and PostgreSQL: the update changes the row only if it is in a state the change is allowed
+    from, and holds the write lock (SQLite) or the row's lock (PostgreSQL) until the transaction ends. With
+    ``rebuild`` any state gives way. A refused change raises ``StateTransitionError``.
+    """
+    c = table.c
+    match = [c[k] == v for k, v in key.items()]
+    allowed = sources(transitions, state)
+    update = sa.update(table).where(*match).values(state=state, **values)
+    if conn.execute(update if rebuild else update.where(c.state.in_(allowed))).rowcount:
+        return True
+    row = conn.execute(sa.select(c.state).where(*match).with_for_update()).first()
+    current = row.state if row else PartitionState.PLANNED  # the same text as DomainState.PLANNED
+    if not rebuild and current not in allowed:
+        location = {"domain": key["domain"], "table": key.get("table_name"), "partition": key.get("partition")}
+        subject = "partition" if location["partition"] else "domain"
+        held = "" if row else " (not in the ledger yet)"
+        onward = ", ".join(sorted(transitions[current]))
+        rule = f"from {current} only to {onward}" if onward else f"{current} is final"
+        raise StateTransitionError(
+            f"{where(**location)}: the ledger refuses to move the {subject} from {current}{held} to {state} (rule: "
+            f"{rule}); nothing was written. "
+            "Another run or an operator changed it meanwhile, or this is a bug: check python -m hdh_migration "
+            "status and the ledger's events, wait until nothing else acts on it, then re-run (python -m "
+            "hdh_migration reindex first if the ledger lags the store); report a bug if nothing else did",
+            **location,
+        )
+    if row is None:
+        return False
+    conn.execute(update)  # a concurrent writer inserted the row after the update above: it is locked now
+    return True
 
 
 @lru_cache(maxsize=8)

@@ -14,6 +14,7 @@ from hdh_migration.errors import PrivacyIncident, QuarantinedError, where
 from hdh_migration.layout import quarantine_key
 from hdh_migration.manifest import utcnow
 from hdh_migration.resources import current_catalogue
+from hdh_migration.states import PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,9 @@ def quarantine_table(
         partition=partition,
         run_id=run_id,
     )
-    ledger.set_state(table.domain, table.name, partition, "quarantined", run_id=run_id, last_error=str(error)[:4000])
+    ledger.set_state(
+        table.domain, table.name, partition, PartitionState.QUARANTINED, run_id=run_id, last_error=str(error)[:4000]
+    )
     metrics.partition_quarantined(current_catalogue(), ledger, table.domain, privacy)
     return error
 
@@ -128,7 +131,7 @@ def mark_waiting(ledger, domain: str, partition: str, quarantined: list, passed,
     waiting = sorted(passed)
     for name in waiting:
         ledger.set_state(
-            domain, name, partition, "validated", run_id=run_id,
+            domain, name, partition, PartitionState.VALIDATED, run_id=run_id,
             last_error=f"waits for {blockers} (quarantined in the same partition)",
         )  # fmt: skip
     if not waiting:

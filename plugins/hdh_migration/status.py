@@ -25,8 +25,10 @@ import functools
 import json
 from dataclasses import dataclass, field
 
-PROBLEM_STATES = ("failed", "quarantined")
-IN_FLIGHT_STATES = ("transferring", "validated")
+from hdh_migration.states import PartitionState
+
+PROBLEM_STATES = (PartitionState.FAILED, PartitionState.QUARANTINED)
+IN_FLIGHT_STATES = (PartitionState.TRANSFERRING, PartitionState.VALIDATED)
 # The events that show a partition's transfer moving on: its plan, each object's bytes, its validation.
 PROGRESS_KINDS = ("planned", "partition_transferring", "transfer_progress", "partition_validated")
 # Problem kinds, most severe first.
@@ -80,7 +82,7 @@ def remaining(domain, states: dict[str, dict]) -> dict:
     """A domain's lag from its ``Ledger.partition_summary`` row: the table-partitions expected and not committed,
     and their source bytes (those of partitions not planned yet estimated from the planned ones' mean size)."""
     expected = len(domain.tables) * partition_count(domain)
-    committed = states.get("committed", {})
+    committed = states.get(PartitionState.COMMITTED, {})
     sized = sum(s["sized"] for s in states.values())
     known = sum(s["source_bytes"] for s in states.values())
     unknown = max(0, expected - sized)
@@ -207,8 +209,10 @@ def _problem(record, kind: str, report: dict | None, stall: dict | None = None) 
         "attempts": record.attempts,
         "since": _iso(stall["last_progress_at_dt"] if stall else _utc(record.updated_at)),
         "run_id": record.run_id,
-        "expectations": list(report.get("expectations", [])) if report and record.state == "quarantined" else [],
-        "report_key": report.get("report_key") if report and record.state == "quarantined" else None,
+        "expectations": list(report.get("expectations", []))
+        if report and record.state == PartitionState.QUARANTINED
+        else [],
+        "report_key": report.get("report_key") if report and record.state == PartitionState.QUARANTINED else None,
         "privacy_incident": kind == "privacy_incident",
         "stall_minutes": stall["stall_minutes"] if stall else None,
     }
@@ -277,12 +281,12 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     problem_counts = ledger.count_in(PROBLEM_STATES)
     reports = ledger.latest_details(
         "quarantine_report",
-        [(r.domain, r.table_name, r.partition) for r in problem_records if r.state == "quarantined"],
+        [(r.domain, r.table_name, r.partition) for r in problem_records if r.state == PartitionState.QUARANTINED],
     )
     problems = []
     for r in problem_records:
         report = reports.get((r.domain, r.table_name, r.partition))
-        privacy = r.state == "quarantined" and report is not None and report.get("severity") == "privacy"
+        privacy = r.state == PartitionState.QUARANTINED and report is not None and report.get("severity") == "privacy"
         problems.append(_problem(r, "privacy_incident" if privacy else r.state, report))
     for flight in flights:
         if flight["stalled"]:
@@ -291,12 +295,12 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
     problems.sort(key=lambda p: p["severity"])  # stable: newest first within a severity
 
     # tables that passed but wait for a quarantined table of their partition (all its tables commit together)
-    waiting = [r for r in ledger.partitions_in(("validated",), limit=MAX_PROBLEMS_READ) if r.last_error]
+    waiting = [r for r in ledger.partitions_in((PartitionState.VALIDATED,), limit=MAX_PROBLEMS_READ) if r.last_error]
 
     domains = []
     for domain in sorted(catalogue.domains, key=lambda d: (d.wave, d.name)):
         states = summary.get(domain.name, {})
-        committed = states.get("committed", {})
+        committed = states.get(PartitionState.COMMITTED, {})
         lag = remaining(domain, states)
         dag_id = transfer_dag_id(domain.name)
         mine = [f for f in flights if f["domain"] == domain.name]
@@ -330,7 +334,7 @@ def migration_status(catalogue, ledger, now: dt.datetime | None = None, airflow:
                 "quarantined": [
                     {"table": r.table_name, "partition": r.partition}
                     for r in domain_problems
-                    if r.state == "quarantined"
+                    if r.state == PartitionState.QUARANTINED
                 ],
                 "waiting": [
                     {"table": r.table_name, "partition": r.partition, "waits_for": r.last_error}

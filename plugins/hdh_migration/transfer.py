@@ -43,6 +43,7 @@ from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
+from hdh_migration.states import DomainState, PartitionState
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,8 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
     wait_for_lease(ledger, domain.name, partition, run_id)
     target = _target()  # the sovereignty guard runs here, before any byte moves
     target.ensure_bucket()
-    if domain_state == "planned":
-        ledger.set_domain_state(domain.name, "transferring", {"run_id": run_id})
+    if domain_state == DomainState.PLANNED:
+        ledger.set_domain_state(domain.name, DomainState.TRANSFERRING, {"run_id": run_id})
     source = _source(domain.name)
     token = run_token(run_id)
     for table in domain.tables:
@@ -94,7 +95,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         listed_etags = {obj.name: obj.etag for obj in listed}
         previous = manifest.source_etags if manifest else None
         record = ledger.get(domain.name, table.name, partition)
-        proven = record is not None and record.state == "committed"
+        proven = record is not None and record.state == PartitionState.COMMITTED
         if previous == listed_etags and proven and not force:
             log.info(
                 "%s: committed and unchanged (same ETags): nothing to do", where(domain.name, table.name, partition)
@@ -145,7 +146,13 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             run_id=run_id,
         )
         ledger.set_state(
-            domain.name, table.name, partition, "transferring", run_id=run_id, new_attempt=True, last_error=None
+            domain.name,
+            table.name,
+            partition,
+            PartitionState.TRANSFERRING,
+            run_id=run_id,
+            new_attempt=True,
+            last_error=None,
         )
     if not tables:
         release_lease(ledger, domain.name, partition, run_id)
@@ -246,7 +253,9 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         summary["waived"] = sorted(waived & {expectation_id(r) for r in summary["results"] if not r["success"]})
         verdicts[table.name] = summary
         # last_error=None: a table that waited for another one's quarantine in an earlier run waits no more
-        ledger.set_state(table.domain, table.name, partition, "validated", run_id=run_id, rows=rows, last_error=None)
+        ledger.set_state(
+            table.domain, table.name, partition, PartitionState.VALIDATED, run_id=run_id, rows=rows, last_error=None
+        )
     if quarantined:
         wait_note = mark_waiting(ledger, tables[0]["domain"], tables[0]["partition"], quarantined, verdicts, run_id)
         release_lease(ledger, tables[0]["domain"], tables[0]["partition"], run_id)
@@ -302,7 +311,11 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
             )
         # The commit point is behind us: the ledger follows the manifest before anything else can fail.
         ledger.set_state(
-            table.domain, table.name, partition, "committed", **committed_fields(manifest.body, manifest_sha256)
+            table.domain,
+            table.name,
+            partition,
+            PartitionState.COMMITTED,
+            **committed_fields(manifest.body, manifest_sha256),
         )
         metrics.partition_committed(table.domain)
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)

@@ -90,6 +90,8 @@ Pool.create_or_update_pool("hdh_transfer", slots=16, description="transfers", in
 
 
 def _seed_ledger(url: str, failing_run_id: str) -> None:
+    from conftest import reach_domain_state, reach_state
+
     from hdh_migration.ledger import Ledger, events_table, partitions_table
 
     ledger = Ledger(url)
@@ -106,14 +108,14 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
         )
 
     def committed(domain: str, table: str, partition: str, run_id: str, rows: int, size: int, seconds: float) -> None:
-        ledger.set_state(
-            domain, table, partition, "committed", run_id=run_id, rows=rows, bytes=size, duration_s=seconds
+        reach_state(
+            ledger, domain, table, partition, "committed", run_id=run_id, rows=rows, bytes=size, duration_s=seconds
         )
 
     # beneficiaires: cut over, its one snapshot committed.
     planned("beneficiaires", "IR_BEN_R", "2024-06-30", "manual__b1", 2, 40 * mb)
     committed("beneficiaires", "IR_BEN_R", "2024-06-30", "manual__b1", 1000, 40 * mb, 20.0)
-    ledger.set_domain_state("beneficiaires", "cut_over")
+    reach_domain_state(ledger, "beneficiaires", "cut_over")
     # causes_deces: 2022 committed, 2023 quarantined by two expectations.
     ledger.set_domain_state("causes_deces", "transferring")
     for partition, size in (("2022", 12 * mb), ("2023", 13 * mb)):
@@ -127,7 +129,9 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
         partition="2023",
         run_id="manual__c2023",
     )
-    ledger.set_state("causes_deces", "KI_CCI_R", "2023", "quarantined", run_id="manual__c2023", last_error=LEAKY_ERROR)
+    reach_state(
+        ledger, "causes_deces", "KI_CCI_R", "2023", "quarantined", run_id="manual__c2023", last_error=LEAKY_ERROR
+    )
     # dcir: two months committed, one failed in transfer_object[1], one in flight.
     ledger.set_domain_state("dcir", "transferring")
     for month in ("2024-01-01", "2024-02-01"):
@@ -154,7 +158,8 @@ def _seed_ledger(url: str, failing_run_id: str) -> None:
         partition="2023",
         run_id="scheduled__2023",
     )
-    ledger.set_state(
+    reach_state(
+        ledger,
         "pmsi_mco",
         "T_MCOaaC",
         "2023",

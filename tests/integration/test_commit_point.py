@@ -16,6 +16,7 @@ import time
 from urllib.parse import unquote
 
 import pytest
+from conftest import reach_state
 from faults.invariants import assert_survived
 from faults.proxy import FaultProxy
 
@@ -269,7 +270,7 @@ def test_the_gap_scan_sweeps_leftover_staging_only_where_no_run_may_resume_it(mi
     def leftover(domain: str, table: str, partition: str, state: str) -> str:
         key = _run_staging(migration, f"run-{state}", table, domain, partition) + "part-00000.parquet"
         target.put_bytes(key, b"staged bytes", "application/octet-stream")
-        ledger.set_state(domain, table, partition, state, run_id="run-last")
+        reach_state(ledger, domain, table, partition, state, run_id="run-last")
         return key
 
     committed = leftover("dcir", "ER_PRS_F", "2024-01-01", "committed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import CATALOGUE
+from conftest import CATALOGUE, reach_state
 
 from hdh_migration.board import board_view, render_board
 from hdh_migration.catalogue import load_catalogue
@@ -13,11 +13,11 @@ from hdh_migration.status import status_rows
 def test_the_board_and_status_say_which_table_waits_on_which(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.set_domain_state("dcir", "transferring")
-    ledger.set_state("dcir", "ER_PHA_F", "2024-01-01", "quarantined", run_id="r1", last_error="quarantined: ...")
+    reach_state(ledger, "dcir", "ER_PHA_F", "2024-01-01", "quarantined", run_id="r1", last_error="quarantined: ...")
     waits = "waits for ER_PHA_F (quarantined in the same partition)"
-    ledger.set_state("dcir", "ER_PRS_F", "2024-01-01", "validated", run_id="r1", rows=5, last_error=waits)
-    ledger.set_state(
-        "dcir", "ER_PRS_F", "2024-02-01", "validated", run_id="r2", rows=5
+    reach_state(ledger, "dcir", "ER_PRS_F", "2024-01-01", "validated", run_id="r1", rows=5, last_error=waits)
+    reach_state(
+        ledger, "dcir", "ER_PRS_F", "2024-02-01", "validated", run_id="r2", rows=5
     )  # in flight, waiting on nothing
     catalogue = load_catalogue(CATALOGUE)
 

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
+from conftest import reach_state
 from html_assets import page_assets
 
 from hdh_migration.board import board_view, render_board
@@ -30,7 +31,9 @@ def test_the_board_page_loads_its_own_stylesheet_and_script_only(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.set_domain_state("causes_deces", "transferring")
     ledger.record_event("causes_deces", "planned", {"source_bytes": 10**7}, table_name="KI_CCI_R", partition="2022")
-    ledger.set_state("causes_deces", "KI_CCI_R", "2022", "committed", run_id="r1", rows=5, bytes=10**7, duration_s=4.0)
+    reach_state(
+        ledger, "causes_deces", "KI_CCI_R", "2022", "committed", run_id="r1", rows=5, bytes=10**7, duration_s=4.0
+    )
     ledger.record_event(
         "causes_deces",
         "quarantine_report",
@@ -38,7 +41,7 @@ def test_the_board_page_loads_its_own_stylesheet_and_script_only(tmp_path):
          "report_key": "_quarantine/causes_deces/KI_CCI_R/FLX_PER_ANN=2023/0123456789abcdef.json"},
         table_name="KI_CCI_R", partition="2023", run_id="r2",
     )  # fmt: skip
-    ledger.set_state("causes_deces", "KI_CCI_R", "2023", "quarantined", run_id="r2")
+    reach_state(ledger, "causes_deces", "KI_CCI_R", "2023", "quarantined", run_id="r2")
     ledger.record_gap_scan(
         started_at=dt.datetime(2026, 11, 28, 6, tzinfo=dt.UTC), dry_run=True, partitions_checked=3, gaps=1,
         backfills=0, run_id="g1", report={"gaps": [{"domain": "dcir", "table": "ER_PRS_F", "partition": "2024-03-01"}]},

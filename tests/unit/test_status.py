@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-from conftest import write_catalogue
+from conftest import reach_state, write_catalogue
 
 from hdh_migration.board import board_view, render_board
 from hdh_migration.catalogue import load_catalogue
@@ -59,7 +59,7 @@ def _seed(ledger, now: dt.datetime) -> None:
     for i, (table, month) in enumerate([("ER_PHA_F", "2024-01-01"), ("ER_PRS_F", "2024-01-01")]):
         ledger.record_event("dcir", "planned", {"source_bytes": 300 * MB}, table_name=table, partition=month,
                             run_id=f"r{i}")  # fmt: skip
-        ledger.set_state("dcir", table, month, "committed", run_id=f"r{i}", rows=10, bytes=250 * MB, duration_s=60.0)
+        reach_state(ledger, "dcir", table, month, "committed", run_id=f"r{i}", rows=10, bytes=250 * MB, duration_s=60.0)
         _at(ledger, now - (2 - i) * hours, "dcir", table, month)
     ledger.set_state("dcir", "ER_PHA_F", "2024-02-01", "failed", run_id="r2", last_error=f"value {RAW_NIR} {CANARY}")
     _at(ledger, now - 30 * hours, "dcir", "ER_PHA_F", "2024-02-01")
@@ -86,7 +86,7 @@ def _seed(ledger, now: dt.datetime) -> None:
                             {"expectations": ["expect_x(COL)"], "severity": severity,
                              "report_key": f"_quarantine/{domain}/{table}/X={partition}/0123456789abcdef.json"},
                             table_name=table, partition=partition, run_id="q")  # fmt: skip
-        ledger.set_state(domain, table, partition, "quarantined", run_id="q", last_error=f"{CANARY} {RAW_NIR}")
+        reach_state(ledger, domain, table, partition, "quarantined", run_id="q", last_error=f"{CANARY} {RAW_NIR}")
         _at(ledger, now - age * hours, domain, table, partition)
 
 
