@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 
 from hdh_migration.catalogue import Domain, Table
-from hdh_migration.errors import where
+from hdh_migration.errors import Where
 from hdh_migration.layout import is_run_key, manifest_key, partition_dir, run_staging_prefix, staging_prefix
 from hdh_migration.leases import SWEEPER_PREFIX
 from hdh_migration.resources import open_ledger, open_target
@@ -65,7 +65,7 @@ def sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: st
         )
         log.info(
             "%s: swept %d leftover staging object(s) and %d unfinished upload(s) of other runs (%d not removed): %s",
-            where(table.domain, table.name, partition),
+            Where(table.domain, table.name, partition),
             len(swept),
             aborted,
             len(remaining),
@@ -132,7 +132,7 @@ def clean_after(target, ledger, table: Table, partition: str, token: str, run_id
     if leftovers or errors:
         log.warning(
             "%s: the cleanup left %d object(s) behind (%s); the partition's next run or the gap scan removes them: %s",
-            where(table.domain, table.name, partition),
+            Where(table.domain, table.name, partition),
             len(leftovers),
             "; ".join(errors) or "no error reported",
             report["keys"],
@@ -142,5 +142,5 @@ def clean_after(target, ledger, table: Table, partition: str, token: str, run_id
                 table.domain, "cleanup_leftovers", report, table_name=table.name, partition=partition, run_id=run_id
             )
         except Exception as error:  # noqa: BLE001 - the warning above is the report then
-            log.warning("%s: leftovers not recorded in the ledger (%s)", where(table.domain), type(error).__name__)
+            log.warning("%s: leftovers not recorded in the ledger (%s)", Where(table.domain), type(error).__name__)
     return report

@@ -33,7 +33,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.cutover import MAX_LISTED_PROBLEMS, CutoverError, canonical_json, check_signatures, record_key
-from hdh_migration.errors import where
+from hdh_migration.errors import Where
 from hdh_migration.layout import CUTOVER_PREFIX
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
@@ -65,9 +65,10 @@ def _refuse(domain: str, rule: str, what: str, next_step: str, names: list[str] 
     if names:
         shown = names[:MAX_LISTED_PROBLEMS]
         listed = ": " + ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
-    message = f"domain={domain}: decommission refused: {what}{listed} (rule: {rule}). {next_step}"
+    ref = Where(domain)
+    message = f"{ref}: decommission refused: {what}{listed} (rule: {rule}). {next_step}"
     _ledger().record_event(domain, "decommission_refused", message[:4000])
-    raise DecommissionRefused(message)
+    raise DecommissionRefused(message, ref=ref)
 
 
 def _last_cutover(ledger, domain: str) -> dict | None:
@@ -271,7 +272,7 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
     }
     if dry_run:
         log.info(
-            "%s: dry run: %d object(s) would be deleted from %s", where(name), len(plan["objects"]), plan["source"]
+            "%s: dry run: %d object(s) would be deleted from %s", Where(name), len(plan["objects"]), plan["source"]
         )
         return {
             **summary,
@@ -316,7 +317,7 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
     )
     log.info(
         "%s: decommissioned: %d object(s), %.1f MB deleted from %s; receipt %s",
-        where(name),
+        Where(name),
         len(plan["objects"]),
         plan["bytes"] / 1e6,
         plan["source"],
@@ -338,7 +339,7 @@ def check_receipt(domain: str, receipt: dict | None, record: dict, pinned: dict[
     """The receipt against the pinned keys and the cutover record: signed, whole, of this cutover."""
     from hdh_migration.signing import receipt_message, signature_valid
 
-    label = where(domain, obj=receipt_key(domain))
+    label = Where(domain, obj=receipt_key(domain))
     if receipt is None:
         return {}, [f"{label}: the domain is decommissioned but its receipt is missing (rule: a signed receipt)"]
     body = {k: v for k, v in receipt.items() if k not in ("receipt_sha256", "signature")}
