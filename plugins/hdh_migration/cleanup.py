@@ -10,8 +10,9 @@ import logging
 
 from hdh_migration.catalogue import Domain, Table
 from hdh_migration.errors import Where
-from hdh_migration.layout import is_run_key, manifest_key, partition_dir, run_staging_prefix, staging_prefix
+from hdh_migration.layout import is_run_key, partition_dir, run_staging_prefix, staging_prefix
 from hdh_migration.leases import SWEEPER_PREFIX
+from hdh_migration.manifest import Manifest
 from hdh_migration.resources import open_ledger, open_target
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ def sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: st
     # Final keys: another run's unfinished uploads, and objects no manifest names (a run that died
     # between completing its uploads and writing its manifest).
     final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
-    manifest = target.get_json(manifest_key(table.domain, table.name, table.partition_column, partition))
-    committed = {f["key"] for f in manifest["files"]} if manifest else set()
+    manifest = Manifest.load(target, table, partition)
+    committed = set(manifest.files) if manifest else set()
     others = (lambda key: not is_run_key(key, keep_token)) if keep_token else None
     aborted += target.abort_uploads(final_dir, select=others)
     unnamed = {k for k in target.list_keys(final_dir) if k not in committed and (others is None or others(k))}

@@ -48,7 +48,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.catalogue import Domain
 from hdh_migration.errors import IntegrityError, MigrationError, Where
-from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX
+from hdh_migration.manifest import Manifest, landed_problem
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
@@ -242,18 +243,6 @@ def decided_by(explicit: str | None, triggering_user: str | None, run_type: str)
     return explicit or triggering_user or f"airflow ({run_type})"
 
 
-def _read(target, key: str) -> bytes | None:
-    """An object's bytes, or None if it does not exist (manifests and records are small)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        return target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
 def _retransfer(domain: str, partition: str, force: bool = False) -> str:
     conf = f'{{"partition": "{partition}", "force": true}}' if force else f'{{"partition": "{partition}"}}'
     command = f"python -m hdh_migration migrate --domain {domain}{' --force' if force else ''}"
@@ -302,7 +291,7 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
     for table in domain.tables:
         for partition in domain.partitions():
             label = Where(domain.name, table.name, partition)
-            key = manifest_key(domain.name, table.name, table.partition_column, partition)
+            key = Manifest.key_for(table, partition)
             record = ledger.get(domain.name, table.name, partition)
             if record is not None and record.state in ("failed", "quarantined"):
                 waived = ledger.waivers(domain.name, table.name, partition)
@@ -340,57 +329,54 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
 
 def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None = None) -> dict[str, str]:
     """Step 2: the live Azure listing and the landed objects against every manifest; returns key → sha256."""
-    from hdh_migration.target import SHA256_METADATA
-
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger, target, source = _ledger(), _target(), _source(domain.name)
     problems, reconciled = [], {}
     for item in committed:
         table, partition = domain.table(item["table"]), item["partition"]
-        label = Where(domain.name, table.name, partition)
-        body = _read(target, item["manifest_key"])
-        if body is None:
+        ref = Where(domain.name, table.name, partition)
+        stored = Manifest.read(target, item["manifest_key"])
+        if stored is None:
             problems.append(
-                f"{label}: manifest {item['manifest_key']} vanished (rule: manifest present). {_retransfer(domain.name, partition)}"
+                f"{ref}: manifest {item['manifest_key']} vanished (rule: manifest present). {_retransfer(domain.name, partition)}"
             )
             continue
-        manifest_sha256 = _sha256(body)
+        manifest, manifest_sha256 = stored
         record = ledger.get(domain.name, table.name, partition)
         if record is not None and record.manifest_sha256 and record.manifest_sha256 != manifest_sha256:
             problems.append(
-                f"{Where(domain.name, table.name, partition, item['manifest_key'])}: the manifest differs from "
+                f"{ref.with_object(item['manifest_key'])}: the manifest differs from "
                 f"the one committed (rule: manifest unchanged since its commit). {_retransfer(domain.name, partition)}"
             )
-        manifest = json.loads(body)
         prefix = table.source_dir(partition)
         live = {o.name: o.etag for o in source.list_objects(prefix, table.source_extension)}
-        recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
-        for name in sorted(set(live) - set(recorded)):
+        changes = manifest.source_changes(live)
+        for name in changes["added"]:
             problems.append(
-                f"{Where(domain.name, table.name, partition, name)}: arrived in Azure after the partition was "
+                f"{ref.with_object(name)}: arrived in Azure after the partition was "
                 f"committed (rule: no late-arriving source object). {_retransfer(domain.name, partition)}"
             )
-        for name in sorted(set(recorded) - set(live)):
+        for name in changes["removed"]:
             problems.append(
-                f"{Where(domain.name, table.name, partition, name)}: removed from Azure since its transfer "
+                f"{ref.with_object(name)}: removed from Azure since its transfer "
                 f"(rule: source unchanged since its transfer). Find out why; {_retransfer(domain.name, partition)}"
             )
-        for name in sorted(n for n in set(live) & set(recorded) if live[n] != recorded[n]):
+        recorded = manifest.source_etags
+        for name in changes["changed"]:
             problems.append(
-                f"{Where(domain.name, table.name, partition, name)}: changed in Azure since its transfer (ETag "
+                f"{ref.with_object(name)}: changed in Azure since its transfer (ETag "
                 f"{recorded[name]} then, {live[name]} now; rule: same ETag). {_retransfer(domain.name, partition)}"
             )
-        for entry in manifest["files"]:
-            head = target.head(entry["key"])
-            if head is None:
+        for entry, problem in manifest.landed_problems(target):
+            if problem == "missing":
                 problems.append(
-                    f"{Where(domain.name, table.name, partition, entry['key'])}: missing from the sovereign store "
+                    f"{ref.with_object(entry['key'])}: missing from the sovereign store "
                     f"(rule: every manifested object present). {_retransfer(domain.name, partition, force=True)}"
                 )
-            elif head["ContentLength"] != entry["size"] or head["Metadata"].get(SHA256_METADATA) != entry["sha256"]:
+            else:
                 problems.append(
-                    f"{Where(domain.name, table.name, partition, entry['key'])}: size or checksum differs from the "
+                    f"{ref.with_object(entry['key'])}: size or checksum differs from the "
                     f"manifest (rule: landed object equal to its manifest). {_retransfer(domain.name, partition, force=True)}"
                 )
         reconciled[item["manifest_key"]] = manifest_sha256
@@ -411,13 +397,13 @@ def _unchained(domain: Domain, reconciled: dict[str, str], target, upstream_reco
     interim = {f["key"]: f["sha256"] for e in upstream_record.get("entries", []) for f in e["files"]}
     problems = []
     for key in reconciled:
-        manifest = json.loads(_read(target, key))
-        for obj in manifest["source_objects"]:
+        manifest = Manifest(target.get_json(key))
+        for obj in manifest.source_objects:
             if interim.get(obj["name"]) != obj.get("sha256"):
                 problems.append(
-                    f"{Where(domain.name, manifest['table'], manifest['partition'], obj['name'])}: not in the interim "
+                    f"{Where(domain.name, manifest.table, manifest.partition, obj['name'])}: not in the interim "
                     "host's signed cutover record with this sha256 (rule: chain of custody). Re-transfer the "
-                    f"partition from the cut-over interim copy: {_retransfer(domain.name, manifest['partition'], force=True)}"
+                    f"partition from the cut-over interim copy: {_retransfer(domain.name, manifest.partition, force=True)}"
                 )
     return problems
 
@@ -461,46 +447,31 @@ def freeze_domain(domain_name: str, run_id: str | None = None) -> None:
     log.info("%s: frozen: transfers now refuse to write to this domain", Where(domain_name))
 
 
-def _entry(manifest: dict, key: str, manifest_sha256: str, origins: dict | None = None) -> dict:
+def _entry(manifest: Manifest, key: str, manifest_sha256: str, origins: dict | None = None) -> dict:
     """A record entry; each file carries its source's identity and, on a chained move, its ``origin``
     (the identity of the first hop's source, from the upstream record)."""
-    sources = source_identities(manifest)
+    sources = manifest.source_identities()
     if origins is not None:
         entry = _entry(manifest, key, manifest_sha256)
         for f in entry["files"]:
             f["origin"] = origins.get((f["source"] or {}).get("name"))
         return entry
     return {
-        "table": manifest["table"],
-        "partition_column": manifest["partition_column"],
-        "partition": manifest["partition"],
+        "table": manifest.table,
+        "partition_column": manifest.body["partition_column"],
+        "partition": manifest.partition,
         "manifest_key": key,
         "manifest_sha256": manifest_sha256,
-        "rows": manifest["rows"],
-        "bytes": manifest["bytes"],
-        "content_fingerprint": manifest["content_fingerprint"],
-        "transfer_run_id": manifest["run_id"],
-        "committed_at": manifest["committed_at"],
+        "rows": manifest.rows,
+        "bytes": manifest.bytes,
+        "content_fingerprint": manifest.body["content_fingerprint"],
+        "transfer_run_id": manifest.run_id,
+        "committed_at": manifest.body["committed_at"],
         "files": [
             {**{k: f[k] for k in ("key", "size", "sha256", "rows")}, "source": sources.get(f["key"])}
-            for f in manifest["files"]
+            for f in manifest.entries
         ],
     }
-
-
-def source_identities(manifest: dict) -> dict[str, dict | None]:
-    """Each landed file's source object (name, ETag, sha256): the one its manifest entry names (``source``);
-    for a manifest written before entries named it (version 1, keys without a run token), the source
-    object of the same part name (``layout.target_key``)."""
-    from pathlib import PurePosixPath
-
-    by_name = {o["name"]: o for o in manifest.get("source_objects", [])}
-    by_stem = {PurePosixPath(name).stem: o for name, o in by_name.items()}
-    identities = {}
-    for f in manifest["files"]:
-        obj = by_name.get(f["source"]) if "source" in f else by_stem.get(PurePosixPath(f["key"]).stem)
-        identities[f["key"]] = {k: obj.get(k) for k in ("name", "etag", "sha256")} if obj else None
-    return identities
 
 
 def _utcnow() -> str:
@@ -519,14 +490,14 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     origins = upstream_origins(upstream["record"]) if upstream else None
     entries, changed = [], []
     for key, expected_sha256 in sorted(reconciled.items()):
-        body = _read(target, key)
-        if body is None or _sha256(body) != expected_sha256:
+        stored = Manifest.read(target, key)
+        if stored is None or stored[1] != expected_sha256:
             changed.append(
                 f"{Where(domain.name, obj=key)}: changed between reconciliation and freeze (rule: the "
                 "record holds the reconciled manifests). A transfer committed meanwhile: trigger the cutover again"
             )
             continue
-        entries.append(_entry(json.loads(body), key, expected_sha256, origins))
+        entries.append(_entry(stored[0], key, expected_sha256, origins))
     if changed:
         _refuse(ledger, domain, "write_cutover_record", changed, run_id, thaw=True)
     linked, root = chain_entries(domain.name, entries)
@@ -782,8 +753,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     ledger, target = _ledger(), _target()
     key = record_key(domain.name)
     state = ledger.domain_state(domain.name)
-    body = _read(target, key)
-    record = json.loads(body) if body is not None else None
+    record = target.get_json(key)
     if (record is None or record.get("state") != "cut_over") and state not in FROZEN_STATES:
         raise NothingToDoError(
             f"{Where(domain.name)}: not cut over (state {state}): nothing to verify", ref=Where(domain.name)
@@ -812,7 +782,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     entries = record.get("entries", [])
     for entry in entries:
         label = Where(domain.name, entry["table"], entry["partition"], entry["manifest_key"])
-        manifest = _read(target, entry["manifest_key"])
+        manifest = target.read(entry["manifest_key"])
         if manifest is None:
             problems.append(f"{label}: the manifest is missing (rule: every manifest of the cutover record present)")
         elif _sha256(manifest) != entry["manifest_sha256"]:
@@ -882,13 +852,11 @@ def _strays(target, domain: str, entries: list[dict]) -> list[str]:
 
 
 def _check_object(target, domain: str, entry: dict, file: dict, deep: bool) -> str | None:
-    from hdh_migration.target import SHA256_METADATA
-
     label = Where(domain, entry["table"], entry["partition"], file["key"])
-    head = target.head(file["key"])
-    if head is None:
+    landed = landed_problem(target, file)
+    if landed == "missing":
         return f"{label}: missing from the sovereign store (rule: every object of the cutover record present)"
-    if head["ContentLength"] != file["size"] or head["Metadata"].get(SHA256_METADATA) != file["sha256"]:
+    if landed == "differs":
         return f"{label}: size or checksum differs from the cutover record (rule: sizes and checksums equal)"
     if deep:
         try:

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from hdh_migration.cutover import MAX_LISTED_PROBLEMS, CutoverError, canonical_json, check_signatures, record_key
 from hdh_migration.errors import Where
 from hdh_migration.layout import CUTOVER_PREFIX
+from hdh_migration.manifest import Manifest
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
@@ -93,15 +94,15 @@ def _recorded_objects(target, record: dict) -> list[dict]:
     """The source objects every committed manifest of the record names (name, size, ETag, sha256)."""
     objects = []
     for entry in record["entries"]:
-        body = target.client.get_object(Bucket=target.bucket, Key=entry["manifest_key"])["Body"].read()
-        if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
+        stored = Manifest.read(target, entry["manifest_key"])
+        if stored is None or stored[1] != entry["manifest_sha256"]:
             _refuse(
                 record["domain"],
                 "manifests unchanged since the cutover",
                 f"the manifest {entry['manifest_key']} differs from the cutover record",
                 f"Run python -m hdh_migration verify --domain {record['domain']} and treat it as an incident",
             )
-        for obj in json.loads(body)["source_objects"]:
+        for obj in stored[0].source_objects:
             objects.append({k: obj[k] for k in ("name", "size", "etag", "sha256")})
     return sorted(objects, key=lambda o: o["name"])
 

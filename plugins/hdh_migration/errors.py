@@ -11,14 +11,15 @@ from dataclasses import dataclass, replace
 
 @dataclass(frozen=True)
 class Where:
-    """A location: a domain, and within it a table, a partition, an object, as far as known.
+    """A location: a domain, and within it a table, a partition, an object, as far as known (an object
+    outside any domain's knowledge, such as a store key, has no domain).
 
     Made once per task or object and passed along. An error carries it as data (``MigrationError.ref``),
     and its label (``domain=... table=... partition=... object=...``) starts the error's message, the log
     lines and the problems listed in a report: no reader parses a location out of a text.
     """
 
-    domain: str
+    domain: str | None = None
     table: str | None = None
     partition: str | None = None
     obj: str | None = None

@@ -100,11 +100,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             ledger.record_event(domain.name, "unchanged", table_name=table.name, partition=partition, run_id=run_id)
             continue
         if previous is not None and previous != listed_etags:
-            changes = {
-                "added": sorted(set(listed_etags) - set(previous)),
-                "removed": sorted(set(previous) - set(listed_etags)),
-                "changed": sorted(n for n in listed_etags if n in previous and previous[n] != listed_etags[n]),
-            }
+            changes = manifest.source_changes(listed_etags)
             log.info("%s: source changed since the last commit: %s", table_ref, changes)
             ledger.record_event(
                 domain.name, "source_changed", changes, table_name=table.name, partition=partition, run_id=run_id
@@ -267,7 +263,6 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
 def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
     """Complete the run's uploads and write the manifest last, under the lease; record the commit in the
     ledger at once; then remove the old set and clean up, best effort; release the lease."""
-    from hdh_migration.ledger import committed_fields
     from hdh_migration.target import SHA256_METADATA
 
     catalogue = _catalogue()
@@ -300,9 +295,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
                 target, ledger, ref, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
             )
         # The commit point is behind us: the ledger follows the manifest before anything else can fail.
-        ledger.set_state(
-            table.domain, table.name, partition, "committed", **committed_fields(manifest.body, manifest_sha256)
-        )
+        ledger.set_state(table.domain, table.name, partition, "committed", **manifest.committed_fields(manifest_sha256))
         metrics.partition_committed(table.domain)
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
         try:  # the old set: every final key the new manifest does not name

@@ -22,6 +22,7 @@ def test_the_label_names_what_is_known_in_order():
     assert Where("dcir", obj="_cutover/dcir.json").label == "domain=dcir object=_cutover/dcir.json"
     assert ref.with_object(OBJECT).label == f"domain=dcir table=ER_PHA_F partition=2024-01-01 object={OBJECT}"
     assert Where("dcir", partition="2024-01-01").with_table("ER_PHA_F") == ref
+    assert Where(obj="_manifests/x.json").label == "object=_manifests/x.json", "a store key alone has no domain"
 
 
 def test_location_is_the_data_the_error_carries_never_its_text():
