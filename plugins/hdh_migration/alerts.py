@@ -33,6 +33,7 @@ from hdh_migration.errors import (
     PrivacyIncident,
     QuarantinedError,
     SovereigntyError,
+    Where,
 )
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,7 @@ class Alert:
 
 
 def _where(alert_fields: dict) -> str:
-    keys = ("domain", "table", "partition", "object")
-    return " ".join(f"{k}={alert_fields[k]}" for k in keys if alert_fields.get(k))
+    return Where(*(alert_fields.get(k) for k in ("domain", "table", "partition", "object"))).label
 
 
 def _next_step(error: BaseException | None) -> str:

@@ -9,9 +9,10 @@ import datetime as dt
 import logging
 
 from hdh_migration.catalogue import Domain, Table
-from hdh_migration.errors import where
-from hdh_migration.layout import is_run_key, manifest_key, partition_dir, run_staging_prefix, staging_prefix
+from hdh_migration.errors import Where
+from hdh_migration.layout import is_run_key, partition_dir, run_staging_prefix, staging_prefix
 from hdh_migration.leases import SWEEPER_PREFIX
+from hdh_migration.manifest import Manifest
 from hdh_migration.resources import open_ledger, open_target
 from hdh_migration.states import PartitionState
 
@@ -45,8 +46,8 @@ def sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: st
     # Final keys: another run's unfinished uploads, and objects no manifest names (a run that died
     # between completing its uploads and writing its manifest).
     final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
-    manifest = target.get_json(manifest_key(table.domain, table.name, table.partition_column, partition))
-    committed = {f["key"] for f in manifest["files"]} if manifest else set()
+    manifest = Manifest.load(target, table, partition)
+    committed = set(manifest.files) if manifest else set()
     others = (lambda key: not is_run_key(key, keep_token)) if keep_token else None
     aborted += target.abort_uploads(final_dir, select=others)
     unnamed = {k for k in target.list_keys(final_dir) if k not in committed and (others is None or others(k))}
@@ -66,7 +67,7 @@ def sweep_leftovers(target, ledger, table: Table, partition: str, keep_token: st
         )
         log.info(
             "%s: swept %d leftover staging object(s) and %d unfinished upload(s) of other runs (%d not removed): %s",
-            where(table.domain, table.name, partition),
+            Where(table.domain, table.name, partition),
             len(swept),
             aborted,
             len(remaining),
@@ -133,7 +134,7 @@ def clean_after(target, ledger, table: Table, partition: str, token: str, run_id
     if leftovers or errors:
         log.warning(
             "%s: the cleanup left %d object(s) behind (%s); the partition's next run or the gap scan removes them: %s",
-            where(table.domain, table.name, partition),
+            Where(table.domain, table.name, partition),
             len(leftovers),
             "; ".join(errors) or "no error reported",
             report["keys"],
@@ -143,5 +144,5 @@ def clean_after(target, ledger, table: Table, partition: str, token: str, run_id
                 table.domain, "cleanup_leftovers", report, table_name=table.name, partition=partition, run_id=run_id
             )
         except Exception as error:  # noqa: BLE001 - the warning above is the report then
-            log.warning("%s: leftovers not recorded in the ledger (%s)", where(table.domain), type(error).__name__)
+            log.warning("%s: leftovers not recorded in the ledger (%s)", Where(table.domain), type(error).__name__)
     return report

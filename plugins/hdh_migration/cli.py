@@ -248,9 +248,7 @@ def cmd_migrate(args) -> int:
 def cmd_reindex(args) -> int:
     from hdh_migration.cutover import restore_from_record
     from hdh_migration.errors import IntegrityError
-    from hdh_migration.integrity import sha256_stream
-    from hdh_migration.layout import manifest_key
-    from hdh_migration.ledger import committed_fields
+    from hdh_migration.manifest import Manifest
     from hdh_migration.resources import open_ledger as _ledger
     from hdh_migration.resources import open_target as _target
     from hdh_migration.signing import SigningKeyError
@@ -261,15 +259,19 @@ def cmd_reindex(args) -> int:
     for domain in catalogue.domains:
         for table in domain.tables:
             for partition in domain.partitions():
-                key = manifest_key(domain.name, table.name, table.partition_column, partition)
-                if target.head(key) is None:
+                stored = Manifest.read(target, Manifest.key_for(table, partition))
+                if stored is None:
                     continue
-                body = target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
-                digest = sha256_stream()
-                digest.update(body)
+                manifest, manifest_sha256 = stored
                 found += 1
-                fields = committed_fields(json.loads(body), digest.hexdigest())
-                ledger.set_state(domain.name, table.name, partition, PartitionState.COMMITTED, rebuild=True, **fields)
+                ledger.set_state(
+                    domain.name,
+                    table.name,
+                    partition,
+                    PartitionState.COMMITTED,
+                    rebuild=True,
+                    **manifest.committed_fields(manifest_sha256),
+                )
     restored, refused = {}, {}
     for domain in catalogue.domains:
         try:

@@ -47,8 +47,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.catalogue import Domain
-from hdh_migration.errors import IntegrityError, MigrationError, where
-from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, manifest_key
+from hdh_migration.errors import IntegrityError, MigrationError, Where
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX
+from hdh_migration.manifest import Manifest, landed_problem
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
@@ -140,7 +141,7 @@ def _history_body(entry: dict) -> dict:
 def check_record(record: dict) -> list[str]:
     """Every way the record disagrees with itself: entry links, root, order, totals, history chain."""
     domain = record["domain"]
-    label = where(domain, obj=record_key(domain))
+    label = Where(domain, obj=record_key(domain))
     problems = []
     entries = record.get("entries", [])
     if [e["manifest_key"] for e in entries] != sorted(e["manifest_key"] for e in entries):
@@ -148,7 +149,7 @@ def check_record(record: dict) -> list[str]:
     for entry, link in zip(entries, _chain(domain, entries), strict=True):
         if entry.get("link_sha256") != link:
             problems.append(
-                f"{where(domain, entry.get('table'), entry.get('partition'), entry.get('manifest_key'))}: "
+                f"{Where(domain, entry.get('table'), entry.get('partition'), entry.get('manifest_key'))}: "
                 "the entry does not match its link in the hash chain (rule: record unchanged since the cutover)"
             )
     if entries:
@@ -183,7 +184,7 @@ def check_signatures(record: dict, pinned: dict[str, str]) -> list[str]:
     from hdh_migration.signing import history_message, root_message, signature_valid
 
     domain = record["domain"]
-    label = where(domain, obj=record_key(domain))
+    label = Where(domain, obj=record_key(domain))
     rule = f"rule: signed by the cutover signer, whose pinned key is {' or '.join(sorted(pinned))}"
 
     def signed(message: bytes, signature: str | None) -> bool:
@@ -243,18 +244,6 @@ def decided_by(explicit: str | None, triggering_user: str | None, run_type: str)
     return explicit or triggering_user or f"airflow ({run_type})"
 
 
-def _read(target, key: str) -> bytes | None:
-    """An object's bytes, or None if it does not exist (manifests and records are small)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        return target.client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
-
-
 def _retransfer(domain: str, partition: str, force: bool = False) -> str:
     conf = f'{{"partition": "{partition}", "force": true}}' if force else f'{{"partition": "{partition}"}}'
     command = f"python -m hdh_migration migrate --domain {domain}{' --force' if force else ''}"
@@ -263,19 +252,18 @@ def _retransfer(domain: str, partition: str, force: bool = False) -> str:
 
 def _refuse(ledger, domain: Domain, step: str, problems: list[str], run_id: str | None, thaw: bool = False):
     """Record the refusal, move a verified domain (with ``thaw``, a frozen one) back to transferring, and raise."""
+    ref = Where(domain.name)
     shown = problems[:MAX_LISTED_PROBLEMS]
     more = f"\n- ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
     message = (
-        f"domain={domain.name}: cutover refused at {step}: {len(problems)} problem(s):\n"
-        + "\n".join(f"- {p}" for p in shown)
-        + more
+        f"{ref}: cutover refused at {step}: {len(problems)} problem(s):\n" + "\n".join(f"- {p}" for p in shown) + more
     )
     if thaw or ledger.domain_state(domain.name) == DomainState.VERIFIED:
         ledger.set_domain_state(
             domain.name, DomainState.TRANSFERRING, {"reason": f"cutover refused at {step}", "run_id": run_id}
         )
     ledger.record_event(domain.name, "cutover_refused", message[:4000], run_id=run_id)
-    raise CutoverError(message)
+    raise CutoverError(message, ref=ref)
 
 
 def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict]:
@@ -286,8 +274,9 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
     ledger, target = _ledger(), _target()
     if ledger.domain_state(domain.name) in FROZEN_STATES:
         raise NothingToDoError(
-            f"domain={domain.name}: already cut over (see {record_key(domain.name)}); nothing to do. "
-            f"Roll it back with a reason first to cut it over again"
+            f"{Where(domain.name)}: already cut over (see {record_key(domain.name)}); nothing to do. "
+            f"Roll it back with a reason first to cut it over again",
+            ref=Where(domain.name),
         )
     Signer.from_connection()  # before the freeze: a domain frozen without its signed record would be stuck
     problems, committed = [], []
@@ -296,14 +285,14 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
         problems.extend(f"{p}. Investigate before cutting over again" for p in check_record(previous))
         if previous.get("state") == "cut_over":
             problems.append(
-                f"{where(domain.name, obj=record_key(domain.name))}: the record says cut over but the ledger does not "
+                f"{Where(domain.name, obj=record_key(domain.name))}: the record says cut over but the ledger does not "
                 "(rule: the freeze survives a lost ledger). Run python -m hdh_migration reindex"
             )
     first, last = domain.first_partition, domain.cutover_partition
     for table in domain.tables:
         for partition in domain.partitions():
-            label = where(domain.name, table.name, partition)
-            key = manifest_key(domain.name, table.name, table.partition_column, partition)
+            label = Where(domain.name, table.name, partition)
+            key = Manifest.key_for(table, partition)
             record = ledger.get(domain.name, table.name, partition)
             if record is not None and record.state in (PartitionState.FAILED, PartitionState.QUARANTINED):
                 waived = ledger.waivers(domain.name, table.name, partition)
@@ -335,63 +324,60 @@ def check_completeness(domain_name: str, run_id: str | None = None) -> list[dict
                 committed.append({"table": table.name, "partition": partition, "manifest_key": key})
     if problems:
         _refuse(ledger, domain, "check_completeness", problems, run_id)
-    log.info("%s: complete: %d partition manifest(s) committed", where(domain.name), len(committed))
+    log.info("%s: complete: %d partition manifest(s) committed", Where(domain.name), len(committed))
     return committed
 
 
 def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None = None) -> dict[str, str]:
     """Step 2: the live Azure listing and the landed objects against every manifest; returns key → sha256."""
-    from hdh_migration.target import SHA256_METADATA
-
     catalogue = _catalogue()
     domain = catalogue.domain(domain_name)
     ledger, target, source = _ledger(), _target(), _source(domain.name)
     problems, reconciled = [], {}
     for item in committed:
         table, partition = domain.table(item["table"]), item["partition"]
-        label = where(domain.name, table.name, partition)
-        body = _read(target, item["manifest_key"])
-        if body is None:
+        ref = Where(domain.name, table.name, partition)
+        stored = Manifest.read(target, item["manifest_key"])
+        if stored is None:
             problems.append(
-                f"{label}: manifest {item['manifest_key']} vanished (rule: manifest present). {_retransfer(domain.name, partition)}"
+                f"{ref}: manifest {item['manifest_key']} vanished (rule: manifest present). {_retransfer(domain.name, partition)}"
             )
             continue
-        manifest_sha256 = _sha256(body)
+        manifest, manifest_sha256 = stored
         record = ledger.get(domain.name, table.name, partition)
         if record is not None and record.manifest_sha256 and record.manifest_sha256 != manifest_sha256:
             problems.append(
-                f"{where(domain.name, table.name, partition, item['manifest_key'])}: the manifest differs from "
+                f"{ref.with_object(item['manifest_key'])}: the manifest differs from "
                 f"the one committed (rule: manifest unchanged since its commit). {_retransfer(domain.name, partition)}"
             )
-        manifest = json.loads(body)
         prefix = table.source_dir(partition)
         live = {o.name: o.etag for o in source.list_objects(prefix, table.source_extension)}
-        recorded = {o["name"]: o["etag"] for o in manifest["source_objects"]}
-        for name in sorted(set(live) - set(recorded)):
+        changes = manifest.source_changes(live)
+        for name in changes["added"]:
             problems.append(
-                f"{where(domain.name, table.name, partition, name)}: arrived in Azure after the partition was "
+                f"{ref.with_object(name)}: arrived in Azure after the partition was "
                 f"committed (rule: no late-arriving source object). {_retransfer(domain.name, partition)}"
             )
-        for name in sorted(set(recorded) - set(live)):
+        for name in changes["removed"]:
             problems.append(
-                f"{where(domain.name, table.name, partition, name)}: removed from Azure since its transfer "
+                f"{ref.with_object(name)}: removed from Azure since its transfer "
                 f"(rule: source unchanged since its transfer). Find out why; {_retransfer(domain.name, partition)}"
             )
-        for name in sorted(n for n in set(live) & set(recorded) if live[n] != recorded[n]):
+        recorded = manifest.source_etags
+        for name in changes["changed"]:
             problems.append(
-                f"{where(domain.name, table.name, partition, name)}: changed in Azure since its transfer (ETag "
+                f"{ref.with_object(name)}: changed in Azure since its transfer (ETag "
                 f"{recorded[name]} then, {live[name]} now; rule: same ETag). {_retransfer(domain.name, partition)}"
             )
-        for entry in manifest["files"]:
-            head = target.head(entry["key"])
-            if head is None:
+        for entry, problem in manifest.landed_problems(target):
+            if problem == "missing":
                 problems.append(
-                    f"{where(domain.name, table.name, partition, entry['key'])}: missing from the sovereign store "
+                    f"{ref.with_object(entry['key'])}: missing from the sovereign store "
                     f"(rule: every manifested object present). {_retransfer(domain.name, partition, force=True)}"
                 )
-            elif head["ContentLength"] != entry["size"] or head["Metadata"].get(SHA256_METADATA) != entry["sha256"]:
+            else:
                 problems.append(
-                    f"{where(domain.name, table.name, partition, entry['key'])}: size or checksum differs from the "
+                    f"{ref.with_object(entry['key'])}: size or checksum differs from the "
                     f"manifest (rule: landed object equal to its manifest). {_retransfer(domain.name, partition, force=True)}"
                 )
         reconciled[item["manifest_key"]] = manifest_sha256
@@ -403,7 +389,7 @@ def reconcile_source(domain_name: str, committed: list[dict], run_id: str | None
     if problems:
         _refuse(ledger, domain, "reconcile_source", problems, run_id)
     ledger.set_domain_state(domain.name, DomainState.VERIFIED, {"run_id": run_id, "manifests": len(reconciled)})
-    log.info("%s: reconciled %d manifest(s) against the live Azure listing", where(domain.name), len(reconciled))
+    log.info("%s: reconciled %d manifest(s) against the live Azure listing", Where(domain.name), len(reconciled))
     return reconciled
 
 
@@ -412,13 +398,13 @@ def _unchained(domain: Domain, reconciled: dict[str, str], target, upstream_reco
     interim = {f["key"]: f["sha256"] for e in upstream_record.get("entries", []) for f in e["files"]}
     problems = []
     for key in reconciled:
-        manifest = json.loads(_read(target, key))
-        for obj in manifest["source_objects"]:
+        manifest = Manifest(target.get_json(key))
+        for obj in manifest.source_objects:
             if interim.get(obj["name"]) != obj.get("sha256"):
                 problems.append(
-                    f"{where(domain.name, manifest['table'], manifest['partition'], obj['name'])}: not in the interim "
+                    f"{Where(domain.name, manifest.table, manifest.partition, obj['name'])}: not in the interim "
                     "host's signed cutover record with this sha256 (rule: chain of custody). Re-transfer the "
-                    f"partition from the cut-over interim copy: {_retransfer(domain.name, manifest['partition'], force=True)}"
+                    f"partition from the cut-over interim copy: {_retransfer(domain.name, manifest.partition, force=True)}"
                 )
     return problems
 
@@ -436,7 +422,7 @@ def _undelivered_optional_partitions(domain: Domain, committed: list[dict], sour
             prefix = table.source_dir(partition)
             for obj in source.list_objects(prefix, table.source_extension):
                 problems.append(
-                    f"{where(domain.name, table.name, partition, obj.name)}: in Azure but never transferred "
+                    f"{Where(domain.name, table.name, partition, obj.name)}: in Azure but never transferred "
                     f"(rule: no late-arriving source object). {_retransfer(domain.name, partition)}"
                 )
     return problems
@@ -449,7 +435,7 @@ def _newer_snapshots(domain: Domain, source) -> list[str]:
         root = f"{domain.name}/{table.name}/{table.partition_column}="
         for value in sorted(v for v in partitions_in(source, table) if v > domain.cutover_partition):
             problems.append(
-                f"{where(domain.name, table.name, value)}: a snapshot newer than the planned "
+                f"{Where(domain.name, table.name, value)}: a snapshot newer than the planned "
                 f"{domain.cutover_partition} is in the source under {domain.source.describe(root)}{value}/ (rule: snapshot tables "
                 "are fresh). Set cutover_partition to it in the catalogue, transfer it, then cut over"
             )
@@ -459,49 +445,34 @@ def _newer_snapshots(domain: Domain, source) -> list[str]:
 def freeze_domain(domain_name: str, run_id: str | None = None) -> None:
     """Step 3: the domain becomes cut_over; plan_partition refuses to write to it from now on."""
     _ledger().set_domain_state(domain_name, DomainState.CUT_OVER, {"run_id": run_id, "step": "freeze_domain"})
-    log.info("%s: frozen: transfers now refuse to write to this domain", where(domain_name))
+    log.info("%s: frozen: transfers now refuse to write to this domain", Where(domain_name))
 
 
-def _entry(manifest: dict, key: str, manifest_sha256: str, origins: dict | None = None) -> dict:
+def _entry(manifest: Manifest, key: str, manifest_sha256: str, origins: dict | None = None) -> dict:
     """A record entry; each file carries its source's identity and, on a chained move, its ``origin``
     (the identity of the first hop's source, from the upstream record)."""
-    sources = source_identities(manifest)
+    sources = manifest.source_identities()
     if origins is not None:
         entry = _entry(manifest, key, manifest_sha256)
         for f in entry["files"]:
             f["origin"] = origins.get((f["source"] or {}).get("name"))
         return entry
     return {
-        "table": manifest["table"],
-        "partition_column": manifest["partition_column"],
-        "partition": manifest["partition"],
+        "table": manifest.table,
+        "partition_column": manifest.body["partition_column"],
+        "partition": manifest.partition,
         "manifest_key": key,
         "manifest_sha256": manifest_sha256,
-        "rows": manifest["rows"],
-        "bytes": manifest["bytes"],
-        "content_fingerprint": manifest["content_fingerprint"],
-        "transfer_run_id": manifest["run_id"],
-        "committed_at": manifest["committed_at"],
+        "rows": manifest.rows,
+        "bytes": manifest.bytes,
+        "content_fingerprint": manifest.body["content_fingerprint"],
+        "transfer_run_id": manifest.run_id,
+        "committed_at": manifest.body["committed_at"],
         "files": [
             {**{k: f[k] for k in ("key", "size", "sha256", "rows")}, "source": sources.get(f["key"])}
-            for f in manifest["files"]
+            for f in manifest.entries
         ],
     }
-
-
-def source_identities(manifest: dict) -> dict[str, dict | None]:
-    """Each landed file's source object (name, ETag, sha256): the one its manifest entry names (``source``);
-    for a manifest written before entries named it (version 1, keys without a run token), the source
-    object of the same part name (``layout.target_key``)."""
-    from pathlib import PurePosixPath
-
-    by_name = {o["name"]: o for o in manifest.get("source_objects", [])}
-    by_stem = {PurePosixPath(name).stem: o for name, o in by_name.items()}
-    identities = {}
-    for f in manifest["files"]:
-        obj = by_name.get(f["source"]) if "source" in f else by_stem.get(PurePosixPath(f["key"]).stem)
-        identities[f["key"]] = {k: obj.get(k) for k in ("name", "etag", "sha256")} if obj else None
-    return identities
 
 
 def _utcnow() -> str:
@@ -520,14 +491,14 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     origins = upstream_origins(upstream["record"]) if upstream else None
     entries, changed = [], []
     for key, expected_sha256 in sorted(reconciled.items()):
-        body = _read(target, key)
-        if body is None or _sha256(body) != expected_sha256:
+        stored = Manifest.read(target, key)
+        if stored is None or stored[1] != expected_sha256:
             changed.append(
-                f"{where(domain.name, obj=key)}: changed between reconciliation and freeze (rule: the "
+                f"{Where(domain.name, obj=key)}: changed between reconciliation and freeze (rule: the "
                 "record holds the reconciled manifests). A transfer committed meanwhile: trigger the cutover again"
             )
             continue
-        entries.append(_entry(json.loads(body), key, expected_sha256, origins))
+        entries.append(_entry(stored[0], key, expected_sha256, origins))
     if changed:
         _refuse(ledger, domain, "write_cutover_record", changed, run_id, thaw=True)
     linked, root = chain_entries(domain.name, entries)
@@ -576,7 +547,7 @@ def write_cutover_record(domain_name: str, reconciled: dict[str, str], by: str, 
     ledger.append_cutover_history(domain.name, cutover, DomainState.CUT_OVER)
     log.info(
         "%s: cut over: %d partition manifest(s), %d rows, %.1f MB; record %s, root %s",
-        where(domain.name),
+        Where(domain.name),
         totals["partitions"],
         totals["rows"],
         totals["bytes"] / 1e6,
@@ -614,7 +585,7 @@ def _upstream(domain: Domain, run_id: str | None = None) -> dict:
 
     source = _source(domain.name)
     key = f"{domain.source.prefix}{record_key(domain.name)}"
-    where_ = where(domain.name, obj=domain.source.describe(record_key(domain.name)))
+    where_ = Where(domain.name, obj=domain.source.describe(record_key(domain.name)))
     record = source.store.get_json(key)
     if record is None:
         problems = [
@@ -639,7 +610,7 @@ def verify_chain(record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]
     """Offline: every object of ``record`` descends, through its embedded upstream record, from an object of
     the first source. Reads nothing but ``record``. Returns a report and the problems."""
     domain = record["domain"]
-    label = where(domain, obj=record_key(domain))
+    label = Where(domain, obj=record_key(domain))
     upstream = (record.get("upstream") or {}).get("record")
     if not upstream:
         return {}, [f"{label}: the record carries no upstream record (rule: a chained move embeds the interim record)"]
@@ -656,7 +627,7 @@ def verify_chain(record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]
     descended = set()
     for entry in record.get("entries", []):
         for f in entry["files"]:
-            name = where(domain, entry["table"], entry["partition"], f["key"])
+            name = Where(domain, entry["table"], entry["partition"], f["key"])
             source, origin = f.get("source") or {}, f.get("origin") or {}
             parent = interim.get(source.get("name"))
             if parent is None:
@@ -674,7 +645,7 @@ def verify_chain(record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]
                     f"{parent['key']} (rule: origin = the interim record's source identity, ETag and sha256)"
                 )
     for key in sorted(set(interim) - descended):
-        problems.append(f"{where(domain, obj=key)}: an interim object with no descendant in the final record")
+        problems.append(f"{Where(domain, obj=key)}: an interim object with no descendant in the final record")
     report = {
         "upstream_root_sha256": upstream.get("root_sha256"),
         "upstream_signed_by": (upstream.get("signing") or {}).get("public_key_fingerprint"),
@@ -690,11 +661,13 @@ def verify_chain(record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]
 def check_rollback(domain_name: str, reason: str | None, run_id: str | None = None) -> tuple[str, dict | None]:
     """Refuse a rollback without a reason, or of a domain not cut over; returns the reason and the record."""
     domain = _catalogue().domain(domain_name)
+    ref = Where(domain.name)
     reason = (reason or "").strip()
     if len(reason) < MIN_REASON_CHARS:
         raise CutoverError(
-            f"domain={domain.name}: a rollback needs a reason of at least {MIN_REASON_CHARS} characters (rule: "
-            "mandatory reason). Say why the French copy stops being the data, e.g. 'late DCIR rows for 2024-03'"
+            f"{ref}: a rollback needs a reason of at least {MIN_REASON_CHARS} characters (rule: "
+            "mandatory reason). Say why the French copy stops being the data, e.g. 'late DCIR rows for 2024-03'",
+            ref=ref,
         )
     record = _target().get_json(record_key(domain.name))
     last = record["history"][-1] if record and record["history"] else {}
@@ -702,14 +675,16 @@ def check_rollback(domain_name: str, reason: str | None, run_id: str | None = No
     state = _ledger().domain_state(domain.name)
     if state == DomainState.DECOMMISSIONED:
         raise CutoverError(
-            f"domain={domain.name}: decommissioned: the old copy was deleted after the cutover (receipt "
+            f"{ref}: decommissioned: the old copy was deleted after the cutover (receipt "
             f"{CUTOVER_PREFIX}/{domain.name}.decommission.json), so there is nothing to roll back to (rule: no "
-            "rollback after a decommission). The French copy is the only copy: restore from its backup if needed"
+            "rollback after a decommission). The French copy is the only copy: restore from its backup if needed",
+            ref=ref,
         )
     if state != DomainState.CUT_OVER and not retried:
         raise CutoverError(
-            f"domain={domain.name}: not cut over (state {state}), so there is nothing to roll back (rule: only a "
-            "cut-over domain rolls back). Check python -m hdh_migration status"
+            f"{ref}: not cut over (state {state}), so there is nothing to roll back (rule: only a "
+            "cut-over domain rolls back). Check python -m hdh_migration status",
+            ref=ref,
         )
     return reason, record
 
@@ -755,7 +730,7 @@ def rollback(domain_name: str, reason: str | None, by: str, dag_id: str, run_id:
     }
     record_sha256 = _target().put_json(record_key(domain.name), rolled_back)
     _ledger().append_cutover_history(domain.name, history[-1], DomainState.TRANSFERRING)
-    log.info("%s: rolled back by %s: %s; transfers may write again", where(domain.name), by, reason)
+    log.info("%s: rolled back by %s: %s; transfers may write again", Where(domain.name), by, reason)
     return announcement(rolled_back, record_sha256)
 
 
@@ -778,35 +753,36 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     ledger, target = _ledger(), _target()
     key = record_key(domain.name)
     state = ledger.domain_state(domain.name)
-    body = _read(target, key)
-    record = json.loads(body) if body is not None else None
+    record = target.get_json(key)
     if (record is None or record.get("state") != "cut_over") and state not in FROZEN_STATES:
-        raise NothingToDoError(f"domain={domain.name}: not cut over (state {state}): nothing to verify")
+        raise NothingToDoError(
+            f"{Where(domain.name)}: not cut over (state {state}): nothing to verify", ref=Where(domain.name)
+        )
     problems = []
     if record is None:
         problems.append(
-            f"{where(domain.name, obj=key)}: the cutover record is missing (rule: a cut-over domain has its record)"
+            f"{Where(domain.name, obj=key)}: the cutover record is missing (rule: a cut-over domain has its record)"
         )
         record = {"domain": domain.name, "state": "cut_over", "entries": [], "history": [], "root_sha256": None}
     elif record.get("state") != "cut_over":
         problems.append(
-            f"{where(domain.name, obj=key)}: the ledger says cut over, the record says {record.get('state')}"
+            f"{Where(domain.name, obj=key)}: the ledger says cut over, the record says {record.get('state')}"
         )
     elif state not in FROZEN_STATES:
-        problems.append(f"{where(domain.name, obj=key)}: the record says cut over, the ledger says {state}")
+        problems.append(f"{Where(domain.name, obj=key)}: the record says cut over, the ledger says {state}")
     problems.extend(check_signatures(record, pinned))
     problems.extend(check_record(record))
     anchored = [h["entry_sha256"] for h in ledger.cutover_history(domain.name)]
     sealed = [h.get("entry_sha256") for h in record.get("history", [])]
     if anchored != sealed:
         problems.append(
-            f"{where(domain.name, obj=key)}: the history differs from the one anchored in the ledger ({len(sealed)} "
+            f"{Where(domain.name, obj=key)}: the history differs from the one anchored in the ledger ({len(sealed)} "
             f"entries in the record, {len(anchored)} in the ledger; rule: record unchanged since the cutover)"
         )
     entries = record.get("entries", [])
     for entry in entries:
-        label = where(domain.name, entry["table"], entry["partition"], entry["manifest_key"])
-        manifest = _read(target, entry["manifest_key"])
+        label = Where(domain.name, entry["table"], entry["partition"], entry["manifest_key"])
+        manifest = target.read(entry["manifest_key"])
         if manifest is None:
             problems.append(f"{label}: the manifest is missing (rule: every manifest of the cutover record present)")
         elif _sha256(manifest) != entry["manifest_sha256"]:
@@ -840,16 +816,17 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
         shown = problems[:MAX_LISTED_PROBLEMS]
         ledger.record_event(domain.name, "verify_failed", {**report, "first_problems": shown[:10]})
         raise IntegrityError(
-            f"domain={domain.name}: verify failed: {len(problems)} problem(s) against the cutover record {key}:\n"
+            f"{Where(domain.name)}: verify failed: {len(problems)} problem(s) against the cutover record {key}:\n"
             + "\n".join(f"- {p}" for p in shown)
             + "\nThe French copy is the data: treat this as an incident. Restore the named objects from the "
             "store's backup or versioning, or, while Azure still holds the source, roll the cutover back with a "
-            "reason, re-transfer the partitions with force and cut over again; then verify again"
+            "reason, re-transfer the partitions with force and cut over again; then verify again",
+            ref=Where(domain.name),
         )
     ledger.record_event(domain.name, "verify_passed", report)
     log.info(
         "%s: verified %d object(s) of %d partition(s)%s against root %s",
-        where(domain.name),
+        Where(domain.name),
         report["objects"],
         report["partitions"],
         ", every byte read back" if deep else "",
@@ -868,20 +845,18 @@ def _strays(target, domain: str, entries: list[dict]) -> list[str]:
             table, _, rest = key.removeprefix(prefix).partition("/")
             partition = rest.split("/", 1)[0].split("=", 1)[-1].removesuffix(".json") if rest else None
             problems.append(
-                f"{where(domain, table or None, partition or None, key)}: not in the cutover record "
+                f"{Where(domain, table or None, partition or None, key)}: not in the cutover record "
                 "(rule: nothing written after the cutover)"
             )
     return problems
 
 
 def _check_object(target, domain: str, entry: dict, file: dict, deep: bool) -> str | None:
-    from hdh_migration.target import SHA256_METADATA
-
-    label = where(domain, entry["table"], entry["partition"], file["key"])
-    head = target.head(file["key"])
-    if head is None:
+    label = Where(domain, entry["table"], entry["partition"], file["key"])
+    landed = landed_problem(target, file)
+    if landed == "missing":
         return f"{label}: missing from the sovereign store (rule: every object of the cutover record present)"
-    if head["ContentLength"] != file["size"] or head["Metadata"].get(SHA256_METADATA) != file["sha256"]:
+    if landed == "differs":
         return f"{label}: size or checksum differs from the cutover record (rule: sizes and checksums equal)"
     if deep:
         try:
@@ -907,12 +882,14 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
     record = target.get_json(record_key(domain_name))
     if record is None:
         return None
+    ref = Where(domain_name)
     problems = check_signatures(record, pinned_public_keys(public_key)) + check_record(record)
     if problems:
         raise IntegrityError(
-            f"domain={domain_name}: the cutover record {record_key(domain_name)} is not restored into the ledger: "
+            f"{ref}: the cutover record {record_key(domain_name)} is not restored into the ledger: "
             + "; ".join(problems[:MAX_LISTED_PROBLEMS])
-            + ". Treat it as an incident: restore the record from the store's versioning or backup, then reindex again"
+            + ". Treat it as an incident: restore the record from the store's versioning or backup, then reindex again",
+            ref=ref,
         )
     for entry in record["history"]:
         state = DomainState.CUT_OVER if entry["action"] == "cutover" else DomainState.TRANSFERRING
@@ -927,8 +904,9 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
         _, problems = check_receipt(domain_name, receipt, record, pinned_public_keys(public_key))
         if problems:
             raise IntegrityError(
-                f"domain={domain_name}: the decommission receipt {receipt_key(domain_name)} is not restored into the "
-                "ledger: " + "; ".join(problems) + ". Treat it as an incident"
+                f"{ref}: the decommission receipt {receipt_key(domain_name)} is not restored into the "
+                "ledger: " + "; ".join(problems) + ". Treat it as an incident",
+                ref=ref,
             )
         if ledger.domain_state(domain_name) != DomainState.DECOMMISSIONED:
             ledger.set_domain_state(

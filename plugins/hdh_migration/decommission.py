@@ -33,8 +33,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.cutover import MAX_LISTED_PROBLEMS, CutoverError, canonical_json, check_signatures, record_key
-from hdh_migration.errors import where
+from hdh_migration.errors import Where
 from hdh_migration.layout import CUTOVER_PREFIX
+from hdh_migration.manifest import Manifest
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
@@ -66,9 +67,10 @@ def _refuse(domain: str, rule: str, what: str, next_step: str, names: list[str] 
     if names:
         shown = names[:MAX_LISTED_PROBLEMS]
         listed = ": " + ", ".join(shown) + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
-    message = f"domain={domain}: decommission refused: {what}{listed} (rule: {rule}). {next_step}"
+    ref = Where(domain)
+    message = f"{ref}: decommission refused: {what}{listed} (rule: {rule}). {next_step}"
     _ledger().record_event(domain, "decommission_refused", message[:4000])
-    raise DecommissionRefused(message)
+    raise DecommissionRefused(message, ref=ref)
 
 
 def _last_cutover(ledger, domain: str) -> dict | None:
@@ -93,15 +95,15 @@ def _recorded_objects(target, record: dict) -> list[dict]:
     """The source objects every committed manifest of the record names (name, size, ETag, sha256)."""
     objects = []
     for entry in record["entries"]:
-        body = target.client.get_object(Bucket=target.bucket, Key=entry["manifest_key"])["Body"].read()
-        if hashlib.sha256(body).hexdigest() != entry["manifest_sha256"]:
+        stored = Manifest.read(target, entry["manifest_key"])
+        if stored is None or stored[1] != entry["manifest_sha256"]:
             _refuse(
                 record["domain"],
                 "manifests unchanged since the cutover",
                 f"the manifest {entry['manifest_key']} differs from the cutover record",
                 f"Run python -m hdh_migration verify --domain {record['domain']} and treat it as an incident",
             )
-        for obj in json.loads(body)["source_objects"]:
+        for obj in stored[0].source_objects:
             objects.append({k: obj[k] for k in ("name", "size", "etag", "sha256")})
     return sorted(objects, key=lambda o: o["name"])
 
@@ -272,7 +274,7 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
     }
     if dry_run:
         log.info(
-            "%s: dry run: %d object(s) would be deleted from %s", where(name), len(plan["objects"]), plan["source"]
+            "%s: dry run: %d object(s) would be deleted from %s", Where(name), len(plan["objects"]), plan["source"]
         )
         return {
             **summary,
@@ -317,7 +319,7 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
     )
     log.info(
         "%s: decommissioned: %d object(s), %.1f MB deleted from %s; receipt %s",
-        where(name),
+        Where(name),
         len(plan["objects"]),
         plan["bytes"] / 1e6,
         plan["source"],
@@ -339,7 +341,7 @@ def check_receipt(domain: str, receipt: dict | None, record: dict, pinned: dict[
     """The receipt against the pinned keys and the cutover record: signed, whole, of this cutover."""
     from hdh_migration.signing import receipt_message, signature_valid
 
-    label = where(domain, obj=receipt_key(domain))
+    label = Where(domain, obj=receipt_key(domain))
     if receipt is None:
         return {}, [f"{label}: the domain is decommissioned but its receipt is missing (rule: a signed receipt)"]
     body = {k: v for k, v in receipt.items() if k not in ("receipt_sha256", "signature")}

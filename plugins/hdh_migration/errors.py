@@ -6,35 +6,56 @@ listed here: they fall through to Airflow's standard retries with exponential ba
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Where:
+    """A location: a domain, and within it a table, a partition, an object, as far as known (an object
+    outside any domain's knowledge, such as a store key, has no domain).
+
+    Made once per task or object and passed along. An error carries it as data (``MigrationError.ref``),
+    and its label (``domain=... table=... partition=... object=...``) starts the error's message, the log
+    lines and the problems listed in a report: no reader parses a location out of a text.
+    """
+
+    domain: str | None = None
+    table: str | None = None
+    partition: str | None = None
+    obj: str | None = None
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.fields().items())
+
+    def __str__(self) -> str:
+        return self.label
+
+    def fields(self) -> dict[str, str]:
+        """The parts known, by name (``object`` for the object), in order."""
+        parts = {"domain": self.domain, "table": self.table, "partition": self.partition, "object": self.obj}
+        return {k: v for k, v in parts.items() if v}
+
+    def with_table(self, table: str) -> Where:
+        return replace(self, table=table)
+
+    def with_object(self, obj: str) -> Where:
+        return replace(self, obj=obj)
+
 
 class MigrationError(Exception):
     """A failure that retrying cannot fix; the message says what to do next.
 
-    The location (domain, table, partition, object) is also kept as attributes, for alerts: the
-    message starts with the same location, written by ``where()``.
+    ``ref``: where it failed, as data (alerts, the ledger and reports read it); the message starts with its label.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        domain: str | None = None,
-        table: str | None = None,
-        partition: str | None = None,
-        obj: str | None = None,
-    ):
+    def __init__(self, message: str, *, ref: Where | None = None):
         super().__init__(message)
-        self.domain = domain
-        self.table = table
-        self.partition = partition
-        self.obj = obj
+        self.ref = ref
 
     def location(self) -> dict[str, str]:
-        """Where it failed: the attributes given, else the ``where()`` prefix of the message."""
-        given = {"domain": self.domain, "table": self.table, "partition": self.partition, "object": self.obj}
-        if any(given.values()):
-            return {k: v for k, v in given.items() if v}
-        return parse_where(str(self))
+        """Where it failed, from ``ref`` (empty if the error names no location)."""
+        return self.ref.fields() if self.ref is not None else {}
 
 
 class ConfigurationError(MigrationError):
@@ -53,8 +74,8 @@ class StructuralError(DataError):
     Its message is the package's own: never the text of a library exception, which may quote a value.
     """
 
-    def __init__(self, message: str, expectation: str, **kwargs):
-        super().__init__(message)
+    def __init__(self, message: str, expectation: str, *, ref: Where | None = None, **kwargs):
+        super().__init__(message, ref=ref)
         self.expectation = expectation
         self.kwargs = kwargs
 
@@ -96,28 +117,3 @@ class StateTransitionError(MigrationError):
 
 class PartitionBusyError(Exception):
     """Another run holds the partition's write lease: retried with backoff, like a network fault."""
-
-
-def where(domain: str, table: str | None = None, partition: str | None = None, obj: str | None = None) -> str:
-    """The location prefix every error message starts with."""
-    parts = [f"domain={domain}"]
-    if table:
-        parts.append(f"table={table}")
-    if partition:
-        parts.append(f"partition={partition}")
-    if obj:
-        parts.append(f"object={obj}")
-    return " ".join(parts)
-
-
-_WHERE_KEYS = ("domain", "table", "partition", "object")
-
-
-def parse_where(message: str) -> dict[str, str]:
-    """The location a ``where()`` prefix names in a message (the first one, after an optional label)."""
-    found: dict[str, str] = {}
-    for token in message.split(":", 1)[0].split():
-        key, sep, value = token.partition("=")
-        if sep and key in _WHERE_KEYS and value and key not in found:
-            found[key] = value
-    return found if "domain" in found else {}

@@ -21,6 +21,10 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hdh_migration.errors import Where
 
 _U64 = 1 << 64
 FINGERPRINT_KEY_SETTING = "HDH_FINGERPRINT_KEY"
@@ -50,7 +54,7 @@ def fingerprint_algorithm() -> dict:
     return {"name": FINGERPRINT_NAME, "version": FINGERPRINT_VERSION, "polars": polars.__version__}
 
 
-def check_fingerprint_algorithm(recorded: dict | None, label: str) -> None:
+def check_fingerprint_algorithm(recorded: dict | None, ref: Where) -> None:
     """Refuse to compare a fingerprint computed now with one ``recorded`` by another algorithm.
 
     ``recorded`` is a manifest's ``content_fingerprint_algorithm`` (None: a manifest of version 1,
@@ -64,9 +68,10 @@ def check_fingerprint_algorithm(recorded: dict | None, label: str) -> None:
         return
     what = "the numpy NH hash (manifest version 1)" if recorded is None else f"{recorded}"
     raise ConfigurationError(
-        f"{label}: the content fingerprint was recorded with {what}, and this version computes {current} "
+        f"{ref}: the content fingerprint was recorded with {what}, and this version computes {current} "
         "(rule: fingerprints compare only under the same algorithm). Its objects still verify by sha256; "
-        "to compare rows, re-transfer the partition with force, which fingerprints it anew"
+        "to compare rows, re-transfer the partition with force, which fingerprints it anew",
+        ref=ref,
     )
 
 
@@ -228,11 +233,11 @@ def count_duplicate_keys(chunks) -> int:
 def integrity_checks(target, table, buckets: int, results: list[dict], all_uploaded: bool) -> tuple[int, list[dict]]:
     """A table partition's whole-partition checks, from its objects' transfer results: the rows, and the
     checks as expectation results (row counts, fingerprint, at least one row, primary-key uniqueness)."""
-    from hdh_migration.errors import where
+    from hdh_migration.errors import Where
 
     for result in results:  # a result of an older worker (a retry across an upgrade)
         check_fingerprint_algorithm(
-            result.get("fingerprint_algorithm"), where(table.domain, table.name, result["partition"])
+            result.get("fingerprint_algorithm"), Where(table.domain, table.name, result["partition"])
         )
     source_fp, target_fp = Fingerprint(), Fingerprint()
     for result in results:

@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from contextvars import ContextVar
 
 from hdh_migration.catalogue import Table
-from hdh_migration.errors import FrozenDomainError, PartitionBusyError, PartitionLeaseLost, where
+from hdh_migration.errors import FrozenDomainError, PartitionBusyError, PartitionLeaseLost, Where
 from hdh_migration.resources import open_ledger
 from hdh_migration.states import FROZEN_STATES, PartitionState
 
@@ -43,10 +43,13 @@ LEASE_WAIT_S = 600
 LEASE_POLL_S = 5
 
 
-def record_failure(domain: str, table: str, partition: str, error: Exception, run_id: str) -> None:
+def record_failure(ref: Where, error: Exception, run_id: str) -> None:
+    """The table partition ``ref`` names failed: the ledger records the error; the run's lease is released."""
     ledger = open_ledger()
-    ledger.set_state(domain, table, partition, PartitionState.FAILED, run_id=run_id, last_error=str(error)[:2000])
-    release_lease(ledger, domain, partition, run_id)  # a failed run writes no more: let the next one in
+    ledger.set_state(
+        ref.domain, ref.table, ref.partition, PartitionState.FAILED, run_id=run_id, last_error=str(error)[:2000]
+    )
+    release_lease(ledger, ref.domain, ref.partition, run_id)  # a failed run writes no more: let the next one in
 
 
 class _TaskLeases:
@@ -100,21 +103,22 @@ def release_lease(ledger, domain: str, partition: str, run_id: str) -> None:
 
 def wait_for_lease(ledger, domain: str, partition: str, run_id: str) -> None:
     """Take the partition's write lease, waiting a while if another run is writing the partition."""
+    ref = Where(domain, partition=partition)
     holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE)
     if holder:
-        log.info("%s: run %s is writing this partition; waiting for it", where(domain, partition=partition), holder)
+        log.info("%s: run %s is writing this partition; waiting for it", ref, holder)
         ledger.record_event(domain, "partition_busy", {"holder": holder}, partition=partition, run_id=run_id)
     deadline = time.monotonic() + LEASE_WAIT_S
     while holder and time.monotonic() < deadline:
         if not holder.startswith(SWEEPER_PREFIX) and run_finished(holder):
-            log.info("%s: run %s finished without releasing its lease; taking it over", where(domain), holder)
+            log.info("%s: run %s finished without releasing its lease; taking it over", Where(domain), holder)
             holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE, stale_holder=holder)
             continue
         time.sleep(LEASE_POLL_S)
         holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE)
     if holder:
         raise PartitionBusyError(
-            f"{where(domain, partition=partition)}: run {holder} still holds the partition's write lease after "
+            f"{ref}: run {holder} still holds the partition's write lease after "
             f"{LEASE_WAIT_S} s (rule: one run writes a partition at a time). This task is retried; if that run "
             f"died, clear it to finish it, or its lease expires {PARTITION_LEASE} after its last renewal"
         )
@@ -138,10 +142,12 @@ def hold_lease(ledger, domain: str, partition: str, run_id: str) -> None:
     another run took it meanwhile."""
     holder = ledger.claim_partition(domain, partition, run_id, PARTITION_LEASE)
     if holder:
+        ref = Where(domain, partition=partition)
         raise PartitionLeaseLost(
-            f"{where(domain, partition=partition)}: run {holder} took the partition's write lease after this "
+            f"{ref}: run {holder} took the partition's write lease after this "
             "run's expired (rule: one run writes a partition at a time). This run stops without writing; "
-            "the other run completes the partition"
+            "the other run completes the partition",
+            ref=ref,
         )
     keep_renewing(ledger, domain, partition, run_id)
 
@@ -152,10 +158,12 @@ def fence(ledger, table: Table, partition: str, run_id: str) -> None:
     hold_lease(ledger, table.domain, partition, run_id)
     record = ledger.get(table.domain, table.name, partition)
     if record is not None and record.run_id != run_id:
+        ref = Where(table.domain, table.name, partition)
         raise PartitionLeaseLost(
-            f"{where(table.domain, table.name, partition)}: run {record.run_id} took the partition over since "
+            f"{ref}: run {record.run_id} took the partition over since "
             "this run planned it (rule: one run writes a partition at a time). This run stops without writing; "
-            "the other run's result stands"
+            "the other run's result stands",
+            ref=ref,
         )
 
 
@@ -163,11 +171,11 @@ def refuse_frozen(ledger, domain: str, partition: str) -> str:
     """The domain's state, unless it is cut over: then the transfer refuses to write, and says why."""
     state = ledger.domain_state(domain)
     if state in FROZEN_STATES:
+        ref = Where(domain, partition=partition)
         raise FrozenDomainError(
-            f"{where(domain, partition=partition)}: the domain is cut over, so the French copy is the data "
+            f"{ref}: the domain is cut over, so the French copy is the data "
             "and the transfer refuses to write. Roll the cutover back (with a reason) first if a re-transfer is "
             "really needed",
-            domain=domain,
-            partition=partition,
+            ref=ref,
         )
     return state

@@ -218,24 +218,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def committed_fields(manifest: dict, manifest_sha256: str) -> dict:
-    """A committed partition's ledger fields, all from its manifest: the commit and ``reindex`` write the same.
-
-    Only ``attempts`` (how many runs tried) and ``updated_at`` (when the row was written) are the
-    ledger's own and cannot be rebuilt from the store.
-    """
-    duration = dt.datetime.fromisoformat(manifest["committed_at"]) - dt.datetime.fromisoformat(manifest["started_at"])
-    return {
-        "run_id": manifest["run_id"],
-        "rows": manifest["rows"],
-        "bytes": manifest["bytes"],
-        "duration_s": duration.total_seconds(),
-        "manifest_sha256": manifest_sha256,
-        "source_etags": {o["name"]: o["etag"] for o in manifest["source_objects"]},
-        "last_error": None,
-    }
-
-
 def as_utc(moment: dt.datetime) -> dt.datetime:
     """A ledger time made timezone-aware: SQLite hands timezone-aware columns back naive; they are UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

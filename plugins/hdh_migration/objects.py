@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hdh_migration import metrics
-from hdh_migration.errors import ConfigurationError, DataError, IntegrityError, StructuralError, where
+from hdh_migration.errors import ConfigurationError, DataError, IntegrityError, StructuralError, Where
 from hdh_migration.layout import key_hashes_prefix, target_key
 from hdh_migration.leases import hold_lease, record_failure
 from hdh_migration.readers import (
@@ -65,7 +65,7 @@ def _unreadable_result(item: dict, obj, source_sha256: str, error: StructuralErr
     }
 
 
-def _upload(target, path: Path, key: str, sha256: str, source_sha256: str, label: str, state, throttle):
+def _upload(target, path: Path, key: str, sha256: str, source_sha256: str, label: Where, state, throttle):
     """Upload to the run's final key, left unfinished (invisible) until the commit; returns the
     upload's seconds and what the commit needs to complete it."""
     from hdh_migration.target import Progress
@@ -123,7 +123,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
     bandwidth = catalogue.bandwidth(catalogue.domain(table.domain))
     partition = item["partition"]
     obj = SourceObject(**item["source"])
-    label = where(table.domain, table.name, partition, obj.name)
+    label = Where(table.domain, table.name, partition, obj.name)
     final_key = target_key(obj.name, table.domain, table.name, table.partition_column, partition, item["run_token"])
     hold_lease(open_ledger(), table.domain, partition, run_id)
     spool = _spool_dir()
@@ -151,6 +151,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 raise StructuralError(
                     f"{label}: {error}. Fix the source object, then re-run the partition",
                     error.expectation,
+                    ref=label,
                     **error.kwargs,
                 ) from None
             except OSError:
@@ -160,6 +161,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
                     f"{label}: the checks could not run on a batch of {batch.num_rows} rows ({type(error).__name__}) "
                     f"(rule: {UNCHECKED_BATCH}). The object is not promoted; report the error with this object's name",
                     UNCHECKED_BATCH,
+                    ref=label,
                 ) from None
 
         landed = Landed(obj.size)
@@ -213,13 +215,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
             download_s = downloading.result()
         source_sha256 = source_digest.hexdigest()
         if source_path.stat().st_size != obj.size:
-            raise IntegrityError(
-                f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}",
-                domain=table.domain,
-                table=table.name,
-                partition=partition,
-                obj=obj.name,
-            )
+            raise IntegrityError(f"{label}: read {source_path.stat().st_size} bytes, listed {obj.size}", ref=label)
         if unreadable is not None:
             log.warning("%s", unreadable)
             return _unreadable_result(item, obj, source_sha256, unreadable, time.monotonic() - started)
@@ -236,10 +232,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
                 raise IntegrityError(
                     f"{label}: the converted parquet does not reconcile with the CSV source "
                     "(rule: content fingerprint). This is a bug in the conversion: report it",
-                    domain=table.domain,
-                    table=table.name,
-                    partition=partition,
-                    obj=obj.name,
+                    ref=label,
                 )
         # Only now may bytes leave the worker: an object that fails a check is never sent, not even to staging.
         blocking = blocking_failures(suite.results(), open_ledger().waived(table.domain, table.name, partition))
@@ -304,7 +297,7 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
         metrics.object_moved(beat, obj.size, result["duration_s"], uploaded=not blocking)
         return result
     except (DataError, ConfigurationError) as error:
-        record_failure(table.domain, table.name, partition, error, run_id)
+        record_failure(label, error, run_id)
         raise
     finally:
         shutil.rmtree(spool, ignore_errors=True)

@@ -10,7 +10,7 @@ import logging
 from hdh_migration import metrics
 from hdh_migration.catalogue import Table
 from hdh_migration.cleanup import clean_after
-from hdh_migration.errors import PrivacyIncident, QuarantinedError, where
+from hdh_migration.errors import PrivacyIncident, QuarantinedError, Where
 from hdh_migration.layout import quarantine_key
 from hdh_migration.manifest import utcnow
 from hdh_migration.resources import current_catalogue
@@ -47,7 +47,7 @@ def quarantine_table(
     from hdh_migration.validation import PRIVACY_EXPECTATIONS, expectation_id
 
     partition = planned["partition"]
-    label = where(table.domain, table.name, partition)
+    ref = Where(table.domain, table.name, partition)
     failing = [expectation_id(r) for r in blocking]
     located = [
         f"{name} in object(s) {', '.join(objects[name])}" if name in objects else f"{name} (whole partition)"
@@ -75,15 +75,13 @@ def quarantine_table(
     if privacy:
         columns = sorted({r["kwargs"].get("column") for r in blocking if r["type"] in PRIVACY_EXPECTATIONS})
         error = PrivacyIncident(
-            f"PRIVACY INCIDENT {label}: raw NIR values in column(s) {', '.join(columns)} "
+            f"PRIVACY INCIDENT {ref}: raw NIR values in column(s) {', '.join(columns)} "
             f"({'; '.join(n for n in located if n.startswith('expect_column_values_to_not_contain_raw_nir'))}) "
             f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, the run's staging "
             f"removed; "
             f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
             "re-run the partition. A privacy incident cannot be waived",
-            domain=table.domain,
-            table=table.name,
-            partition=partition,
+            ref=ref,
         )
         ledger.record_event(
             table.domain,
@@ -96,15 +94,13 @@ def quarantine_table(
         log.error("%s", error)
     else:
         error = QuarantinedError(
-            f"{label}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(located)}. Nothing was "
+            f"{ref}: quarantined: {len(failing)} expectation(s) failed: {'; '.join(located)}. Nothing was "
             f"promoted; report {where_report}. "
             + "".join(f"Unreadable: {reason}. " for reason in unreadable)
             + "Fix the source partition in Azure and re-run it, or accept these "
             f"expectations with a recorded waiver: python -m hdh_migration waive --domain {table.domain} "
             f"--table {table.name} --partition {partition} --expectation '<name>' --by '<who>' --reason '<why>'",
-            domain=table.domain,
-            table=table.name,
-            partition=partition,
+            ref=ref,
         )
     ledger.record_event(
         table.domain,
@@ -127,7 +123,7 @@ def mark_waiting(ledger, domain: str, partition: str, quarantined: list, passed,
     A partition commits all its tables or none (README, "One partition, all its tables"): the tables
     that passed wait, and the ledger, status and board say on which.
     """
-    blockers = ", ".join(e.table for e in quarantined)
+    blockers = ", ".join(e.ref.table for e in quarantined)
     waiting = sorted(passed)
     for name in waiting:
         ledger.set_state(

@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 
 from hdh_migration.catalogue import Table
-from hdh_migration.errors import IntegrityError, StructuralError
+from hdh_migration.errors import IntegrityError, StructuralError, Where
 
 BATCH_ROWS = 16_384  # bounded memory per batch; smaller batches cost nothing measurable in Arrow
 
 
-def check_columns(actual: list[str], table: Table, expected, label: str) -> None:
+def check_columns(actual: list[str], table: Table, expected, label: Where) -> None:
     """The file's columns are the schema's, in order. The error names only the schema's columns: the file's
     own names may be anything (a headerless CSV's first row), so they appear as counts and positions."""
     if actual == expected.names:
@@ -41,14 +41,15 @@ def check_columns(actual: list[str], table: Table, expected, label: str) -> None
         "file if the SNDS dictionary changed"
         + (", or set 'header: false' in the catalogue if the file has no header line" if header_read else ""),
         "expect_table_columns_to_match_ordered_list",
+        ref=label,
         column_list=expected.names,
     )
 
 
-def unreadable(label: str, rule: str, error: BaseException, next_step: str) -> StructuralError:
+def unreadable(label: Where, rule: str, error: BaseException, next_step: str) -> StructuralError:
     """A file the readers could not decode: the rule and the exception's class, never its text (a
     library's message may quote the bytes or the value it choked on)."""
-    return StructuralError(f"{label}: {next_step} (rule: {rule}; {type(error).__name__})", rule)
+    return StructuralError(f"{label}: {next_step} (rule: {rule}; {type(error).__name__})", rule, ref=label)
 
 
 def open_parquet(path: Path, metadata=None):
@@ -69,7 +70,7 @@ PARQUET_MAGIC = b"PAR1"
 FOOTER_GUESS = 64 << 10  # one ranged read holds the footer of every table here
 
 
-def unreadable_parquet(label: str, error: Exception) -> StructuralError:
+def unreadable_parquet(label: Where, error: Exception) -> StructuralError:
     return unreadable(
         label,
         "expect_file_to_be_valid_parquet",
@@ -78,7 +79,7 @@ def unreadable_parquet(label: str, error: Exception) -> StructuralError:
     )
 
 
-def parquet_footer(source, obj, label: str) -> bytes:
+def parquet_footer(source, obj, label: Where) -> bytes:
     """The footer of a parquet source (metadata, its length, the magic), read before the rest of it."""
     tail = source.read_range(obj, max(0, obj.size - FOOTER_GUESS), min(obj.size, FOOTER_GUESS))
     if len(tail) < 12 or tail[-4:] != PARQUET_MAGIC:
@@ -134,7 +135,7 @@ class Landed:
             return self._finished and self._bytes < self._total
 
 
-def parquet_batches(path: Path, footer: bytes, landed: Landed, table: Table, expected, label: str):
+def parquet_batches(path: Path, footer: bytes, landed: Landed, table: Table, expected, label: Where):
     """Record batches of a parquet source as its row groups land, after checking its columns and types.
 
     ``footer`` was read first, so each row group is decoded as soon as the download has written it.
@@ -153,6 +154,7 @@ def parquet_batches(path: Path, footer: bytes, landed: Landed, table: Table, exp
                 f"{label}: column types differ from the schema {table.schema_path.name} for {wrong} (rule: "
                 "expect_table_column_types_to_match_schema). Fix the export's types",
                 "expect_table_column_types_to_match_schema",
+                ref=label,
                 column_list=wrong,
             )
         unreadable = unreadable_codecs(metadata)
@@ -162,6 +164,7 @@ def parquet_batches(path: Path, footer: bytes, landed: Landed, table: Table, exp
                 "(rule: expect_file_to_be_valid_parquet). Re-export it with zstd, snappy or gzip, then re-run the "
                 "partition",
                 "expect_file_to_be_valid_parquet",
+                ref=label,
             )
         for index in range(metadata.num_row_groups):
             if not landed.wait_for(row_group_end(metadata.row_group(index))):
@@ -195,7 +198,7 @@ def unreadable_codecs(metadata) -> list[str]:
     return sorted(codec for codec in codecs if not readable(codec))
 
 
-def check_encoding(path: Path, table: Table, label: str) -> None:
+def check_encoding(path: Path, table: Table, label: Where) -> None:
     """Refuse a CSV declared Latin-1 that is in fact UTF-8: Latin-1 decodes any byte, silently wrong."""
     if table.csv.encoding.lower().replace("_", "-") not in ("latin-1", "iso-8859-1", "latin1"):
         return
@@ -207,6 +210,7 @@ def check_encoding(path: Path, table: Table, label: str) -> None:
                     f"{label}: the CSV is not Latin-1 (rule: expect_file_encoding_to_be_latin1; UTF-8 or UTF-16 "
                     "byte sequences found). Re-export it in Latin-1, or declare its encoding in the catalogue",
                     "expect_file_encoding_to_be_latin1",
+                    ref=label,
                 )
 
 
@@ -217,7 +221,7 @@ _CSV_COLUMNS = re.compile(r"Expected (\d+) columns, got (\d+)")
 _CSV_COLUMN = re.compile(r"CSV column #(\d+)")  # 0-based
 
 
-def csv_parse_error(error: BaseException, table: Table, expected, label: str) -> StructuralError:
+def csv_parse_error(error: BaseException, table: Table, expected, label: Where) -> StructuralError:
     """Arrow's CSV error as counts and positions only (the column named from the schema): its message quotes
     the offending line or cell, so it is read here and never repeated."""
     text = str(error)
@@ -228,6 +232,7 @@ def csv_parse_error(error: BaseException, table: Table, expected, label: str) ->
             f"{counts[1]} columns (rule: expect_table_columns_to_match_ordered_list). Fix the export (a delimiter "
             f"inside an unquoted value, or a wrong 'delimiter' in the catalogue), then re-run the partition",
             "expect_table_columns_to_match_ordered_list",
+            ref=label,
             column_list=expected.names,
         )
     column = _CSV_COLUMN.search(text)
@@ -239,10 +244,11 @@ def csv_parse_error(error: BaseException, table: Table, expected, label: str) ->
         f"{label}: the CSV does not parse with the schema's types (rule: expect_csv_to_parse_with_schema_types; "
         f"{detail}). Fix the export{hint}, then re-run the partition",
         "expect_csv_to_parse_with_schema_types",
+        ref=label,
     )
 
 
-def csv_batches(path: Path, table: Table, expected, label: str):
+def csv_batches(path: Path, table: Table, expected, label: Where):
     """Stream a French CSV export (Latin-1, ';', decimal comma) as typed record batches.
 
     With ``header: false`` the file has no header line: its columns are the schema's, in order.
@@ -293,12 +299,13 @@ def csv_batches(path: Path, table: Table, expected, label: str):
         ) from None
 
 
-def check_spooled_footer(path: Path, footer: bytes, label: str) -> None:
+def check_spooled_footer(path: Path, footer: bytes, label: Where) -> None:
     """The footer the checks decoded with is the one in the spooled bytes (the bytes uploaded)."""
     with open(path, "rb") as spooled:
         spooled.seek(-len(footer), os.SEEK_END)
         if spooled.read() != footer:
             raise IntegrityError(
                 f"{label}: the parquet footer read first differs from the one downloaded after it (rule: the "
-                "checked bytes are the uploaded bytes). Re-run the partition; if it persists, report a bug"
+                "checked bytes are the uploaded bytes). Re-run the partition; if it persists, report a bug",
+                ref=label,
             )

@@ -154,19 +154,20 @@ def window_eta(window, now: dt.datetime, remaining: float, bytes_per_s: float) -
 
 def _last_error(domain: str, problems: list, ledger) -> dict | None:
     """The domain's most recent unresolved error: a failed or quarantined partition, a refused cutover, a failed verify."""
-    from hdh_migration.errors import where
+    from hdh_migration.errors import Where
 
     candidates = [
-        {"at": r.updated_at, "where": where(domain, r.table_name, r.partition), "error": r.last_error} for r in problems
+        {"at": r.updated_at, "where": Where(domain, r.table_name, r.partition).label, "error": r.last_error}
+        for r in problems
     ]
     refused = ledger.last_event(domain, ("cutover_refused", "domain_cut_over"))
     if refused and refused["kind"] == "cutover_refused":
-        candidates.append({"at": refused["at"], "where": where(domain), "error": refused["detail"]})
+        candidates.append({"at": refused["at"], "where": Where(domain).label, "error": refused["detail"]})
     verify = ledger.last_event(domain, ("verify_failed", "verify_passed"))
     if verify and verify["kind"] == "verify_failed":
         detail = json.loads(verify["detail"])
         error = f"verify failed: {detail['problems']} problem(s), first: {detail['first_problems'][0]}"
-        candidates.append({"at": verify["at"], "where": where(domain), "error": error})
+        candidates.append({"at": verify["at"], "where": Where(domain).label, "error": error})
     if not candidates:
         return None
     last = max(candidates, key=lambda c: _utc(c["at"]))

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdh_migration.errors import IntegrityError, MigrationError, SovereigntyError
+from hdh_migration.errors import IntegrityError, MigrationError, SovereigntyError, Where
 from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX
 
 log = logging.getLogger(__name__)
@@ -899,27 +899,32 @@ class SovereignTarget:
         except ClientError as err:
             if not (self._lock(key) and err.response.get("Error", {}).get("Code") == "InvalidRequest"):
                 raise
+            ref = Where(obj=key)
             raise MigrationError(
-                f"object={key}: bucket {self.bucket} refused the Object Lock retention "
+                f"{ref}: bucket {self.bucket} refused the Object Lock retention "
                 f"({err.response['Error'].get('Message', 'InvalidRequest')}): the target connection asks for "
                 "object_lock_retention_days, but Object Lock is off on this bucket. It can only be turned on at "
                 "creation: create the bucket with Object Lock enabled, or set object_lock_retention_days to 0",
-                obj=key,
+                ref=ref,
             ) from None
         return digest.hexdigest()
 
-    def get_json(self, key: str) -> dict | None:
-        import json
-
+    def read(self, key: str) -> bytes | None:
+        """A small document's bytes as stored (a manifest, a record), or None if it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return json.loads(body)
+
+    def get_json(self, key: str) -> dict | None:
+        import json
+
+        body = self.read(key)
+        return json.loads(body) if body is not None else None
 
 
 class Progress:

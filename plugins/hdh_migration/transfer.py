@@ -25,7 +25,7 @@ from hdh_migration.errors import (
     PartitionLeaseLost,
     PrivacyIncident,
     QuarantinedError,
-    where,
+    Where,
 )
 from hdh_migration.layout import partition_dir, run_token
 from hdh_migration.leases import (
@@ -68,28 +68,28 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         ledger.set_domain_state(domain.name, DomainState.TRANSFERRING, {"run_id": run_id})
     source = _source(domain.name)
     token = run_token(run_id)
+    ref = Where(domain.name, partition=partition)
     for table in domain.tables:
         try:
             sweep_leftovers(target, ledger, table, partition, token, run_id)
         except Exception as error:  # noqa: BLE001 - leftovers never block a transfer; the gap scan sweeps too
-            log.warning("%s: leftovers not swept (%s)", where(domain.name, table.name, partition), type(error).__name__)
+            log.warning("%s: leftovers not swept (%s)", ref.with_table(table.name), type(error).__name__)
     tables, objects = [], []
     for table in domain.tables:
+        table_ref = ref.with_table(table.name)
         prefix = table.source_dir(partition)
         listed = source.list_objects(prefix, table.source_extension)
         if not listed:
             if table.optional:
-                log.info("%s: no source objects; the table is optional here", where(domain.name, table.name, partition))
+                log.info("%s: no source objects; the table is optional here", table_ref)
                 continue
             error = MissingPartitionError(
-                f"{where(domain.name, table.name, partition)}: no source objects under "
+                f"{table_ref}: no source objects under "
                 f"{domain.source.describe(prefix)} (rule: planned partitions must exist in the source). "
                 "Check that the partition was delivered, or mark the table 'optional: true' in the catalogue",
-                domain=domain.name,
-                table=table.name,
-                partition=partition,
+                ref=table_ref,
             )
-            record_failure(domain.name, table.name, partition, error, run_id)
+            record_failure(table_ref, error, run_id)
             raise error
         manifest = Manifest.load(target, table, partition)
         listed_etags = {obj.name: obj.etag for obj in listed}
@@ -97,18 +97,12 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         record = ledger.get(domain.name, table.name, partition)
         proven = record is not None and record.state == PartitionState.COMMITTED
         if previous == listed_etags and proven and not force:
-            log.info(
-                "%s: committed and unchanged (same ETags): nothing to do", where(domain.name, table.name, partition)
-            )
+            log.info("%s: committed and unchanged (same ETags): nothing to do", table_ref)
             ledger.record_event(domain.name, "unchanged", table_name=table.name, partition=partition, run_id=run_id)
             continue
         if previous is not None and previous != listed_etags:
-            changes = {
-                "added": sorted(set(listed_etags) - set(previous)),
-                "removed": sorted(set(previous) - set(listed_etags)),
-                "changed": sorted(n for n in listed_etags if n in previous and previous[n] != listed_etags[n]),
-            }
-            log.info("%s: source changed since the last commit: %s", where(domain.name, table.name, partition), changes)
+            changes = manifest.source_changes(listed_etags)
+            log.info("%s: source changed since the last commit: %s", table_ref, changes)
             ledger.record_event(
                 domain.name, "source_changed", changes, table_name=table.name, partition=partition, run_id=run_id
             )
@@ -158,7 +152,7 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
         release_lease(ledger, domain.name, partition, run_id)
     log.info(
         "%s: %d table(s) to transfer, %d object(s), %.1f MB",
-        where(domain.name, partition=partition),
+        ref,
         len(tables),
         len(objects),
         sum(t["bytes"] for t in tables) / 1e6,
@@ -215,13 +209,15 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
     for planned in tables:
         table = catalogue.domain(planned["domain"]).table(planned["table"])
         partition = planned["partition"]
-        label = where(table.domain, table.name, partition)
+        ref = Where(table.domain, table.name, partition)
         table_results = grouped.get(table.name, [])
         transferred = {r["source"]["name"] for r in table_results}
         missing = [o["name"] for o in planned["objects"] if o["name"] not in transferred]
         if missing:
-            error = IntegrityError(f"{label}: objects planned but not transferred: {missing}. Re-run the partition")
-            record_failure(table.domain, table.name, partition, error, run_id)
+            error = IntegrityError(
+                f"{ref}: objects planned but not transferred: {missing}. Re-run the partition", ref=ref
+            )
+            record_failure(ref, error, run_id)
             raise error
         totals: dict[str, dict] = {}
         for result in table_results:
@@ -231,10 +227,11 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         broken = [c for c in partition_checks if c["type"] in INTEGRITY_CHECKS and not c["success"]]
         if broken:
             error = IntegrityError(
-                f"{label}: {', '.join(c['type'] for c in broken)} failed: the copy differs from the source. "
-                "Nothing was promoted. Re-run the partition; if it persists, report a bug"
+                f"{ref}: {', '.join(c['type'] for c in broken)} failed: the copy differs from the source. "
+                "Nothing was promoted. Re-run the partition; if it persists, report a bug",
+                ref=ref,
             )
-            record_failure(table.domain, table.name, partition, error, run_id)
+            record_failure(ref, error, run_id)
             raise error
         summary = summary_shape(list(totals.values()) + partition_checks, f"{table.domain}.{table.name}")
         waived = ledger.waived(table.domain, table.name, partition)
@@ -262,9 +259,7 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
         privacy = any(isinstance(e, PrivacyIncident) for e in quarantined)
         raise (PrivacyIncident if privacy else QuarantinedError)(
             " | ".join(str(e) for e in quarantined) + wait_note,
-            domain=quarantined[0].domain,
-            table=", ".join(e.table for e in quarantined),
-            partition=quarantined[0].partition,
+            ref=quarantined[0].ref.with_table(", ".join(e.ref.table for e in quarantined)),
         )
     return verdicts
 
@@ -277,7 +272,6 @@ def validate_partition(tables: list[dict], results: list[dict], run_id: str) -> 
 def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, run_id: str) -> list[dict]:
     """Complete the run's uploads and write the manifest last, under the lease; record the commit in the
     ledger at once; then remove the old set and clean up, best effort; release the lease."""
-    from hdh_migration.ledger import committed_fields
     from hdh_migration.target import SHA256_METADATA
 
     catalogue = _catalogue()
@@ -292,7 +286,7 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
     for planned in tables:
         table = catalogue.domain(planned["domain"]).table(planned["table"])
         partition = planned["partition"]
-        label = where(table.domain, table.name, partition)
+        ref = Where(table.domain, table.name, partition)
         table_results = sorted(grouped.get(table.name, []), key=lambda r: r["target"]["key"])
         key = Manifest.key_for(table, partition)
         fence(ledger, table, partition, run_id)
@@ -304,30 +298,26 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
         if manifest is not None and manifest.run_id == run_id and landed == manifest.files:
             # A retry after the commit point (the ledger failed to record it): finish without publishing again.
             manifest_sha256 = previous["Metadata"][SHA256_METADATA]
-            log.info("%s: already committed by this run; finishing after the commit point", label)
+            log.info("%s: already committed by this run; finishing after the commit point", ref)
         else:
             manifest, manifest_sha256 = _publish(
-                target, ledger, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
+                target, ledger, ref, table, planned, table_results, verdicts, run_id, previous and previous["ETag"]
             )
         # The commit point is behind us: the ledger follows the manifest before anything else can fail.
         ledger.set_state(
-            table.domain,
-            table.name,
-            partition,
-            PartitionState.COMMITTED,
-            **committed_fields(manifest.body, manifest_sha256),
+            table.domain, table.name, partition, PartitionState.COMMITTED, **manifest.committed_fields(manifest_sha256)
         )
         metrics.partition_committed(table.domain)
         final_dir = partition_dir(table.domain, table.name, table.partition_column, partition)
         try:  # the old set: every final key the new manifest does not name
             stale = [k for k in target.list_keys(final_dir) if k not in manifest.files]
         except Exception as error:  # noqa: BLE001 - after the commit point: the next run's commit removes them
-            log.warning("%s: stale final keys not listed (%s)", label, type(error).__name__)
+            log.warning("%s: stale final keys not listed (%s)", ref, type(error).__name__)
             stale = []
         leftovers = clean_after(target, ledger, table, partition, planned["run_token"], run_id, stale)
         log.info(
             "%s: committed %d file(s), %d rows, %.1f MB; %d stale key(s) to remove; %d object(s) left behind",
-            label,
+            ref,
             len(manifest.files),
             manifest.rows,
             manifest.bytes / 1e6,
@@ -341,7 +331,9 @@ def commit_partition(tables: list[dict], results: list[dict], verdicts: dict, ru
     return committed
 
 
-def _publish(target, ledger, table: Table, planned: dict, table_results: list, verdicts: dict, run_id: str, replacing):
+def _publish(
+    target, ledger, ref: Where, table: Table, planned: dict, table_results: list, verdicts: dict, run_id: str, replacing
+):
     """Complete the run's uploads, read each object back, then write the manifest: the commit point.
 
     ``replacing`` is the ETag of the manifest seen under the lease (None: there was none). The manifest
@@ -357,11 +349,13 @@ def _publish(target, ledger, table: Table, planned: dict, table_results: list, v
         try:
             target.verify_object(final["key"], final["sha256"], final["size"])
         except IntegrityError:
+            object_ref = ref.with_object(final["key"])
             error = IntegrityError(
-                f"{where(table.domain, table.name, partition, final['key'])}: the object read back differs from "
-                "the checked bytes (rule: size and sha256 equal the source's). Re-run the partition"
+                f"{object_ref}: the object read back differs from "
+                "the checked bytes (rule: size and sha256 equal the source's). Re-run the partition",
+                ref=object_ref,
             )
-            record_failure(table.domain, table.name, partition, error, run_id)
+            record_failure(ref, error, run_id)
             raise error from None
 
     with ThreadPoolExecutor(max_workers=target.settings.concurrency) as pool:
@@ -376,9 +370,10 @@ def _publish(target, ledger, table: Table, planned: dict, table_results: list, v
         if error.response.get("Error", {}).get("Code") != "PreconditionFailed":
             raise
     raise PartitionLeaseLost(
-        f"{where(table.domain, table.name, partition)}: another run wrote the partition's manifest after this run "
+        f"{ref}: another run wrote the partition's manifest after this run "
         "checked its lease (rule: only the lease holder writes the manifest). This run stops without writing; "
-        "the other run's manifest stands"
+        "the other run's manifest stands",
+        ref=ref,
     )
 
 
@@ -393,18 +388,18 @@ def reconcile_partition(domain_name: str, partition: str, run_id: str) -> dict:
     target, source, ledger = _target(), _source(domain.name), _ledger()
     report = {}
     for table in domain.tables:
-        label = where(domain.name, table.name, partition)
+        ref = Where(domain.name, table.name, partition)
         manifest = Manifest.load(target, table, partition)
         if manifest is None:
             if table.optional:
                 continue
             raise IntegrityError(
-                f"{label}: no manifest after commit (rule: manifest written last). Re-run the partition"
+                f"{ref}: no manifest after commit (rule: manifest written last). Re-run the partition", ref=ref
             )
         problems = manifest.problems(target, source, table)
         if problems:
-            error = IntegrityError(f"{label}: reconciliation failed: {'; '.join(problems)}")
-            record_failure(domain.name, table.name, partition, error, run_id)
+            error = IntegrityError(f"{ref}: reconciliation failed: {'; '.join(problems)}", ref=ref)
+            record_failure(ref, error, run_id)
             raise error
         counts = {"rows": manifest.rows, "files": len(manifest.files)}
         ledger.record_event(

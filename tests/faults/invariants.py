@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from conftest import read_table_bytes
 
+from hdh_migration.errors import Where
 from hdh_migration.integrity import Fingerprint, check_fingerprint_algorithm
 from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, QUARANTINE_PREFIX, STAGING_PREFIX, manifest_key
 from hdh_migration.manifest import Manifest
@@ -89,7 +90,7 @@ def assert_survived(migration, committed: dict[str, list[str]]) -> dict:
 def _content_problems(migration, table, manifest: dict) -> list[str]:
     """Every landed byte against its manifest; the landed rows against the Azure rows."""
     problems = []
-    check_fingerprint_algorithm(manifest.get("content_fingerprint_algorithm"), f"{table.domain}.{table.name}")
+    check_fingerprint_algorithm(manifest.get("content_fingerprint_algorithm"), Where(table.domain, table.name))
     landed_fp, source_fp = Fingerprint(), Fingerprint()
     landed_tables = []
     for entry in manifest["files"]:

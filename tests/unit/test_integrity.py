@@ -7,7 +7,7 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from hdh_migration.errors import ConfigurationError
+from hdh_migration.errors import ConfigurationError, Where
 from hdh_migration.integrity import (
     Fingerprint,
     KeyHashSpill,
@@ -140,11 +140,11 @@ def test_fingerprint_values_are_pinned(monkeypatch):
 
 
 def test_fingerprints_compare_only_under_their_algorithm():
-    check_fingerprint_algorithm(fingerprint_algorithm(), "domain=dcir")  # the same: no error
+    check_fingerprint_algorithm(fingerprint_algorithm(), Where("dcir"))  # the same: no error
     with pytest.raises(ConfigurationError, match=r"domain=dcir: .*numpy NH hash .*re-transfer the partition"):
-        check_fingerprint_algorithm(None, "domain=dcir")
+        check_fingerprint_algorithm(None, Where("dcir"))
     with pytest.raises(ConfigurationError, match="fingerprints compare only under the same algorithm"):
-        check_fingerprint_algorithm({**fingerprint_algorithm(), "polars": "0.20.0"}, "domain=dcir")
+        check_fingerprint_algorithm({**fingerprint_algorithm(), "polars": "0.20.0"}, Where("dcir"))
 
 
 def test_a_dictionary_column_hashes_as_its_values():

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hdh_migration.catalogue import load_catalogue
-from hdh_migration.errors import StructuralError
+from hdh_migration.errors import StructuralError, Where
 from hdh_migration.readers import Landed as _Landed
 from hdh_migration.readers import parquet_batches as _parquet_batches
 from hdh_migration.schema import load_table_schema
@@ -58,7 +58,7 @@ def test_row_groups_are_decoded_while_the_file_arrives(tmp_path):
     path = tmp_path / "source"
     writer = _spool(path, data, landed)
     decoded, sizes_seen = [], []
-    for batch in _parquet_batches(path, footer, landed, table, expected, "label"):
+    for batch in _parquet_batches(path, footer, landed, table, expected, Where("dcir")):
         decoded.append(batch)
         sizes_seen.append(path.stat().st_size)
     writer.join()
@@ -72,7 +72,7 @@ def test_a_download_that_stops_early_stops_the_batches_without_an_error_of_their
     landed = _Landed(len(data))
     path = tmp_path / "source"
     writer = _spool(path, data, landed, stop_at=len(data) // 2)
-    decoded = list(_parquet_batches(path, footer, landed, table, expected, "label"))
+    decoded = list(_parquet_batches(path, footer, landed, table, expected, Where("dcir")))
     writer.join()
     assert 0 < len(decoded) < 5 and landed.stopped_early
 
@@ -84,5 +84,5 @@ def test_a_footer_pointing_past_the_end_of_the_file_is_refused(tmp_path):
     path = tmp_path / "source"
     _spool(path, cut, landed).join()
     with pytest.raises(StructuralError, match="not a readable parquet file") as refused:
-        list(_parquet_batches(path, footer, landed, table, expected, "label"))
+        list(_parquet_batches(path, footer, landed, table, expected, Where("dcir")))
     assert refused.value.expectation == "expect_file_to_be_valid_parquet"
