@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import sqlalchemy as sa
 
-from hdh_migration.errors import StateTransitionError, where
+from hdh_migration.errors import StateTransitionError, Where
 from hdh_migration.states import DOMAIN_TRANSITIONS, PARTITION_TRANSITIONS, DomainState, PartitionState, sources
 
 log = logging.getLogger(__name__)
@@ -854,18 +854,18 @@ def _transition(
     row = conn.execute(sa.select(c.state).where(*match).with_for_update()).first()
     current = row.state if row else PartitionState.PLANNED  # the same text as DomainState.PLANNED
     if not rebuild and current not in allowed:
-        location = {"domain": key["domain"], "table": key.get("table_name"), "partition": key.get("partition")}
-        subject = "partition" if location["partition"] else "domain"
+        ref = Where(key["domain"], key.get("table_name"), key.get("partition"))
+        subject = "partition" if ref.partition else "domain"
         held = "" if row else " (not in the ledger yet)"
         onward = ", ".join(sorted(transitions[current]))
         rule = f"from {current} only to {onward}" if onward else f"{current} is final"
         raise StateTransitionError(
-            f"{where(**location)}: the ledger refuses to move the {subject} from {current}{held} to {state} (rule: "
+            f"{ref}: the ledger refuses to move the {subject} from {current}{held} to {state} (rule: "
             f"{rule}); nothing was written. "
             "Another run or an operator changed it meanwhile, or this is a bug: check python -m hdh_migration "
             "status and the ledger's events, wait until nothing else acts on it, then re-run (python -m "
             "hdh_migration reindex first if the ledger lags the store); report a bug if nothing else did",
-            **location,
+            ref=ref,
         )
     if row is None:
         return False

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hdh_migration import metrics
+from hdh_migration.catalogue import Table
 from hdh_migration.errors import ConfigurationError, DataError, IntegrityError, StructuralError, Where
 from hdh_migration.layout import key_hashes_prefix, target_key
 from hdh_migration.leases import hold_lease, record_failure
@@ -93,29 +94,61 @@ def _background(function):
     return future
 
 
+class BatchChecks:
+    """Every check of one object's decoded batches, each run on the same decoded batch: the suite (with
+    the raw-NIR guard), the content fingerprint and the primary-key hashes (spilled under ``spool``).
+
+    A check that cannot run raises a ``StructuralError`` located at ``ref`` and redacted: a library's
+    message may quote a value, so only its class is kept.
+    """
+
+    def __init__(self, table: Table, partition: str, grain: str, spool: Path, key_buckets: int, ref: Where):
+        from hdh_migration.integrity import Fingerprint, KeyHashSpill, row_hasher
+        from hdh_migration.validation import SuiteRunner, partition_parameters
+
+        self.ref = ref
+        self.suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
+        self.fingerprint = Fingerprint()
+        self.keys = KeyHashSpill(spool, list(table.primary_key), key_buckets) if table.primary_key else None
+        self._hasher = row_hasher()
+
+    def __call__(self, batch) -> None:
+        from hdh_migration.validation import UNCHECKED_BATCH
+
+        try:
+            self.suite.validate(batch)
+            frame = self._hasher.frame(batch)  # one polars view of the decoded batch, for both hashes
+            self.fingerprint.update(batch, frame)
+            if self.keys is not None:
+                self.keys.update(batch, frame)
+        except StructuralError as error:  # already redacted: locate it
+            raise StructuralError(
+                f"{self.ref}: {error}. Fix the source object, then re-run the partition",
+                error.expectation,
+                ref=self.ref,
+                **error.kwargs,
+            ) from None
+        except OSError:
+            raise  # the spool's disk: an infrastructure fault, retried
+        except Exception as error:  # noqa: BLE001 - a library's message may quote a value
+            raise StructuralError(
+                f"{self.ref}: the checks could not run on a batch of {batch.num_rows} rows ({type(error).__name__}) "
+                f"(rule: {UNCHECKED_BATCH}). The object is not promoted; report the error with this object's name",
+                UNCHECKED_BATCH,
+                ref=self.ref,
+            ) from None
+
+
 def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
     """Move one source object: stream, hash, check per batch, convert if CSV, upload (unfinished until the commit)."""
     import pyarrow.parquet as pq
 
-    from hdh_migration.integrity import (
-        Fingerprint,
-        KeyHashSpill,
-        fingerprint_algorithm,
-        row_hasher,
-        sha256_file,
-        sha256_stream,
-    )
+    from hdh_migration.integrity import Fingerprint, fingerprint_algorithm, sha256_file, sha256_stream
     from hdh_migration.schema import load_table_schema
     from hdh_migration.source import SourceObject
     from hdh_migration.target import Progress
     from hdh_migration.throttle import bucket_for
-    from hdh_migration.validation import (
-        UNCHECKED_BATCH,
-        SuiteRunner,
-        blocking_failures,
-        expectation_id,
-        partition_parameters,
-    )
+    from hdh_migration.validation import blocking_failures, expectation_id
 
     started = time.monotonic()
     catalogue = current_catalogue()
@@ -135,34 +168,8 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
         log.info("%s: bandwidth per direction: %s", label, bandwidth.describe())
         grain = catalogue.domain(table.domain).grain
         expected = load_table_schema(table.schema_path).arrow_schema()
-        suite = SuiteRunner(table.suite_path, partition_parameters(grain, partition))
-        source_fp = Fingerprint()
-        hasher = row_hasher()
-        keys = KeyHashSpill(spool, list(table.primary_key), item["key_buckets"]) if table.primary_key else None
-
-        def check(batch) -> None:
-            try:
-                suite.validate(batch)
-                frame = hasher.frame(batch)  # one polars view of the decoded batch, for both hashes
-                source_fp.update(batch, frame)
-                if keys is not None:
-                    keys.update(batch, frame)
-            except StructuralError as error:  # already redacted: locate it
-                raise StructuralError(
-                    f"{label}: {error}. Fix the source object, then re-run the partition",
-                    error.expectation,
-                    ref=label,
-                    **error.kwargs,
-                ) from None
-            except OSError:
-                raise  # the spool's disk: an infrastructure fault, retried
-            except Exception as error:  # noqa: BLE001 - a library's message may quote a value
-                raise StructuralError(
-                    f"{label}: the checks could not run on a batch of {batch.num_rows} rows ({type(error).__name__}) "
-                    f"(rule: {UNCHECKED_BATCH}). The object is not promoted; report the error with this object's name",
-                    UNCHECKED_BATCH,
-                    ref=label,
-                ) from None
+        checks = BatchChecks(table, partition, grain, spool, item["key_buckets"], label)
+        suite, source_fp, keys = checks.suite, checks.fingerprint, checks.keys
 
         landed = Landed(obj.size)
         download_progress = Progress(f"{label} download", obj.size)
@@ -196,13 +203,13 @@ def copy_object(item: dict, run_id: str, task_state_store=None) -> dict:
             if table.format == "parquet":
                 footer = parquet_footer(source, obj, label)
                 for batch in parquet_batches(source_path, footer, landed, table, expected, label):
-                    check(batch)
+                    checks(batch)
             else:
                 download_s = download()
                 upload_path = spool / "converted.parquet"
                 with pq.ParquetWriter(upload_path, expected, compression="zstd") as writer:
                     for batch in csv_batches(source_path, table, expected, label):
-                        check(batch)
+                        checks(batch)
                         writer.write_batch(batch, row_group_size=BATCH_ROWS)
         except StructuralError as error:
             unreadable = error
