@@ -73,13 +73,22 @@ def quarantine_table(
     clean_after(target, ledger, table, partition, planned["run_token"], run_id, stale=[])
     where_report = f"s3://{target.bucket}/{report_key}"
     if privacy:
-        columns = sorted({r["kwargs"].get("column") for r in blocking if r["type"] in PRIVACY_EXPECTATIONS})
+        guards = [r for r in blocking if r["type"] in PRIVACY_EXPECTATIONS]
+        columns = sorted({r["kwargs"].get("column") for r in guards})
+        found = sorted({r["kwargs"].get("column") for r in guards if r["result"].get("unexpected_count")})
+        unchecked = [c for c in columns if c not in found]
+        # A guard that could not run fails closed, and says so: it found nothing, it could not look.
+        what = [f"raw NIR values in column(s) {', '.join(found)}"] if found else []
+        if unchecked:
+            what.append(f"the raw-NIR guard could not run on column(s) {', '.join(unchecked)}, held as unsafe")
         error = PrivacyIncident(
-            f"PRIVACY INCIDENT {ref}: raw NIR values in column(s) {', '.join(columns)} "
+            f"PRIVACY INCIDENT {ref}: {'; '.join(what)} "
             f"({'; '.join(n for n in located if n.startswith('expect_column_values_to_not_contain_raw_nir'))}) "
             f"(rule: expect_column_values_to_not_contain_raw_nir). Quarantined, nothing promoted, the run's staging "
             f"removed; "
-            f"report {where_report}. Alert the data protection officer and have the source fixed in Azure, then "
+            f"report {where_report}. "
+            + "".join(f"Unreadable: {reason}. " for reason in unreadable)
+            + "Alert the data protection officer and have the source fixed in Azure, then "
             "re-run the partition. A privacy incident cannot be waived",
             ref=ref,
         )

@@ -211,3 +211,27 @@ def test_a_suite_cannot_weaken_the_nir_guard(migration, tmp_path, capfd):
     assert guards["DCD_LIE_LIB"]["result"]["unexpected_count"] == 1 and not guards["DCD_LIE_LIB"]["success"]
     assert guards["DCD_CIM_COD"]["result"]["unexpected_count"] == 1
     assert_nowhere(outputs(migration, "hdh_transfer__causes_deces", logs, "_"), [RAW_NIR, "2 53 07 2B"])
+
+
+def test_a_guard_that_cannot_run_fails_closed_and_says_it_could_not_look(migration, monkeypatch, capfd):
+    """A raw-NIR guard that raises (a library fault) quarantines as a privacy incident, but on-call reads
+    that the guard could not run, not that raw NIRs were found; the exception's text, which may quote a
+    value, is nowhere."""
+    from hdh_migration import nir
+
+    def broken(values):
+        raise ValueError(f"cannot decode {RAW_NIR}")  # a library message quoting a value
+
+    migration.seed(domains=["causes_deces"])
+    monkeypatch.setattr(nir, "raw_nir_mask", broken)
+    capfd.readouterr()
+    run = migration.run("causes_deces", "2022")
+    logs = "".join(capfd.readouterr())
+    assert str(run.state) == "failed"
+    record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
+    assert record.state == "quarantined"
+    assert record.last_error.startswith("PRIVACY INCIDENT domain=causes_deces table=KI_CCI_R partition=2022")
+    assert "raw NIR values" not in record.last_error
+    assert "the raw-NIR guard could not run on column(s) " in record.last_error
+    assert "could not be evaluated on a batch of 150 rows (ValueError)" in record.last_error
+    assert_nowhere(outputs(migration, "hdh_transfer__causes_deces", logs, "_"), [RAW_NIR])
