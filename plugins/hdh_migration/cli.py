@@ -486,7 +486,8 @@ def cmd_verify(args) -> int:
 def cmd_decommission(args) -> int:
     """Run a domain's decommission DAG (or, with --dry-run, list what it would delete)."""
     from hdh_migration.dag_factory import build_decommission_dag
-    from hdh_migration.decommission import DecommissionRefused, check_decommission, receipt_key
+    from hdh_migration.decommission import DecommissionRefused, check_decommission
+    from hdh_migration.layout import receipt_key
     from hdh_migration.naming import decommission_dag_id
     from hdh_migration.signing import SigningKeyError
 

@@ -42,18 +42,18 @@ no object under the domain's prefix or its manifests' prefix outside the record.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from hdh_migration.catalogue import Domain
 from hdh_migration.errors import IntegrityError, MigrationError, Where
-from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX
+from hdh_migration.layout import CUTOVER_PREFIX, MANIFEST_PREFIX, receipt_key
 from hdh_migration.manifest import Manifest, landed_problem
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
+from hdh_migration.signing import canonical_json, check_receipt
 from hdh_migration.source import partitions_in
 from hdh_migration.states import FROZEN_STATES, DomainState, PartitionState
 
@@ -82,10 +82,6 @@ def record_key(domain: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the record: hash chain and history, pure functions
-
-
-def canonical_json(document) -> bytes:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _sha256(data: bytes) -> str:
@@ -676,7 +672,7 @@ def check_rollback(domain_name: str, reason: str | None, run_id: str | None = No
     if state == DomainState.DECOMMISSIONED:
         raise CutoverError(
             f"{ref}: decommissioned: the old copy was deleted after the cutover (receipt "
-            f"{CUTOVER_PREFIX}/{domain.name}.decommission.json), so there is nothing to roll back to (rule: no "
+            f"{receipt_key(domain.name)}), so there is nothing to roll back to (rule: no "
             "rollback after a decommission). The French copy is the only copy: restore from its backup if needed",
             ref=ref,
         )
@@ -744,7 +740,7 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
     ``public_key`` (base64, comma-separated for several) overrides the pinned ``HDH_CUTOVER_PUBLIC_KEY``.
     ``chain``: also prove, from the record alone, that every object descends from a first-source object
     through the embedded interim record (``verify_chain``). A decommission receipt, when there is one, is
-    checked too (``decommission.check_receipt``).
+    checked too (``signing.check_receipt``).
     """
     from hdh_migration.signing import pinned_public_keys
 
@@ -805,8 +801,6 @@ def verify(domain_name: str, deep: bool = True, public_key: str | None = None, c
         chained, chain_problems = verify_chain(record, pinned)
         report["chain"] = chained
         problems.extend(chain_problems)
-    from hdh_migration.decommission import check_receipt, receipt_key
-
     receipt = target.get_json(receipt_key(domain.name))
     if receipt is not None or state == DomainState.DECOMMISSIONED:
         report["receipt"], receipt_problems = check_receipt(domain.name, receipt, record, pinned)
@@ -897,8 +891,6 @@ def restore_from_record(domain_name: str, public_key: str | None = None) -> str 
     state = DomainState.CUT_OVER if record["state"] == RECORD_STATES["cutover"] else DomainState.TRANSFERRING
     if (ledger.domain_state(domain_name) == DomainState.CUT_OVER) != (state == DomainState.CUT_OVER):
         ledger.set_domain_state(domain_name, state, {"restored_from": record_key(domain_name)}, rebuild=True)
-    from hdh_migration.decommission import check_receipt, receipt_key
-
     receipt = target.get_json(receipt_key(domain_name))
     if state == DomainState.CUT_OVER and receipt is not None and receipt.get("state") == "done":
         _, problems = check_receipt(domain_name, receipt, record, pinned_public_keys(public_key))

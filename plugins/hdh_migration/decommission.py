@@ -32,14 +32,15 @@ import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from hdh_migration.cutover import MAX_LISTED_PROBLEMS, CutoverError, canonical_json, check_signatures, record_key
+from hdh_migration.cutover import MAX_LISTED_PROBLEMS, CutoverError, check_signatures, record_key
 from hdh_migration.errors import Where
-from hdh_migration.layout import CUTOVER_PREFIX
+from hdh_migration.layout import receipt_key
 from hdh_migration.manifest import Manifest
 from hdh_migration.resources import current_catalogue as _catalogue
 from hdh_migration.resources import open_ledger as _ledger
 from hdh_migration.resources import open_source as _source
 from hdh_migration.resources import open_target as _target
+from hdh_migration.signing import canonical_json
 from hdh_migration.source import SourceObject
 from hdh_migration.states import DomainState
 
@@ -51,11 +52,6 @@ DELETE_THREADS = 8
 
 class DecommissionRefused(CutoverError):
     """A decommission precondition does not hold; the message says which, and names objects only by name."""
-
-
-def receipt_key(domain: str) -> str:
-    """The decommission receipt, next to the domain's cutover record."""
-    return f"{CUTOVER_PREFIX}/{domain}.decommission.json"
 
 
 def _utcnow() -> dt.datetime:
@@ -335,35 +331,3 @@ def decommission(domain_name: str, by: str, dag_id: str, run_id: str, dry_run: b
         "by": by,
         "run_id": run_id,
     }
-
-
-def check_receipt(domain: str, receipt: dict | None, record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]:
-    """The receipt against the pinned keys and the cutover record: signed, whole, of this cutover."""
-    from hdh_migration.signing import receipt_message, signature_valid
-
-    label = Where(domain, obj=receipt_key(domain))
-    if receipt is None:
-        return {}, [f"{label}: the domain is decommissioned but its receipt is missing (rule: a signed receipt)"]
-    body = {k: v for k, v in receipt.items() if k not in ("receipt_sha256", "signature")}
-    problems = []
-    digest = hashlib.sha256(canonical_json(body)).hexdigest()
-    if digest != receipt.get("receipt_sha256"):
-        problems.append(f"{label}: the receipt differs from its own sha256 (rule: receipt unchanged since signed)")
-    if not any(signature_valid(k, receipt_message(domain, digest), receipt.get("signature")) for k in pinned.values()):
-        problems.append(f"{label}: the receipt is not signed by a pinned key ({', '.join(sorted(pinned))})")
-    if receipt.get("state") != "done":
-        problems.append(f"{label}: the receipt says {receipt.get('state')}, not done (a decommission did not finish)")
-    if receipt.get("root_sha256") != record.get("root_sha256"):
-        problems.append(f"{label}: the receipt is for another cutover root than the record's")
-    objects = receipt.get("objects", [])
-    if receipt.get("totals") != {"objects": len(objects), "bytes": sum(o["size"] for o in objects)}:
-        problems.append(f"{label}: the receipt's totals differ from its objects")
-    report = {
-        "state": receipt.get("state"),
-        "objects": len(objects),
-        "bytes": sum(o["size"] for o in objects),
-        "finished_at": receipt.get("finished_at"),
-        "by": receipt.get("by"),
-        "signed_by": (receipt.get("signing") or {}).get("public_key_fingerprint"),
-    }
-    return report, problems

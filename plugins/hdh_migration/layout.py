@@ -106,3 +106,8 @@ def gap_scan_report_key(started_at) -> str:
 def quarantine_key(domain: str, table: str, partition_column: str, partition: str, run_token: str) -> str:
     """The redacted validation report of a quarantined partition, one per run."""
     return f"{QUARANTINE_PREFIX}/{domain}/{table}/{partition_column}={partition}/{run_token}.json"
+
+
+def receipt_key(domain: str) -> str:
+    """The decommission receipt, next to the domain's cutover record."""
+    return f"{CUTOVER_PREFIX}/{domain}.decommission.json"

@@ -20,12 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from hdh_migration.errors import ConfigurationError
+from hdh_migration.errors import ConfigurationError, Where
+from hdh_migration.layout import receipt_key
 
 SIGNING_CONN_ID = "hdh_cutover_signing"
 PUBLIC_KEY_SETTING = "HDH_CUTOVER_PUBLIC_KEY"
@@ -175,3 +177,38 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def canonical_json(document) -> bytes:
+    """The bytes a signed document is hashed and signed as: sorted keys, no spaces, ASCII."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def check_receipt(domain: str, receipt: dict | None, record: dict, pinned: dict[str, str]) -> tuple[dict, list[str]]:
+    """The receipt against the pinned keys and the cutover record: signed, whole, of this cutover."""
+    label = Where(domain, obj=receipt_key(domain))
+    if receipt is None:
+        return {}, [f"{label}: the domain is decommissioned but its receipt is missing (rule: a signed receipt)"]
+    body = {k: v for k, v in receipt.items() if k not in ("receipt_sha256", "signature")}
+    problems = []
+    digest = hashlib.sha256(canonical_json(body)).hexdigest()
+    if digest != receipt.get("receipt_sha256"):
+        problems.append(f"{label}: the receipt differs from its own sha256 (rule: receipt unchanged since signed)")
+    if not any(signature_valid(k, receipt_message(domain, digest), receipt.get("signature")) for k in pinned.values()):
+        problems.append(f"{label}: the receipt is not signed by a pinned key ({', '.join(sorted(pinned))})")
+    if receipt.get("state") != "done":
+        problems.append(f"{label}: the receipt says {receipt.get('state')}, not done (a decommission did not finish)")
+    if receipt.get("root_sha256") != record.get("root_sha256"):
+        problems.append(f"{label}: the receipt is for another cutover root than the record's")
+    objects = receipt.get("objects", [])
+    if receipt.get("totals") != {"objects": len(objects), "bytes": sum(o["size"] for o in objects)}:
+        problems.append(f"{label}: the receipt's totals differ from its objects")
+    report = {
+        "state": receipt.get("state"),
+        "objects": len(objects),
+        "bytes": sum(o["size"] for o in objects),
+        "finished_at": receipt.get("finished_at"),
+        "by": receipt.get("by"),
+        "signed_by": (receipt.get("signing") or {}).get("public_key_fingerprint"),
+    }
+    return report, problems

@@ -108,29 +108,12 @@ def plan_partition(domain_name: str, partition: str, run_id: str, force: bool = 
             )
         total_bytes = sum(obj.size for obj in listed)
         buckets = max(1, math.ceil(total_bytes / KEY_BUCKET_BYTES))
-        tables.append(
-            {
-                "domain": domain.name,
-                "table": table.name,
-                "partition": partition,
-                "run_token": token,
-                "key_buckets": buckets,
-                "objects": [obj.as_dict() for obj in listed],
-                "bytes": total_bytes,
-                "started_at": utcnow(),
-            }
-        )
-        for obj in listed:
-            objects.append(
-                {
-                    "domain": domain.name,
-                    "table": table.name,
-                    "partition": partition,
-                    "run_token": token,
-                    "key_buckets": buckets,
-                    "source": obj.as_dict(),
-                }
-            )
+        # What every task of the table needs from the plan: names, the run's token, the key buckets.
+        common = {"domain": domain.name, "table": table.name, "partition": partition}
+        common |= {"run_token": token, "key_buckets": buckets}
+        listed_dicts = [obj.as_dict() for obj in listed]
+        tables.append({**common, "objects": listed_dicts, "bytes": total_bytes, "started_at": utcnow()})
+        objects.extend({**common, "source": source_object} for source_object in listed_dicts)
         ledger.record_event(
             domain.name,
             "planned",

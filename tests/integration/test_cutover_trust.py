@@ -58,7 +58,7 @@ def _verify_problems(domain: str = DOMAIN, **kwargs) -> str:
 
 def _reseal(domain: str, history: list[dict], root: str | None) -> list[dict]:
     """The attacker's history: every hash recomputed around the new root, the old signatures kept."""
-    from hdh_migration.cutover import canonical_json
+    from hdh_migration.signing import canonical_json
 
     previous, resealed = None, []
     for entry in history:

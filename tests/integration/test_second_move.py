@@ -20,7 +20,7 @@ import yaml
 from conftest import write_catalogue
 
 from hdh_migration.cli import main
-from hdh_migration.layout import partition_dir
+from hdh_migration.layout import partition_dir, receipt_key
 
 DOMAIN = "beneficiaires"
 PREFIX = partition_dir(DOMAIN, "IR_BEN_R", "snapshot", "2024-06-30")
@@ -292,13 +292,13 @@ def test_verify_chain_names_a_broken_link(hosts, capsys):
         receipt = decommission.receipt_body(
             plan, "in_progress", "erin", "crashed", "run-1", "now", Signer.from_connection()
         )
-        final.target.put_json(decommission.receipt_key(DOMAIN), receipt)
+        final.target.put_json(receipt_key(DOMAIN), receipt)
         first = plan["objects"][0]
         _source(DOMAIN).delete(SourceObject(first["name"], first["size"], first["live_etag"], ""))
         code, _, err = final.cli(capsys, "decommission", "--local", "--domain", DOMAIN, "--by", "erin")
         assert code == 0, err[-3000:]
         assert interim_bucket.list_keys(f"{DOMAIN}/") == []
-        done = final.target.get_json(decommission.receipt_key(DOMAIN))
+        done = final.target.get_json(receipt_key(DOMAIN))
         assert done["state"] == "done" and sorted(o["name"] for o in done["objects"]) == interim_data
     pinned = pinned_public_keys()
     report, problems = verify_chain(record, pinned)
