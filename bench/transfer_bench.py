@@ -380,11 +380,13 @@ def run_operator(spec: dict, phases: Phases) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_start(phases: Phases) -> None:
-    """A task process of c's ``transfer_object`` (forked after the imports, as the bench excludes them
-    for every variant, and before any timed work): ``phases`` is its copy of the parent's timers, the
-    ones the patched building blocks record into; its own RSS window starts here."""
-    _WORKER["phases"] = phases
+def _worker_start() -> None:
+    """A task process of c's ``transfer_object``, started as Airflow starts one: a fresh interpreter that
+    imports what the copy uses (before the clock, as for every variant), then its own phase timers and its
+    own RSS window, so its import baseline is its own."""
+    _preload("c")
+    _WORKER["phases"] = phases = Phases()
+    instrument_transfer(phases)
     _WORKER["meter"] = meter = RssMeter()
     meter.start_window()
 
@@ -420,10 +422,10 @@ def run_ours(spec: dict, phases: Phases) -> dict:
     workers = spec.get("c_workers", 1)
     pool = None
     if workers > 1 and not spec.get("cprofile_dir"):
-        # Forked before any client or cache exists in this process, and started before the clock.
-        context = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(phases,))
-        for future in [pool.submit(time.sleep, 0.2) for _ in range(workers)]:
+        # Fresh processes, started (and their imports done) before the clock.
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+        for future in [pool.submit(time.sleep, 0.5) for _ in range(workers)]:
             future.result()
 
     def transfer_all(objects: list[dict]) -> list[dict]:
@@ -560,11 +562,20 @@ def _preload(variant: str, lazy: bool = False) -> None:
         from airflow.sdk import BaseHook  # noqa: F401
     if variant == "b":
         from airflow.providers.amazon.aws.transfers.azure_blob_to_s3 import AzureBlobStorageToS3Operator  # noqa: F401
-    if variant == "c":
+    if variant in ("c", "cpu"):
         import pandas  # noqa: F401
+        import polars  # noqa: F401
+        import pyarrow.compute  # noqa: F401
         import pyarrow.parquet  # noqa: F401
 
-        from hdh_migration import gx_expectations, integrity, ledger, transfer, validation  # noqa: F401
+        from hdh_migration import gx_expectations, integrity, ledger, objects, transfer, validation  # noqa: F401
+
+        # GX imports most of itself lazily, when a context is first built: build one and drop it, so the
+        # import baseline holds GX's modules as a task process's does once it has validated anything.
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+
+        gx.get_context(mode="ephemeral")
 
 
 def child_main(spec: dict) -> int:
