@@ -118,15 +118,15 @@ def check_source(container: str) -> Check:
     fix = f"check the container name (source_container) and the rights of connection {SOURCE_CONN_ID}"
     step = "connect"
     try:
-        client = AzureSource(SOURCE_CONN_ID, container).container_client
+        source = AzureSource(SOURCE_CONN_ID, container)
         step = "list"
-        page = list(next(iter(client.list_blobs(results_per_page=100).by_page()), []))
-        blobs = [b for b in page if b.size]
-        if not blobs:
+        listed = source.first_objects()
+        objects = [obj for obj in listed if obj.size]
+        if not objects:
             return Check(name, WARNING, "listed, but holds no object to read: seed or check the container")
         step = "ranged read"
-        length = min(blobs[0].size, 1024)
-        read = len(client.get_blob_client(blobs[0].name).download_blob(offset=0, length=length).readall())
+        length = min(objects[0].size, 1024)
+        read = len(source.read_range(objects[0], 0, length))
     except AirflowNotFoundException:
         return Check(name, BLOCKER, f"connection {SOURCE_CONN_ID} is missing")
     except ResourceNotFoundError as error:
@@ -135,7 +135,7 @@ def check_source(container: str) -> Check:
         return Check(name, BLOCKER, f"{step}: {_azure_error(error)}: {fix} (account key, SAS or role)")
     except ValueError as error:  # the hook refusing a malformed connection
         return Check(name, BLOCKER, f"{step}: {type(error).__name__}: {fix}")
-    return Check(name, OK, f"listed {len(page)} object(s) of the first page; read {read} byte(s) of one in a range")
+    return Check(name, OK, f"listed {len(listed)} object(s) of the first page; read {read} byte(s) of one in a range")
 
 
 # -- target ---------------------------------------------------------------------------------------
@@ -320,14 +320,12 @@ def check_clock_skew(
     target, max_skew_s: float = MAX_CLOCK_SKEW_S, warn_skew_s: float = WARN_CLOCK_SKEW_S, now: Callable = time.time
 ) -> Check:
     """This machine's clock against the ``Date`` header of the store's answer (an error answer has one too)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError
 
     name = "clock skew"
     before = now()
     try:
-        headers = target.client.head_bucket(Bucket=target.bucket)["ResponseMetadata"]["HTTPHeaders"]
-    except ClientError as error:
-        headers = error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        headers = target.bucket_headers()
     except BotoCoreError as error:
         return Check(name, BLOCKER, f"{type(error).__name__}: the store did not answer")
     local = (before + now()) / 2

@@ -150,6 +150,13 @@ class AzureSource:
             key=lambda obj: obj.name,
         )
 
+    def first_objects(self, limit: int = 100) -> list[SourceObject]:
+        """The first objects of the container's listing (one page at most): a probe, not a partition."""
+        page = next(iter(self.container_client.list_blobs(results_per_page=limit).by_page()), [])
+        return [
+            SourceObject(b.name, b.size, b.etag.strip('"'), b.last_modified.isoformat()) for b in list(page)[:limit]
+        ]
+
     def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None, throttle=None) -> None:
         """Stream one object into a local spool file in ranges, feeding the digest as bytes arrive.
 

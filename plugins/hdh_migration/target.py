@@ -645,6 +645,15 @@ class SovereignTarget:
         apply_profile(self.client, self.profile, conn_id, extra)
         self.bucket = bucket
 
+    def bucket_headers(self) -> dict:
+        """The HTTP headers of the store's answer to a HEAD of the bucket (an error answer has them too)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_bucket(Bucket=self.bucket)["ResponseMetadata"]["HTTPHeaders"]
+        except ClientError as error:
+            return error.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError
 
