@@ -29,6 +29,11 @@ class SourceObject:
     def as_dict(self) -> dict:
         return {"name": self.name, "size": self.size, "etag": self.etag, "last_modified": self.last_modified}
 
+    @classmethod
+    def from_blob(cls, name: str, properties) -> SourceObject:
+        """An Azure blob as listed or read (``BlobProperties``): its ETag without the quotes."""
+        return cls(name, properties.size, properties.etag.strip('"'), properties.last_modified.isoformat())
+
 
 def open_source(catalogue, domain_name: str | None = None):
     """The source of ``domain_name`` as the catalogue declares it; without a domain, the default Azure container
@@ -110,7 +115,7 @@ class AzureSource:
             props = self.container_client.get_blob_client(name).get_blob_properties()
         except ResourceNotFoundError:
             return None
-        return SourceObject(name, props.size, props.etag.strip('"'), props.last_modified.isoformat())
+        return SourceObject.from_blob(name, props)
 
     def sha256(self, obj: SourceObject) -> str:
         """The object's sha256, streamed, conditional on its ETag."""
@@ -138,12 +143,7 @@ class AzureSource:
             return []
         return sorted(
             (
-                SourceObject(
-                    name=blob.name,
-                    size=blob.size,
-                    etag=blob.etag.strip('"'),
-                    last_modified=blob.last_modified.isoformat(),
-                )
+                SourceObject.from_blob(blob.name, blob)
                 for blob in blobs
                 if blob.name.endswith(f".{extension}") and "/" not in blob.name[len(prefix) :]
             ),
@@ -153,9 +153,7 @@ class AzureSource:
     def first_objects(self, limit: int = 100) -> list[SourceObject]:
         """The first objects of the container's listing (one page at most): a probe, not a partition."""
         page = next(iter(self.container_client.list_blobs(results_per_page=limit).by_page()), [])
-        return [
-            SourceObject(b.name, b.size, b.etag.strip('"'), b.last_modified.isoformat()) for b in list(page)[:limit]
-        ]
+        return [SourceObject.from_blob(blob.name, blob) for blob in list(page)[:limit]]
 
     def download_to(self, obj: SourceObject, path: Path, chunk_size: int, digest, progress=None, throttle=None) -> None:
         """Stream one object into a local spool file in ranges, feeding the digest as bytes arrive.
