@@ -13,6 +13,13 @@ RAW_NIR = "253072B07300470"  # a valid Corsican NIR from the shared vectors
 CANARY = "ZQXCANARY"
 
 
+def _run_with_logs(migration, capfd, domain: str, partition: str):
+    """One DAG run of the partition, and everything it wrote to stdout and stderr."""
+    capfd.readouterr()
+    run = migration.run(domain, partition)
+    return run, "".join(capfd.readouterr())
+
+
 def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration, capfd):
     migration.seed(domains=["causes_deces"])
     name = rewrite_source(
@@ -29,9 +36,7 @@ def test_raw_nir_is_a_privacy_incident_and_no_canary_leaves_the_worker(migration
         ),
     )
     assert CANARY.encode("latin-1") in migration.source_bytes(name), "the canaries are in the source"
-    capfd.readouterr()
-    run = migration.run("causes_deces", "2022")
-    logs = "".join(capfd.readouterr())
+    run, logs = _run_with_logs(migration, capfd, "causes_deces", "2022")
     assert str(run.state) == "failed"
     validate = [ti for ti in run.get_task_instances() if ti.task_id == "validate_partition"][0]
     assert str(validate.state) == "failed" and validate.try_number == 1, "a privacy incident is never retried"
@@ -150,9 +155,7 @@ def test_a_raw_nir_in_a_numeric_column_is_a_privacy_incident_and_leaves_no_trace
         "2024-01-01",
         lambda t: set_values(set_values(t, "PHA_PRS_C13", {4: nir}), "PHA_ACT_PRU", {6: float(nir)}),
     )
-    capfd.readouterr()
-    run = migration.run("dcir", "2024-01-01")
-    logs = "".join(capfd.readouterr())
+    run, logs = _run_with_logs(migration, capfd, "dcir", "2024-01-01")
     assert str(run.state) == "failed"
     assert tries(run)["validate_partition"] == ({"failed"}, 1)
     record = migration.ledger.get("dcir", "ER_PHA_F", "2024-01-01")
@@ -198,9 +201,7 @@ def test_a_suite_cannot_weaken_the_nir_guard(migration, tmp_path, capfd):
         "2022",
         lambda t: set_values(set_values(t, "DCD_LIE_LIB", {3: f"vu le {RAW_NIR}"}), "DCD_CIM_COD", {5: RAW_NIR}),
     )
-    capfd.readouterr()
-    run = migration.run("causes_deces", "2022")
-    logs = "".join(capfd.readouterr())
+    run, logs = _run_with_logs(migration, capfd, "causes_deces", "2022")
     assert str(run.state) == "failed"
     record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
     assert record.state == "quarantined"
@@ -224,9 +225,7 @@ def test_a_guard_that_cannot_run_fails_closed_and_says_it_could_not_look(migrati
 
     migration.seed(domains=["causes_deces"])
     monkeypatch.setattr(nir, "raw_nir_mask", broken)
-    capfd.readouterr()
-    run = migration.run("causes_deces", "2022")
-    logs = "".join(capfd.readouterr())
+    run, logs = _run_with_logs(migration, capfd, "causes_deces", "2022")
     assert str(run.state) == "failed"
     record = migration.ledger.get("causes_deces", "KI_CCI_R", "2022")
     assert record.state == "quarantined"
